@@ -1,0 +1,179 @@
+//! The one place that wires runtime-tap together, top to bottom: limits, listeners (handed
+//! over or bound), admin endpoint, the intercepts' accept loops, and the shutdown sequence.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Endpoint};
+use crate::metrics::{InterceptMetrics, Registry};
+use crate::observe::Observer;
+use crate::relay::activation::Handed;
+use crate::relay::listener::{Listener, Owner};
+use crate::relay::ownership::{self, Access};
+use crate::relay::peer::ServerResolver;
+use crate::relay::{self, Intercepted};
+
+/// Hooks for embedding the proxy (the demo): told when ready, stopped on request.
+#[derive(Default)]
+pub struct Hooks {
+    /// Told once every listener is bound and accepting.
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Cancelled to shut down as on SIGTERM.
+    pub stop: CancellationToken,
+}
+
+/// Run until SIGTERM, SIGINT or `hooks.stop`, then shut down gracefully.
+pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
+    let Hooks {
+        ready,
+        stop: external_stop,
+    } = hooks;
+    // 1. Each connection costs two descriptors: take all the process may have.
+    raise_open_files_limit();
+
+    // 2. Listeners: a service manager's first, then our own. Bound before anything starts,
+    //    so a clash fails the start instead of a half-running proxy.
+    let mut handed = Handed::from_env().context("socket activation")?;
+    let mut listeners = Vec::new();
+    for ic in &config.intercepts {
+        let listener = match handed.take(&ic.name) {
+            Some(a) => {
+                Listener::from_activation(a).with_context(|| format!("intercept {}: handed-over listener", ic.name))?
+            }
+            None => Listener::bind(&ic.listen)
+                .await
+                .with_context(|| format!("intercept {}", ic.name))?,
+        };
+        if listener.owner() == Owner::Us {
+            if let Endpoint::Unix(path) = &ic.listen {
+                // 3. Access no wider than the upstream socket's (copied when it appears).
+                let mode = ic
+                    .socket_mode
+                    .as_deref()
+                    .map(crate::config::parse_mode)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+                let access = Access::resolve(mode, ic.socket_owner.as_deref(), ic.socket_group.as_deref())
+                    .with_context(|| format!("intercept {}", ic.name))?;
+                let upstream = match &ic.upstream {
+                    Endpoint::Unix(p) => Some(p.clone()),
+                    Endpoint::Tcp(_) => None,
+                };
+                ownership::apply(path.clone(), upstream, access).await;
+            }
+        }
+        listeners.push(listener);
+    }
+    for name in handed.unused() {
+        tracing::warn!(name, "a handed-over listener matches no intercept name; ignoring it");
+    }
+
+    // 4. Admin endpoint.
+    let registry = Registry {
+        intercepts: config
+            .intercepts
+            .iter()
+            .map(|ic| InterceptMetrics::new(&ic.name))
+            .collect(),
+    };
+    let stop = CancellationToken::new();
+    let cut = CancellationToken::new();
+    let admin = if config.admin.listen == "off" {
+        None
+    } else {
+        let addr = config.admin.listen.parse().context("admin.listen")?;
+        let l = crate::admin::bind(addr)
+            .await
+            .with_context(|| format!("admin endpoint {addr}"))?;
+        tracing::info!(listen = %addr, "admin endpoint: /healthz /readyz /metrics");
+        Some(tokio::spawn(crate::admin::serve(l, registry.clone(), stop.clone())))
+    };
+
+    // 5. One accept loop per intercept; connections are tracked for the grace period.
+    let tracker = TaskTracker::new();
+    let servers = Arc::new(ServerResolver::default());
+    let observer = Arc::new(Observer::default());
+    let mut loops = Vec::new();
+    for ((ic, listener), metrics) in config.intercepts.iter().zip(listeners).zip(&registry.intercepts) {
+        let shared = Arc::new(Intercepted {
+            config: ic.clone(),
+            metrics: Arc::clone(metrics),
+            buffer_size: config.relay.buffer_size,
+            tap_queue: config.relay.tap_queue,
+            servers: Arc::clone(&servers),
+            observer: Arc::clone(&observer),
+        });
+        loops.push(tokio::spawn(relay::serve(
+            shared,
+            listener,
+            stop.clone(),
+            cut.clone(),
+            tracker.clone(),
+        )));
+    }
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
+
+    // 6. Shutdown: stop accepting (own sockets removed), let connections finish within the
+    //    grace period, then cut the rest (HTTP/2 connections never end on their own).
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = external_stop.cancelled() => tracing::info!("stop requested"),
+    }
+    tracing::info!(
+        grace_period_secs = config.relay.grace_period_secs,
+        open = tracker.len(),
+        "shutting down: no new connections"
+    );
+    stop.cancel();
+    for l in loops {
+        let _ = l.await;
+    }
+    tracker.close();
+    if tokio::time::timeout(config.relay.grace_period(), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!(open = tracker.len(), "grace period over; closing open connections");
+        cut.cancel();
+        tracker.wait().await;
+    }
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+}
+
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(
+                from = soft,
+                to = hard,
+                connections = hard / 2,
+                "raised open-files limit"
+            ),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise open-files limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, connections = soft / 2, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read open-files limit"),
+    }
+}

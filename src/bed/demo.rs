@@ -1,0 +1,110 @@
+//! `runtime-tap demo`: a private containerd and dockerd with runtime-tap in front of both,
+//! a container run through it, and directions for sending more traffic; runs until Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::Bed;
+use crate::app::Hooks;
+use crate::config::{Admin, Config, Endpoint, Intercept, Relay};
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Run the sample container, print what happened, and exit instead of staying up.
+    #[arg(long)]
+    pub once: bool,
+    /// Admin endpoint address, or "off".
+    #[arg(long, default_value = crate::config::DEFAULT_ADMIN_LISTEN)]
+    pub admin: String,
+}
+
+/// The demo's config: runtime-tap on its own paths in front of the bed's daemons.
+pub fn config(bed: &Bed, admin: String) -> Config {
+    let tap = bed.dir.join("tap");
+    let intercept = |name: &str, listen: PathBuf, upstream: PathBuf| Intercept {
+        name: name.to_string(),
+        listen: Endpoint::Unix(listen),
+        upstream: Endpoint::Unix(upstream),
+        socket_mode: None,
+        socket_owner: None,
+        socket_group: None,
+        decode: true,
+    };
+    Config {
+        intercepts: vec![
+            intercept("containerd", tap.join("containerd.sock"), bed.containerd_socket()),
+            intercept("dockerd", tap.join("docker.sock"), bed.docker_socket()),
+        ],
+        admin: Admin { listen: admin },
+        relay: Relay::default(),
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let mut bed = tokio::task::spawn_blocking(|| -> anyhow::Result<Bed> {
+        let mut bed = Bed::new("demo")?;
+        bed.start_containerd()?;
+        Ok(bed)
+    })
+    .await??;
+    let config = config(&bed, args.admin.clone());
+    let (Endpoint::Unix(tap_containerd), Endpoint::Unix(tap_docker)) =
+        (config.intercepts[0].listen.clone(), config.intercepts[1].listen.clone())
+    else {
+        unreachable!("demo intercepts are unix sockets")
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let hooks = Hooks {
+        ready: Some(ready_tx),
+        ..Hooks::default()
+    };
+    let stop = hooks.stop.clone();
+    let proxy = tokio::spawn(crate::app::run(config, hooks));
+    ready_rx.await.context("runtime-tap did not start")?;
+
+    let (bed_back, sample) = tokio::task::spawn_blocking(move || {
+        let result = (|| -> anyhow::Result<String> {
+            // dockerd's containerd calls go through the containerd intercept.
+            bed.start_dockerd(&tap_containerd)?;
+            bed.make_images(&tap_docker)?;
+            let out = super::run(bed.docker(&tap_docker).args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "bb:latest",
+                "echo",
+                "hello from a container, through runtime-tap",
+            ]))?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        })();
+        (bed, result)
+    })
+    .await?;
+    bed = bed_back;
+    let sample = sample?;
+    let tap = bed.dir.join("tap");
+    println!(
+        "\nruntime-tap is in front of a private containerd and dockerd.\n\
+         A container ran through it and printed: {}\n\
+         Send more traffic through it:\n  \
+           export DOCKER_HOST=unix://{}/docker.sock DOCKER_CONFIG={}\n  \
+           docker run --rm --network none bb:latest echo hi\n  \
+           ctr -a {}/containerd.sock -n moby containers ls\n\
+         Metrics: curl -s http://{}/metrics\n",
+        sample.trim(),
+        tap.display(),
+        bed.docker_config_dir().display(),
+        tap.display(),
+        args.admin
+    );
+    if args.once {
+        stop.cancel();
+    } else {
+        println!("Ctrl-C stops runtime-tap and the private daemons.");
+    }
+    let result = proxy.await.context("runtime-tap task")?;
+    tokio::task::spawn_blocking(move || drop(bed)).await?;
+    result
+}

@@ -1,0 +1,370 @@
+//! A private container-runtime bed: containerd and dockerd from Debian's packages, started
+//! under a temporary directory with their own sockets, state and namespaces, for the test
+//! suite, the benchmarks and `runtime-tap demo`. It never touches the machine's own
+//! /run/containerd or /var/run/docker.sock, and it stops only what it started, by pid:
+//! the daemons, the shims they started (found by the bed's path in their command line) and
+//! the containers under those shims. A watchdog process does the same if the owner dies.
+
+pub mod demo;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Debian packages the bed needs, and a command each provides.
+const PACKAGES: &[(&str, &str)] = &[
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    ("docker.io", "dockerd"),
+    ("busybox-static", "busybox"),
+];
+/// How long a daemon may take to answer after start.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Install the bed's packages when any is missing (apt-get; needs root and the package
+/// registry). Does nothing when all are there.
+///
+/// # Errors
+/// When installing fails.
+pub fn ensure_installed() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, cmd)| which(cmd).is_none())
+        .map(|(p, _)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {} (apt-get)...", missing.join(" "));
+    let update = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .context("apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed ({update})");
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("apt-get install")?;
+    if !status.success() {
+        bail!("apt-get install {} failed ({status})", missing.join(" "));
+    }
+    Ok(())
+}
+
+/// Where `cmd` is on PATH (plus the sbin directories root has).
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// A running private bed. Dropping it stops everything it started.
+pub struct Bed {
+    /// The bed's directory; everything it writes is below it.
+    pub dir: PathBuf,
+    containerd: Option<Child>,
+    dockerd: Option<Child>,
+    watchdog: Option<Child>,
+}
+
+impl Bed {
+    /// A new bed directory under /tmp (short: unix socket paths are limited to 107 bytes),
+    /// with a watchdog that cleans up if this process dies without dropping the bed.
+    pub fn new(label: &str) -> anyhow::Result<Bed> {
+        ensure_installed()?;
+        let dir = std::env::temp_dir().join(format!("rtap-{label}-{}", std::process::id()));
+        if dir.exists() {
+            teardown_dir(&dir);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::write(dir.join("teardown.sh"), TEARDOWN_SCRIPT).context("write teardown script")?;
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap 'exit 0' TERM; while kill -0 {pid} 2>/dev/null; do sleep 1 & wait $!; done; sh '{dir}/teardown.sh' '{dir}'",
+                pid = std::process::id(),
+                dir = dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start bed watchdog")?;
+        Ok(Bed {
+            dir,
+            containerd: None,
+            dockerd: None,
+            watchdog: Some(watchdog),
+        })
+    }
+
+    /// containerd's own socket.
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// dockerd's own socket.
+    pub fn docker_socket(&self) -> PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    /// Start containerd (with a working CRI plugin) and wait until it answers.
+    pub fn start_containerd(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.display();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/containerd-debug.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    Root = "{d}/runc"
+"#
+        );
+        std::fs::write(self.dir.join("containerd.toml"), config)?;
+        let log = std::fs::File::create(self.dir.join("containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.join("containerd.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start containerd")?;
+        self.containerd = Some(child);
+        let sock = self.containerd_socket();
+        wait_until(READY_TIMEOUT, "containerd", || {
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&sock)
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
+
+    /// Start dockerd on the containerd socket `containerd` (containerd's own, or an
+    /// intercepting one) and wait until it answers.
+    pub fn start_dockerd(&mut self, containerd: &Path) -> anyhow::Result<()> {
+        let d = &self.dir;
+        let log = std::fs::File::create(d.join("dockerd.log"))?;
+        let child = Command::new("dockerd")
+            .arg("--containerd")
+            .arg(containerd)
+            .args([
+                "--containerd-namespace",
+                "moby",
+                "--containerd-plugins-namespace",
+                "plugins.moby",
+            ])
+            .arg("--data-root")
+            .arg(d.join("docker"))
+            .arg("--exec-root")
+            .arg(d.join("docker-exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.docker_socket().display()))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .args([
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start dockerd")?;
+        self.dockerd = Some(child);
+        let sock = self.docker_socket();
+        let config = self.docker_config_dir();
+        wait_until(READY_TIMEOUT, "dockerd", || {
+            docker_command(&sock, &config)
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
+
+    /// A private docker CLI config directory, so the machine's ~/.docker is never touched.
+    pub fn docker_config_dir(&self) -> PathBuf {
+        self.dir.join("docker-cli")
+    }
+
+    /// A docker CLI command against `socket` (dockerd's own, or an intercepting one).
+    pub fn docker(&self, socket: &Path) -> Command {
+        docker_command(socket, &self.docker_config_dir())
+    }
+
+    /// A ctr command against `socket`.
+    pub fn ctr(&self, socket: &Path) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("-a").arg(socket);
+        c
+    }
+
+    /// Import the tiny busybox image `bb:latest` into dockerd through `socket`, and save it
+    /// as a tar (also under the name CRI's sandbox image needs) for `ctr images import`.
+    /// Returns the saved tar's path.
+    pub fn make_images(&self, socket: &Path) -> anyhow::Result<PathBuf> {
+        let rootfs = self.dir.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin"))?;
+        let busybox = which("busybox").context("busybox-static is not installed")?;
+        std::fs::copy(&busybox, rootfs.join("bin/busybox"))?;
+        for cmd in ["sh", "echo", "sleep", "cat", "true", "false", "ls", "head", "wc"] {
+            let link = rootfs.join("bin").join(cmd);
+            if !link.exists() {
+                std::os::unix::fs::symlink("busybox", link)?;
+            }
+        }
+        let tar = self.dir.join("rootfs.tar");
+        run(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."))?;
+        run(self
+            .docker(socket)
+            .arg("import")
+            .arg("-c")
+            .arg(r#"CMD ["/bin/sleep","3600"]"#)
+            .arg(&tar)
+            .arg("bb:latest"))?;
+        run(self
+            .docker(socket)
+            .args(["tag", "bb:latest", "registry.k8s.io/pause:3.6"]))?;
+        let saved = self.dir.join("images.tar");
+        run(self
+            .docker(socket)
+            .arg("save")
+            .arg("-o")
+            .arg(&saved)
+            .args(["bb:latest", "registry.k8s.io/pause:3.6"]))?;
+        Ok(saved)
+    }
+
+    /// Stop everything the bed started and remove its directory.
+    pub fn stop(&mut self) {
+        if let Some(mut d) = self.dockerd.take() {
+            // dockerd stops its containers on SIGTERM; give it the time to.
+            signal(&d, nix::sys::signal::Signal::SIGTERM);
+            wait_timeout(&mut d, Duration::from_secs(20));
+        }
+        if let Some(mut c) = self.containerd.take() {
+            signal(&c, nix::sys::signal::Signal::SIGTERM);
+            wait_timeout(&mut c, Duration::from_secs(10));
+        }
+        teardown_dir(&self.dir);
+        if let Some(mut w) = self.watchdog.take() {
+            signal(&w, nix::sys::signal::Signal::SIGTERM);
+            let _ = w.wait();
+        }
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Kills, by pid, every process whose command line names the bed directory (daemons, shims)
+/// and their children (containers), unmounts what is mounted below it, and removes it.
+const TEARDOWN_SCRIPT: &str = r#"d="$1"
+[ -n "$d" ] && [ -d "$d" ] || exit 0
+ours() { for p in /proc/[0-9]*; do pid=${p#/proc/}; [ "$pid" = "$$" ] && continue; tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -qF -- "$d/" && case "$(tr '\0' ' ' < $p/cmdline)" in *teardown.sh*|*"kill -0"*) ;; *) echo $pid;; esac; done; }
+for sig in TERM KILL; do
+  pids=$(ours)
+  [ -n "$pids" ] || break
+  kids=""; for p in $pids; do kids="$kids $(cat /proc/$p/task/*/children 2>/dev/null)"; done
+  kill -$sig $kids $pids 2>/dev/null
+  sleep 1
+done
+grep -F " $d/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+rm -rf "$d"
+"#;
+
+fn teardown_dir(dir: &Path) {
+    let script = dir.join("teardown.sh");
+    if !script.exists() {
+        let _ = std::fs::create_dir_all(dir);
+        if let Ok(mut f) = std::fs::File::create(&script) {
+            let _ = f.write_all(TEARDOWN_SCRIPT.as_bytes());
+        }
+    }
+    let _ = Command::new("sh").arg(&script).arg(dir).stdin(Stdio::null()).status();
+}
+
+fn docker_command(socket: &Path, config: &Path) -> Command {
+    let mut c = Command::new("docker");
+    c.env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env("DOCKER_CONFIG", config)
+        .env_remove("DOCKER_CONTEXT");
+    c
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{what} did not become ready within {timeout:?}")
+}
+
+/// Run a command to completion; its stderr in the error when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}

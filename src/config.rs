@@ -1,0 +1,341 @@
+//! Configuration: the TOML file, the one-intercept command-line shorthand, and validation.
+//! Everything is checked once here, at load; the rest of the crate trusts what it gets.
+//! This is the only module that reads the process environment.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default admin endpoint: loopback only, so metrics never leave the node unless asked.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+/// Default time open connections get to finish after SIGTERM before they are cut.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// Default relay buffer per direction. Measured: 64 KiB reads keep bulk transfers near the
+/// socket's own limit while an idle connection costs nothing (buffers are allocated on demand).
+pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
+/// Default depth of a connection's tap queue, in chunks. Past it the connection's decoding is
+/// given up (counted) while its bytes keep flowing.
+pub const DEFAULT_TAP_QUEUE: usize = 256;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The sockets to intercept; several run in one process.
+    #[serde(default, rename = "intercept")]
+    pub intercepts: Vec<Intercept>,
+    /// The admin endpoint (health and metrics).
+    #[serde(default)]
+    pub admin: Admin,
+    /// Relay tuning shared by all intercepts.
+    #[serde(default)]
+    pub relay: Relay,
+}
+
+/// One intercepted socket: clients connect to `listen`, bytes go on to `upstream`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Intercept {
+    /// Becomes `service.name` of this intercept's spans, and names a socket-activated listener.
+    pub name: String,
+    /// Where clients connect: `unix:///path` or `tcp://host:port`.
+    pub listen: Endpoint,
+    /// The daemon's socket: `unix:///path` or `tcp://host:port`.
+    pub upstream: Endpoint,
+    /// Octal mode of the listening socket (`"0660"`); default: the upstream socket's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_mode: Option<String>,
+    /// Owner of the listening socket (name or uid); default: the upstream socket's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_owner: Option<String>,
+    /// Group of the listening socket (name or gid); default: the upstream socket's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    /// Decode a copy of the traffic (default on). Off: a plain byte relay that only counts.
+    #[serde(default = "default_true")]
+    pub decode: bool,
+}
+
+/// The admin endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `host:port` to serve /healthz, /readyz and /metrics on; `"off"` disables it.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: DEFAULT_ADMIN_LISTEN.to_string(),
+        }
+    }
+}
+
+/// Relay tuning.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    /// Read buffer per direction, in bytes.
+    #[serde(default = "default_buffer_size")]
+    pub buffer_size: usize,
+    /// Depth of each connection's tap queue, in chunks.
+    #[serde(default = "default_tap_queue")]
+    pub tap_queue: usize,
+    /// Seconds open connections may run after SIGTERM before they are closed.
+    #[serde(default = "default_grace_secs")]
+    pub grace_period_secs: u64,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            tap_queue: DEFAULT_TAP_QUEUE,
+            grace_period_secs: DEFAULT_GRACE_PERIOD.as_secs(),
+        }
+    }
+}
+
+impl Relay {
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.grace_period_secs)
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_admin_listen() -> String {
+    DEFAULT_ADMIN_LISTEN.to_string()
+}
+fn default_buffer_size() -> usize {
+    DEFAULT_BUFFER_SIZE
+}
+fn default_tap_queue() -> usize {
+    DEFAULT_TAP_QUEUE
+}
+fn default_grace_secs() -> u64 {
+    DEFAULT_GRACE_PERIOD.as_secs()
+}
+
+/// A socket address in URL form: `unix:///run/x.sock` or `tcp://127.0.0.1:2375`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// The transport name used in spans (`network.transport`).
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Endpoint::Unix(_) => "unix",
+            Endpoint::Tcp(_) => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(format!("{s:?}: a unix socket path must be absolute (unix:///path)"));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = s.strip_prefix("tcp://") {
+            let addr = addr.trim_end_matches('/');
+            // A host name is allowed; only the shape is checked here.
+            match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    return Ok(Endpoint::Tcp(addr.to_string()));
+                }
+                _ => return Err(format!("{s:?}: expected tcp://host:port")),
+            }
+        }
+        if s.starts_with('/') {
+            return Ok(Endpoint::Unix(PathBuf::from(s)));
+        }
+        Err(format!("{s:?}: expected unix:///path or tcp://host:port"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Why a configuration was refused. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid TOML of this schema, or fails validation;
+    /// the error names the file and the key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate config text; `origin` names it in errors (a file path).
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from(origin),
+            message: describe_toml_error(&e),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Check what serde cannot: unique names and listen addresses, listen != upstream,
+    /// well-formed modes and addresses.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            message,
+        };
+        if self.intercepts.is_empty() {
+            return Err(invalid(
+                "intercept".into(),
+                "at least one [[intercept]] is needed".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut listens = HashSet::new();
+        for (i, ic) in self.intercepts.iter().enumerate() {
+            let key = |field: &str| format!("intercept[{i}].{field}");
+            if ic.name.is_empty() || !ic.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?}: use letters, digits, '-', '_' or '.'", ic.name),
+                ));
+            }
+            if !names.insert(ic.name.clone()) {
+                return Err(invalid(key("name"), format!("{:?} is used by two intercepts", ic.name)));
+            }
+            if ic.listen == ic.upstream {
+                return Err(invalid(
+                    key("listen"),
+                    format!("{} is also the upstream: the proxy would connect to itself", ic.listen),
+                ));
+            }
+            if !listens.insert(ic.listen.clone()) {
+                return Err(invalid(
+                    key("listen"),
+                    format!("{} is the listen address of another intercept", ic.listen),
+                ));
+            }
+            if let Some(mode) = &ic.socket_mode {
+                parse_mode(mode).map_err(|m| invalid(key("socket_mode"), m))?;
+            }
+            let unix_only = [
+                ("socket_mode", &ic.socket_mode),
+                ("socket_owner", &ic.socket_owner),
+                ("socket_group", &ic.socket_group),
+            ];
+            if matches!(ic.listen, Endpoint::Tcp(_)) {
+                for (field, value) in unix_only {
+                    if value.is_some() {
+                        return Err(invalid(key(field), "only applies to a unix listen socket".into()));
+                    }
+                }
+            }
+        }
+        if self.admin.listen != "off" && self.admin.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "admin.listen".into(),
+                format!(
+                    "{:?}: expected host:port with an IP address, or \"off\"",
+                    self.admin.listen
+                ),
+            ));
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&self.relay.buffer_size) {
+            return Err(invalid(
+                "relay.buffer_size".into(),
+                "must be between 4096 and 16777216".into(),
+            ));
+        }
+        if self.relay.tap_queue == 0 {
+            return Err(invalid("relay.tap_queue".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration, defaults filled in, as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Parse an octal file mode such as `"0660"`; only permission bits are accepted.
+pub fn parse_mode(mode: &str) -> Result<u32, String> {
+    let bits = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{mode:?}: expected an octal mode such as \"0660\""))?;
+    if bits > 0o777 {
+        return Err(format!("{mode:?}: only permission bits (at most 0777) are allowed"));
+    }
+    Ok(bits)
+}
+
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    // toml's message already names the key and shows the line; keep it on one line per part.
+    e.to_string().trim_end().replace("\n\n", "\n")
+}
+
+/// The environment variables runtime-tap reads (only this module reads the environment).
+pub mod env {
+    /// `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES` from a service manager, if any.
+    pub fn socket_activation() -> Option<(u32, usize, Option<String>)> {
+        let pid = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+        let fds = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+        let names = std::env::var("LISTEN_FDNAMES").ok();
+        Some((pid, fds, names))
+    }
+}
+
+#[cfg(test)]
+mod tests;

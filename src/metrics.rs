@@ -1,0 +1,236 @@
+//! runtime-tap's own counters, rendered in the Prometheus text format by the admin endpoint.
+//! Labels come from small fixed sets (intercept name, direction, protocol, reason), never from
+//! paths or ids, so the series count stays bounded whatever the traffic.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::wire::Direction;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why the observer of a connection stopped decoding it.
+#[derive(Debug, Default)]
+pub struct TapGiveUps {
+    /// The tap queue overflowed: the observer fell behind the relay.
+    pub queue_full: Counter,
+}
+
+/// Protocols the sniffer tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http2,
+    Http1,
+    Opaque,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Http2, Protocol::Http1, Protocol::Opaque];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http2 => "http2",
+            Protocol::Http1 => "http1",
+            Protocol::Opaque => "opaque",
+        }
+    }
+}
+
+/// The counters of one intercept.
+#[derive(Debug)]
+pub struct InterceptMetrics {
+    pub name: String,
+    pub accepted: Counter,
+    pub active: Gauge,
+    pub accept_errors: Counter,
+    pub upstream_connect_failures: Counter,
+    pub relay_errors: Counter,
+    bytes: [Counter; 2],
+    pub tap_give_ups: TapGiveUps,
+    sniffed: [Counter; 3],
+    /// The listener is bound and accepting.
+    pub listening: AtomicBool,
+}
+
+impl InterceptMetrics {
+    pub fn new(name: &str) -> Arc<InterceptMetrics> {
+        Arc::new(InterceptMetrics {
+            name: name.to_string(),
+            accepted: Counter::default(),
+            active: Gauge::default(),
+            accept_errors: Counter::default(),
+            upstream_connect_failures: Counter::default(),
+            relay_errors: Counter::default(),
+            bytes: Default::default(),
+            tap_give_ups: TapGiveUps::default(),
+            sniffed: Default::default(),
+            listening: AtomicBool::new(false),
+        })
+    }
+
+    pub fn add_bytes(&self, dir: Direction, n: usize) {
+        self.bytes[dir.index()].add(n as u64);
+    }
+
+    pub fn bytes(&self, dir: Direction) -> u64 {
+        self.bytes[dir.index()].get()
+    }
+
+    pub fn sniffed(&self, p: Protocol) -> &Counter {
+        &self.sniffed[p as usize]
+    }
+}
+
+/// Every metric source of the process, for the admin endpoint.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    pub intercepts: Vec<Arc<InterceptMetrics>>,
+}
+
+impl Registry {
+    /// Render in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let per_intercept: [(&str, &str, &str, fn(&InterceptMetrics) -> u64); 5] = [
+            (
+                "runtime_tap_connections_accepted_total",
+                "counter",
+                "Client connections accepted.",
+                |m| m.accepted.get(),
+            ),
+            (
+                "runtime_tap_connections_active",
+                "gauge",
+                "Client connections open now.",
+                |m| m.active.get(),
+            ),
+            (
+                "runtime_tap_accept_errors_total",
+                "counter",
+                "Failed accept calls (for example out of file descriptors).",
+                |m| m.accept_errors.get(),
+            ),
+            (
+                "runtime_tap_upstream_connect_failures_total",
+                "counter",
+                "Client connections closed because the upstream could not be reached.",
+                |m| m.upstream_connect_failures.get(),
+            ),
+            (
+                "runtime_tap_relay_errors_total",
+                "counter",
+                "Connections ended by a read or write error on either side.",
+                |m| m.relay_errors.get(),
+            ),
+        ];
+        for (name, kind, help, get) in per_intercept {
+            header(&mut out, name, kind, help);
+            for m in &self.intercepts {
+                let _ = writeln!(out, "{name}{{intercept=\"{}\"}} {}", m.name, get(m));
+            }
+        }
+        header(
+            &mut out,
+            "runtime_tap_bytes_total",
+            "counter",
+            "Bytes relayed, by direction (c2s = client to upstream).",
+        );
+        for m in &self.intercepts {
+            for dir in [Direction::ClientToServer, Direction::ServerToClient] {
+                let _ = writeln!(
+                    out,
+                    "runtime_tap_bytes_total{{intercept=\"{}\",direction=\"{}\"}} {}",
+                    m.name,
+                    dir.as_str(),
+                    m.bytes(dir)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "runtime_tap_tap_give_ups_total",
+            "counter",
+            "Connections whose decoding was given up while bytes kept flowing, by reason.",
+        );
+        for m in &self.intercepts {
+            let _ = writeln!(
+                out,
+                "runtime_tap_tap_give_ups_total{{intercept=\"{}\",reason=\"queue_full\"}} {}",
+                m.name,
+                m.tap_give_ups.queue_full.get()
+            );
+        }
+        header(
+            &mut out,
+            "runtime_tap_protocols_sniffed_total",
+            "counter",
+            "Connections by the protocol seen in their first client bytes.",
+        );
+        for m in &self.intercepts {
+            for p in Protocol::ALL {
+                let _ = writeln!(
+                    out,
+                    "runtime_tap_protocols_sniffed_total{{intercept=\"{}\",protocol=\"{}\"}} {}",
+                    m.name,
+                    p.as_str(),
+                    m.sniffed(p).get()
+                );
+            }
+        }
+        header(
+            &mut out,
+            "runtime_tap_listener_up",
+            "gauge",
+            "1 when the intercept's listener is bound and accepting.",
+        );
+        for m in &self.intercepts {
+            let _ = writeln!(
+                out,
+                "runtime_tap_listener_up{{intercept=\"{}\"}} {}",
+                m.name,
+                u8::from(m.listening.load(Ordering::Relaxed))
+            );
+        }
+        out
+    }
+
+    /// Ready when every listener is bound.
+    pub fn ready(&self) -> bool {
+        self.intercepts.iter().all(|m| m.listening.load(Ordering::Relaxed))
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}

@@ -1,0 +1,178 @@
+//! The byte relay of one connection: both directions polled by one task, each chunk
+//! written onward first and only then offered to the tap. Half-closes are propagated:
+//! EOF from one side becomes shutdown(WR) towards the other, and the other direction
+//! keeps flowing until it ends too.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::tap::Tap;
+use crate::wire::Direction;
+
+/// Bytes moved each way, indexed by `Direction::index()`.
+pub type ByteCounts = [u64; 2];
+
+/// Which side of the relay failed, for logs and metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("read from {side} failed: {source}")]
+    Read { side: &'static str, source: io::Error },
+    #[error("write to {side} failed: {source}")]
+    Write { side: &'static str, source: io::Error },
+}
+
+/// One direction's state: a read buffer and the part of it not yet written onward.
+struct Half {
+    dir: Direction,
+    buf: BytesMut,
+    /// Bytes of `buf` already written onward.
+    written: usize,
+    read_done: bool,
+    shutdown_done: bool,
+    bytes: u64,
+    capacity: usize,
+}
+
+impl Half {
+    fn new(dir: Direction, capacity: usize) -> Half {
+        // No allocation until the first read: idle connections cost no buffer.
+        Half {
+            dir,
+            buf: BytesMut::new(),
+            written: 0,
+            read_done: false,
+            shutdown_done: false,
+            bytes: 0,
+            capacity,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.read_done && self.shutdown_done
+    }
+
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        writer: &mut W,
+        tap: &mut Tap,
+    ) -> Poll<Result<(), RelayError>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let (from, to) = sides(self.dir);
+        loop {
+            // Write out what was read before reading more: the relay holds at most one
+            // buffer per direction, so a slow reader back-pressures its writer.
+            while self.written < self.buf.len() {
+                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.written..]))
+                    .map_err(|source| RelayError::Write { side: to, source })?;
+                if n == 0 {
+                    return Poll::Ready(Err(RelayError::Write {
+                        side: to,
+                        source: io::ErrorKind::WriteZero.into(),
+                    }));
+                }
+                self.written += n;
+            }
+            if !self.buf.is_empty() {
+                // Written onward; now (and only now) the tap gets the chunk.
+                let chunk = self.buf.split().freeze();
+                self.written = 0;
+                tap.offer(self.dir, chunk);
+            }
+            if self.read_done {
+                if !self.shutdown_done {
+                    // A peer that is already gone cannot take our FIN; that is not a relay error.
+                    let _ = ready!(Pin::new(&mut *writer).poll_shutdown(cx));
+                    self.shutdown_done = true;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if self.buf.capacity() < self.capacity / 4 {
+                // Reclaims the old allocation when the tap has let go of it, else allocates.
+                self.buf.reserve(self.capacity);
+            }
+            let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut self.buf))
+                .map_err(|source| RelayError::Read { side: from, source })?;
+            if n == 0 {
+                self.read_done = true;
+                tap.eof(self.dir);
+            } else {
+                self.bytes += n as u64;
+            }
+        }
+    }
+}
+
+fn sides(dir: Direction) -> (&'static str, &'static str) {
+    match dir {
+        Direction::ClientToServer => ("client", "upstream"),
+        Direction::ServerToClient => ("upstream", "client"),
+    }
+}
+
+/// Relays between `client` and `upstream` until both directions have ended or one side fails.
+/// Resolves to the byte counts; on error the counts so far are in `Relay::counts`.
+pub struct Relay<'a, C, U> {
+    client: &'a mut C,
+    upstream: &'a mut U,
+    tap: &'a mut Tap,
+    c2s: Half,
+    s2c: Half,
+}
+
+impl<'a, C, U> Relay<'a, C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    pub fn new(client: &'a mut C, upstream: &'a mut U, tap: &'a mut Tap, buffer_size: usize) -> Self {
+        Relay {
+            client,
+            upstream,
+            tap,
+            c2s: Half::new(Direction::ClientToServer, buffer_size),
+            s2c: Half::new(Direction::ServerToClient, buffer_size),
+        }
+    }
+
+    /// Bytes relayed so far each way.
+    pub fn counts(&self) -> ByteCounts {
+        [self.c2s.bytes, self.s2c.bytes]
+    }
+}
+
+impl<C, U> Future for Relay<'_, C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Result<ByteCounts, RelayError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if !this.c2s.done() {
+            if let Poll::Ready(Err(e)) = this.c2s.poll(cx, this.client, this.upstream, this.tap) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if !this.s2c.done() {
+            if let Poll::Ready(Err(e)) = this.s2c.poll(cx, this.upstream, this.client, this.tap) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if this.c2s.done() && this.s2c.done() {
+            Poll::Ready(Ok(this.counts()))
+        } else {
+            Poll::Pending
+        }
+    }
+}

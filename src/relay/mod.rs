@@ -1,0 +1,142 @@
+//! The relay layer: listeners, the accept loop of each intercept, and each connection's
+//! byte relay with its tap. Vocabulary as in pingora: the client is downstream, the daemon's
+//! socket is upstream. Nothing here waits on decoding.
+
+pub mod activation;
+pub mod copy;
+pub mod listener;
+pub mod ownership;
+pub mod peer;
+pub mod stream;
+pub mod tap;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Endpoint, Intercept};
+use crate::metrics::InterceptMetrics;
+use crate::observe::{ConnInfo, Observer};
+use listener::Listener;
+use peer::{Process, ServerResolver};
+use tap::Tap;
+
+/// After a failed accept (out of descriptors, most often), wait this long before the next,
+/// so the loop does not spin while the condition lasts.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Connection ids, unique in the process, for logs.
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What one intercept's connections share.
+pub struct Intercepted {
+    pub config: Intercept,
+    pub metrics: Arc<InterceptMetrics>,
+    pub buffer_size: usize,
+    pub tap_queue: usize,
+    pub servers: Arc<ServerResolver>,
+    pub observer: Arc<Observer>,
+}
+
+/// Accept connections on `listener` until `stop` is cancelled; each connection runs in
+/// `tracker` until it ends or `cut` is cancelled (end of the grace period).
+pub async fn serve(
+    shared: Arc<Intercepted>,
+    listener: Listener,
+    stop: CancellationToken,
+    cut: CancellationToken,
+    tracker: TaskTracker,
+) {
+    shared.metrics.listening.store(true, Ordering::Relaxed);
+    tracing::info!(intercept = %shared.config.name, listen = %shared.config.listen, upstream = %shared.config.upstream, owner = ?listener.owner(), "intercept listening");
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok(client) => {
+                shared.metrics.accepted.inc();
+                let shared = Arc::clone(&shared);
+                let cut = cut.clone();
+                tracker.spawn(async move {
+                    shared.metrics.active.inc();
+                    handle(&shared, client, cut).await;
+                    shared.metrics.active.dec();
+                });
+            }
+            Err(e) => {
+                shared.metrics.accept_errors.inc();
+                tracing::error!(intercept = %shared.config.name, listen = %shared.config.listen, error = %e, "accept failed; existing connections go on, retrying");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+    shared.metrics.listening.store(false, Ordering::Relaxed);
+    listener.remove_own_socket();
+    tracing::info!(intercept = %shared.config.name, "stopped accepting");
+}
+
+async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: CancellationToken) {
+    let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+    let name = &shared.config.name;
+    let client_process = client.peer_cred().and_then(Process::from_cred);
+    let mut upstream = tokio::select! {
+        _ = cut.cancelled() => return,
+        u = listener::connect(&shared.config.upstream) => match u {
+            Ok(u) => u,
+            Err(e) => {
+                shared.metrics.upstream_connect_failures.inc();
+                tracing::warn!(intercept = %name, conn = id, upstream = %shared.config.upstream, error = %e, "cannot connect upstream; closing client connection");
+                return; // dropping `client` closes it at once
+            }
+        },
+    };
+    let server_process = match (&shared.config.upstream, upstream.peer_cred()) {
+        (Endpoint::Unix(path), Some(cred)) => shared.servers.resolve(path, cred),
+        _ => None,
+    };
+    tracing::debug!(
+        intercept = %name, conn = id,
+        client.pid = client_process.as_ref().map(|p| p.pid), client.uid = client_process.as_ref().map(|p| p.uid),
+        client.gid = client_process.as_ref().map(|p| p.gid), client.exe = client_process.as_ref().and_then(|p| p.executable.as_deref()),
+        server.pid = server_process.as_ref().map(|p| p.pid), server.exe = server_process.as_ref().and_then(|p| p.executable.as_deref()),
+        "connection open"
+    );
+    let mut tap = if shared.config.decode {
+        let (tap, rx) = Tap::new(shared.tap_queue, Arc::clone(&shared.metrics));
+        let info = ConnInfo {
+            id,
+            intercept: name.clone(),
+            client: client_process,
+            server: server_process,
+        };
+        // The observer runs beside the relay and may fall behind; the relay never waits for it.
+        tokio::spawn(Arc::clone(&shared.observer).run(info, rx, Arc::clone(&shared.metrics)));
+        tap
+    } else {
+        Tap::off(Arc::clone(&shared.metrics))
+    };
+    let mut relay = copy::Relay::new(&mut client, &mut upstream, &mut tap, shared.buffer_size);
+    let result = tokio::select! {
+        r = &mut relay => Some(r),
+        _ = cut.cancelled() => None,
+    };
+    let counts = relay.counts();
+    tap.close();
+    match result {
+        Some(Ok(_)) => {
+            tracing::debug!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], "connection closed")
+        }
+        Some(Err(e)) => {
+            shared.metrics.relay_errors.inc();
+            tracing::debug!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], error = %e, "connection ended by error");
+        }
+        None => {
+            tracing::info!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], "connection cut at the end of the grace period")
+        }
+    }
+}

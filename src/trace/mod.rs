@@ -1,0 +1,3 @@
+//! The call model and everything after decoding: attributes, spans, export.
+
+pub mod attr;
