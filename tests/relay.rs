@@ -1,0 +1,535 @@
+//! The relay end to end, with the real binary and test servers (no daemons needed):
+//! byte-exactness under random chunking, half-close, upstream down, leaks, socket access,
+//! socket activation across a restart, admin endpoint, lifecycle.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use support::*;
+
+/// Send `data` in random-sized writes while reading the echo in random-sized reads.
+fn echo_roundtrip(path: &std::path::Path, data: &[u8], seed: u64) -> Vec<u8> {
+    let mut s = connect(path);
+    let mut w = s.try_clone().unwrap();
+    let payload = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut off = 0;
+        while off < payload.len() {
+            let n = rng
+                .random_range(1..=payload.len().min(300_000))
+                .min(payload.len() - off);
+            w.write_all(&payload[off..off + n]).unwrap();
+            off += n;
+            if rng.random_ratio(1, 8) {
+                std::thread::sleep(Duration::from_micros(rng.random_range(0..500)));
+            }
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xdead);
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = vec![0u8; 200_000];
+    loop {
+        let want = rng.random_range(1..=buf.len());
+        match s.read(&mut buf[..want]).unwrap() {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    writer.join().unwrap();
+    got
+}
+
+#[test]
+fn bytes_are_exact_both_ways_under_random_chunking() {
+    let dir = TempDir::new("exact");
+    echo_server(&dir.path("echo.sock"));
+    let tap = Tap::start(
+        &dir.0,
+        &one_intercept("echo", &dir.path("tap.sock"), &dir.path("echo.sock"), "off"),
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for (i, size) in [0usize, 1, 17, 4096, 65_535, 65_537, 1 << 20, 9 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let mut data = vec![0u8; size];
+        rng.fill_bytes(&mut data);
+        let got = echo_roundtrip(&dir.path("tap.sock"), &data, i as u64);
+        assert_eq!(got.len(), data.len(), "size {size}");
+        assert!(got == data, "echoed bytes differ for size {size}");
+    }
+    // Several connections at once, each with its own data.
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let path = dir.path("tap.sock");
+            std::thread::spawn(move || {
+                let mut data = vec![0u8; 300_000 + i * 1000];
+                rand::rngs::StdRng::seed_from_u64(100 + i as u64).fill_bytes(&mut data);
+                assert!(echo_roundtrip(&path, &data, i as u64) == data);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    drop(tap);
+}
+
+#[test]
+fn half_close_reaches_upstream_and_the_response_still_flows_back() {
+    let dir = TempDir::new("halfclose");
+    digest_server(&dir.path("digest.sock"));
+    let _tap = Tap::start(
+        &dir.0,
+        &one_intercept("d", &dir.path("tap.sock"), &dir.path("digest.sock"), "off"),
+    );
+    let mut data = vec![0u8; 3 << 20];
+    rand::rng().fill_bytes(&mut data);
+    let mut s = connect(&dir.path("tap.sock"));
+    s.write_all(&data).unwrap();
+    // The server answers only after it sees EOF: our shutdown(WR) must reach it as one.
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, sha256(&data));
+}
+
+#[test]
+fn upstream_down_closes_clients_promptly_and_serves_again_once_it_is_back() {
+    let dir = TempDir::new("down");
+    let port = free_port();
+    let tap = Tap::start(
+        &dir.0,
+        &one_intercept(
+            "late",
+            &dir.path("tap.sock"),
+            &dir.path("echo.sock"),
+            &format!("127.0.0.1:{port}"),
+        ),
+    );
+    for _ in 0..3 {
+        let mut s = connect(&dir.path("tap.sock"));
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 16];
+        // Either EOF or a reset: the client is told promptly either way.
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "close took {:?}",
+            start.elapsed()
+        );
+    }
+    assert_eq!(
+        tap.metric("runtime_tap_upstream_connect_failures_total{intercept=\"late\"}"),
+        Some(3)
+    );
+    assert!(tap.log_text().contains("cannot connect upstream"));
+    assert!(tap.log_text().contains(&dir.path("echo.sock").display().to_string()));
+    echo_server(&dir.path("echo.sock"));
+    assert_eq!(echo_roundtrip(&dir.path("tap.sock"), b"back again", 1), b"back again");
+}
+
+#[test]
+fn a_killed_client_leaks_no_descriptor_and_no_thread() {
+    let dir = TempDir::new("leak");
+    digest_server(&dir.path("digest.sock"));
+    let port = free_port();
+    let tap = Tap::start(
+        &dir.0,
+        &one_intercept(
+            "leak",
+            &dir.path("tap.sock"),
+            &dir.path("digest.sock"),
+            &format!("127.0.0.1:{port}"),
+        ),
+    );
+    let _ = tap.metric("runtime_tap_connections_active{intercept=\"leak\"}");
+    let fds_before = tap.fd_count();
+    let fd_list = |pid: u32| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .map(|e| format!("{:?}->{:?}", e.file_name(), std::fs::read_link(e.path()).ok()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before_list = fd_list(tap.pid());
+    let threads_before = tap.thread_count();
+    // A child process streams into the proxy and is killed mid-transfer.
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "head -c 1000000000 /dev/zero | socat -u - UNIX-CONNECT:{}",
+                    dir.path("tap.sock").display()
+                ))
+                .spawn()
+                .unwrap(),
+        );
+    }
+    // And many idle connections at once: no thread per connection.
+    let idle: Vec<UnixStream> = (0..200).map(|_| connect(&dir.path("tap.sock"))).collect();
+    let start = Instant::now();
+    while tap.metric("runtime_tap_connections_active{intercept=\"leak\"}") < Some(205)
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        tap.fd_count() >= fds_before + 400,
+        "each connection holds two descriptors"
+    );
+    assert!(
+        tap.thread_count() <= threads_before + 2,
+        "threads grew from {threads_before} to {}",
+        tap.thread_count()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    for mut c in clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::process::Command::new("pkill")
+        .arg("-f")
+        .arg(format!("UNIX-CONNECT:{}", dir.path("tap.sock").display()))
+        .status();
+    drop(idle);
+    let start = Instant::now();
+    while (tap.fd_count() > fds_before || tap.metric("runtime_tap_connections_active{intercept=\"leak\"}") != Some(0))
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        tap.fd_count(),
+        fds_before,
+        "descriptors leaked: before {before_list:?} after {:?}",
+        fd_list(tap.pid())
+    );
+    assert_eq!(
+        tap.metric("runtime_tap_connections_active{intercept=\"leak\"}"),
+        Some(0)
+    );
+}
+
+fn set_owner(path: &std::path::Path, uid: u32, gid: u32, mode: u32) {
+    nix::unistd::chown(
+        path,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn access(path: &std::path::Path) -> (u32, u32, u32) {
+    let m = std::fs::metadata(path).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o777)
+}
+
+#[test]
+fn listening_socket_copies_upstream_owner_group_and_mode() {
+    let dir = TempDir::new("own");
+    echo_server(&dir.path("up.sock"));
+    set_owner(&dir.path("up.sock"), 4242, 4343, 0o660);
+    let _tap = Tap::start(
+        &dir.0,
+        &one_intercept("own", &dir.path("sub/dir/tap.sock"), &dir.path("up.sock"), "off"),
+    );
+    assert_eq!(access(&dir.path("sub/dir/tap.sock")), (4242, 4343, 0o660));
+}
+
+#[test]
+fn listening_socket_takes_access_from_an_upstream_that_appears_later() {
+    let dir = TempDir::new("later");
+    let tap = Tap::start(
+        &dir.0,
+        &one_intercept("later", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
+    );
+    assert_eq!(
+        access(&dir.path("tap.sock")).2,
+        0o600,
+        "nothing to copy from yet: root only"
+    );
+    echo_server(&dir.path("up.sock"));
+    set_owner(&dir.path("up.sock"), 4545, 4646, 0o666);
+    let start = Instant::now();
+    while access(&dir.path("tap.sock")) != (4545, 4646, 0o666) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(access(&dir.path("tap.sock")), (4545, 4646, 0o666));
+    assert_eq!(echo_roundtrip(&dir.path("tap.sock"), b"hello", 3), b"hello");
+    drop(tap);
+}
+
+#[test]
+fn explicit_socket_settings_override_the_upstream() {
+    let dir = TempDir::new("explicit");
+    echo_server(&dir.path("up.sock"));
+    set_owner(&dir.path("up.sock"), 4242, 4343, 0o660);
+    let config = one_intercept("x", &dir.path("tap.sock"), &dir.path("up.sock"), "off")
+        .replace("[admin]", "socket_mode = \"0640\"\nsocket_group = \"777\"\n\n[admin]");
+    let _tap = Tap::start(&dir.0, &config);
+    assert_eq!(access(&dir.path("tap.sock")), (4242, 777, 0o640));
+}
+
+fn run_expect_failure(dir: &TempDir, config: &str) -> String {
+    std::fs::write(dir.path("bad.toml"), config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
+        .arg("run")
+        .arg("--config")
+        .arg(dir.path("bad.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn stale_sockets_are_replaced_but_files_and_live_sockets_never() {
+    let dir = TempDir::new("stale");
+    echo_server(&dir.path("up.sock"));
+    // A stale socket: bound, then its listener dropped.
+    drop(UnixListener::bind(dir.path("tap.sock")).unwrap());
+    assert!(
+        std::fs::symlink_metadata(dir.path("tap.sock"))
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    let tap = Tap::start(
+        &dir.0,
+        &one_intercept("s", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
+    );
+    assert_eq!(echo_roundtrip(&dir.path("tap.sock"), b"x", 1), b"x");
+    // A live socket (the running proxy's) is refused by a second instance.
+    let err = run_expect_failure(
+        &dir,
+        &one_intercept("s", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
+    );
+    assert!(err.contains("another process is listening"), "{err}");
+    drop(tap);
+    // A regular file is never removed.
+    std::fs::write(dir.path("file.sock"), b"precious").unwrap();
+    let err = run_expect_failure(
+        &dir,
+        &one_intercept("s", &dir.path("file.sock"), &dir.path("up.sock"), "off"),
+    );
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(std::fs::read(dir.path("file.sock")).unwrap(), b"precious");
+}
+
+#[test]
+fn sigterm_removes_own_socket_and_exits_zero() {
+    let dir = TempDir::new("term");
+    echo_server(&dir.path("up.sock"));
+    let mut tap = Tap::start(
+        &dir.0,
+        &one_intercept("t", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
+    );
+    // An open connection is let run through the grace period, then cut.
+    let _open = connect(&dir.path("tap.sock"));
+    assert_eq!(tap.stop(), Some(0));
+    assert!(!dir.path("tap.sock").exists());
+    assert!(tap.log_text().contains("grace period over"));
+}
+
+#[test]
+fn admin_endpoint_reports_health_readiness_and_metrics() {
+    let dir = TempDir::new("admin");
+    echo_server(&dir.path("up.sock"));
+    let port = free_port();
+    let tap = Tap::start(
+        &dir.0,
+        &one_intercept(
+            "adm",
+            &dir.path("tap.sock"),
+            &dir.path("up.sock"),
+            &format!("127.0.0.1:{port}"),
+        ),
+    );
+    assert_eq!(tap.admin_get("/healthz").0, 200);
+    assert_eq!(tap.admin_get("/readyz").0, 200);
+    assert_eq!(tap.admin_get("/nope").0, 404);
+    assert_eq!(
+        echo_roundtrip(&dir.path("tap.sock"), b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n", 1).len(),
+        32
+    );
+    let mut s = connect(&dir.path("tap.sock"));
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+    let start = Instant::now();
+    while tap.metric("runtime_tap_protocols_sniffed_total{intercept=\"adm\",protocol=\"http2\"}") != Some(1)
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        tap.metric("runtime_tap_protocols_sniffed_total{intercept=\"adm\",protocol=\"http2\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        tap.metric("runtime_tap_protocols_sniffed_total{intercept=\"adm\",protocol=\"http1\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        tap.metric("runtime_tap_connections_accepted_total{intercept=\"adm\"}"),
+        Some(2)
+    );
+    assert_eq!(
+        tap.metric("runtime_tap_bytes_total{intercept=\"adm\",direction=\"c2s\"}"),
+        Some(32 + 24)
+    );
+    assert_eq!(
+        tap.metric("runtime_tap_bytes_total{intercept=\"adm\",direction=\"s2c\"}"),
+        Some(32 + 24)
+    );
+    assert_eq!(tap.metric("runtime_tap_listener_up{intercept=\"adm\"}"), Some(1));
+}
+
+#[test]
+fn tcp_listener_relays_to_a_unix_upstream() {
+    let dir = TempDir::new("tcp");
+    echo_server(&dir.path("up.sock"));
+    let port = free_port();
+    let config = format!(
+        "[[intercept]]\nname = \"tcp\"\nlisten = \"tcp://127.0.0.1:{port}\"\nupstream = \"unix://{}\"\n[admin]\nlisten = \"off\"\n",
+        dir.path("up.sock").display()
+    );
+    let _tap = Tap::start(&dir.0, &config);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"over tcp").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"over tcp");
+}
+
+#[test]
+fn check_config_prints_the_effective_config_and_names_errors() {
+    let dir = TempDir::new("check");
+    std::fs::write(
+        dir.path("ok.toml"),
+        "[[intercept]]\nname = \"containerd\"\nlisten = \"unix:///run/runtime-tap/containerd.sock\"\nupstream = \"unix:///run/containerd/containerd.sock\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
+        .arg("check-config")
+        .arg(dir.path("ok.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("grace_period_secs = 10"), "{text}");
+    assert!(text.contains("listen = \"127.0.0.1:9464\""), "{text}");
+    std::fs::write(
+        dir.path("bad.toml"),
+        "[[intercept]]\nname = \"a\"\nlisten = \"unix:///x\"\nupstream = \"unix:///x\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
+        .arg("check-config")
+        .arg(dir.path("bad.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml: intercept[0].listen:"), "{err}");
+}
+
+/// Hand a listening socket to runtime-tap the way systemd does (descriptor 3, LISTEN_PID,
+/// LISTEN_FDS, LISTEN_FDNAMES), through `sh` so LISTEN_PID can name the exec'd process.
+fn start_activated(dir: &TempDir, listener: &UnixListener, upstream: &std::path::Path) -> Tap {
+    use std::os::fd::AsRawFd;
+    let fd = listener.as_raw_fd();
+    // Let the descriptor survive exec into sh, which moves it to 3 for runtime-tap.
+    nix::fcntl::fcntl(listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+    let config = format!(
+        "[[intercept]]\nname = \"act\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n[admin]\nlisten = \"off\"\n[relay]\ngrace_period_secs = 1\n",
+        dir.path("act.sock").display(),
+        upstream.display()
+    );
+    std::fs::write(dir.path("act.toml"), &config).unwrap();
+    let log = dir.path(&format!("act-{}.log", rand::random::<u32>()));
+    let child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=act RUST_LOG=debug; exec '{}' run --config '{}' 3<&{fd}",
+            env!("CARGO_BIN_EXE_runtime-tap"),
+            dir.path("act.toml").display()
+        ))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let tap = Tap {
+        child,
+        admin: None,
+        log,
+    };
+    tap.wait_log(|l| l.contains("intercept listening"), Duration::from_secs(20));
+    assert!(tap.log_text().contains("handed over by the service manager"));
+    tap
+}
+
+#[test]
+fn handed_over_listener_survives_restarts_without_a_refused_connection() {
+    let dir = TempDir::new("activation");
+    echo_server(&dir.path("up.sock"));
+    let listener = UnixListener::bind(dir.path("act.sock")).unwrap();
+    std::fs::set_permissions(dir.path("act.sock"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut tap = start_activated(&dir, &listener, &dir.path("up.sock"));
+    // A client opens a new connection per call, all through two restarts.
+    let path = dir.path("act.sock");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let client = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let result = (|| -> std::io::Result<Vec<u8>> {
+                let mut s = UnixStream::connect(&path)?;
+                s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                s.write_all(b"call")?;
+                s.shutdown(Shutdown::Write)?;
+                let mut got = Vec::new();
+                s.read_to_end(&mut got)?;
+                Ok(got)
+            })();
+            match result {
+                Ok(got) if got == b"call" => ok += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (ok, failed)
+    });
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(tap.stop(), Some(0));
+        // The service manager keeps the socket: runtime-tap left it in place.
+        assert!(dir.path("act.sock").exists());
+        std::thread::sleep(Duration::from_millis(100));
+        tap = start_activated(&dir, &listener, &dir.path("up.sock"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+    assert!(ok > 10, "only {ok} calls");
+    assert_eq!(tap.stop(), Some(0));
+    assert!(dir.path("act.sock").exists(), "a handed-over socket is never removed");
+    assert_eq!(access(&dir.path("act.sock")).2, 0o640, "nor chmodded");
+}
