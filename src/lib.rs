@@ -12,5 +12,6 @@ pub mod config;
 pub mod metrics;
 pub mod observe;
 pub mod relay;
+pub mod schema;
 pub mod trace;
 pub mod wire;

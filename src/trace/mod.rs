@@ -1,3 +1,5 @@
 //! The call model and everything after decoding: attributes, spans, export.
 
 pub mod attr;
+pub mod export;
+pub mod span;

@@ -2,6 +2,10 @@
 //! directions, in the order the relay saw them. No I/O, no clock, no async: the caller
 //! stamps times. A decoder never fails the connection; what it cannot follow it gives up on.
 
+pub mod h1;
+#[cfg(test)]
+pub mod testutil;
+
 /// Which way a chunk travelled through the relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {

@@ -2,6 +2,8 @@
 //! and small utilities. Each test binary includes this module with `mod support;`.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,307 @@
+//! The rule engine: applies the per-API tables ([`super::cri::RULES`],
+//! [`super::containerd::RULES`]) to decoded payloads. Rule it keeps: only fields a rule names
+//! become attributes (an allowlist), a rule never names a secret-looking field, and the first
+//! value of a key wins (a request's id is not overwritten by the response's copy).
+
+use std::borrow::Cow;
+
+use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value};
+
+use super::pool::{Api, MethodInfo, Schema, SchemaError};
+use super::{Side, any, image_ref, redact};
+use crate::trace::attr::Attr;
+use opentelemetry_semantic_conventions::attribute::{CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME, CONTAINER_IMAGE_TAGS};
+
+/// How a payload field becomes attribute values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A string field; empty strings give nothing.
+    Str,
+    /// An integer field, including 0 (an exit status of 0 is a real value).
+    Int,
+    /// An integer field where 0 means "not set" (pids).
+    NonZeroInt,
+    /// An image reference string (`registry.k8s.io/pause:3.6`, `img@sha256:...`): gives
+    /// `container.image.name`, `container.image.tags` and `container.image.id` (digest) as
+    /// present, whatever `attr` the rule names.
+    ImageRef,
+}
+
+/// A guard on a rule: the enum at `field_path` must have the value named `enum_value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct When {
+    pub field_path: &'static str,
+    pub enum_value: &'static str,
+}
+
+/// One row of an API's table: which field of which method's payload becomes which attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// `Service/Method`. For CRI relative to the package (the table applies to `runtime.v1`
+    /// and `runtime.v1alpha2` alike); for containerd the full service name. `Service/*`
+    /// matches every method of the service whose message has `field_path`.
+    pub method: &'static str,
+    pub side: Side,
+    /// Dotted field names from the message root (`config.metadata.name`). A segment after a
+    /// `google.protobuf.Any` field looks inside the packed message (`event.container_id`).
+    /// Repeated and map fields are not walked.
+    pub field_path: &'static str,
+    /// Attribute name (semantic-conventions constant or one of ours).
+    pub attr: &'static str,
+    pub kind: ValueKind,
+    pub when: Option<When>,
+}
+
+impl Rule {
+    /// A rule on the request message.
+    pub const fn req(method: &'static str, field_path: &'static str, attr: &'static str, kind: ValueKind) -> Rule {
+        Rule {
+            method,
+            side: Side::Request,
+            field_path,
+            attr,
+            kind,
+            when: None,
+        }
+    }
+
+    /// A rule on the response message.
+    pub const fn resp(method: &'static str, field_path: &'static str, attr: &'static str, kind: ValueKind) -> Rule {
+        Rule {
+            method,
+            side: Side::Response,
+            field_path,
+            attr,
+            kind,
+            when: None,
+        }
+    }
+
+    /// The same rule, applied only when the enum at `field_path` is `enum_value`.
+    pub const fn when(self, field_path: &'static str, enum_value: &'static str) -> Rule {
+        Rule {
+            when: Some(When { field_path, enum_value }),
+            ..self
+        }
+    }
+}
+
+/// The table of an API family.
+fn table(api: Api) -> &'static [Rule] {
+    match api {
+        Api::Cri => super::cri::RULES,
+        Api::Containerd => super::containerd::RULES,
+        Api::Other => &[],
+    }
+}
+
+/// The rules of `api`'s table that apply to the method `full_name` (`pkg.Service/Method`) in
+/// `package`, keeping only those whose paths exist in the method's message types.
+pub(crate) fn rules_for(
+    api: Api,
+    full_name: &str,
+    package: &str,
+    input: &MessageDescriptor,
+    output: &MessageDescriptor,
+) -> Vec<&'static Rule> {
+    let name = match api {
+        Api::Cri => full_name
+            .strip_prefix(package)
+            .and_then(|n| n.strip_prefix('.'))
+            .unwrap_or(full_name),
+        _ => full_name,
+    };
+    table(api)
+        .iter()
+        .filter(|r| method_matches(r.method, name))
+        .filter(|r| {
+            let desc = match r.side {
+                Side::Request => input,
+                Side::Response => output,
+            };
+            path_resolves(desc, r.field_path, r.kind) && r.when.is_none_or(|w| path_is_enum(desc, w.field_path))
+        })
+        .collect()
+}
+
+fn method_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix("/*") {
+        Some(service) => name.strip_prefix(service).is_some_and(|m| m.starts_with('/')),
+        None => pattern == name,
+    }
+}
+
+/// Whether `path` names a singular field of a kind that `kind` can read, walking only
+/// singular message fields (an `Any` accepts any remaining path; checked at decode time).
+pub(crate) fn path_resolves(desc: &MessageDescriptor, path: &str, kind: ValueKind) -> bool {
+    let Some(field) = walk_static(desc, path) else {
+        return false;
+    };
+    let Some(field) = field else { return true }; // behind an Any
+    match kind {
+        ValueKind::Str | ValueKind::ImageRef => field.kind() == Kind::String,
+        ValueKind::Int | ValueKind::NonZeroInt => is_integer(&field.kind()),
+    }
+}
+
+fn path_is_enum(desc: &MessageDescriptor, path: &str) -> bool {
+    matches!(walk_static(desc, path), Some(Some(f)) if matches!(f.kind(), Kind::Enum(_)))
+}
+
+/// `None`: path does not exist. `Some(None)`: reaches into an Any. `Some(Some(f))`: the leaf.
+fn walk_static(desc: &MessageDescriptor, path: &str) -> Option<Option<prost_reflect::FieldDescriptor>> {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let field = desc.get_field_by_name(head)?;
+    if field.is_list() || field.is_map() {
+        return None;
+    }
+    match rest {
+        None => Some(Some(field)),
+        Some(rest) => match field.kind() {
+            Kind::Message(m) if any::is_any(&m) => Some(None),
+            Kind::Message(m) => walk_static(&m, rest),
+            _ => None,
+        },
+    }
+}
+
+fn is_integer(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Int32
+            | Kind::Int64
+            | Kind::Uint32
+            | Kind::Uint64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Fixed32
+            | Kind::Fixed64
+            | Kind::Sfixed32
+            | Kind::Sfixed64
+    )
+}
+
+/// Whether any rule needs the payload of `side` of `method`; when not, the caller can skip
+/// decoding it (it still counts messages and bytes).
+pub fn wants_payload(method: &MethodInfo, side: Side) -> bool {
+    method.rules.iter().any(|r| r.side == side)
+}
+
+/// Decodes one gRPC message of `side` of `method` and appends the attributes its rules give
+/// to `out`. A key already in `out` is left as it is (first value wins), so one `out` can
+/// collect a whole call. Does nothing, without decoding, when no rule wants the payload.
+///
+/// # Errors
+///
+/// [`SchemaError::Decode`] if the payload does not decode as the method's message type; `out`
+/// is unchanged then. Callers count it as an anomaly; it never affects the call.
+pub fn extract(
+    schema: &Schema,
+    method: &MethodInfo,
+    side: Side,
+    payload: &[u8],
+    out: &mut Vec<Attr>,
+) -> Result<(), SchemaError> {
+    if !wants_payload(method, side) {
+        return Ok(());
+    }
+    let desc = method.message(side).clone();
+    let msg = DynamicMessage::decode(desc, payload).map_err(|source| SchemaError::Decode {
+        method: method.full_name.clone(),
+        side,
+        message: method.message(side).full_name().to_owned(),
+        source,
+    })?;
+    for rule in method.rules.iter().filter(|r| r.side == side) {
+        apply(schema, rule, &msg, out);
+    }
+    Ok(())
+}
+
+/// Applies one rule to a decoded message.
+pub(crate) fn apply(schema: &Schema, rule: &Rule, msg: &DynamicMessage, out: &mut Vec<Attr>) {
+    debug_assert!(
+        !redact::path_is_sensitive(rule.field_path),
+        "rule names a secret: {}",
+        rule.field_path
+    );
+    if let Some(when) = rule.when {
+        match lookup(schema, msg, when.field_path) {
+            Some((Kind::Enum(e), Value::EnumNumber(n)))
+                if e.get_value(n).is_some_and(|v| v.name() == when.enum_value) => {}
+            _ => return,
+        }
+    }
+    let Some((_, value)) = lookup(schema, msg, rule.field_path) else {
+        return;
+    };
+    match rule.kind {
+        ValueKind::Str => match value {
+            Value::String(s) if !s.is_empty() => push(out, Attr::str(rule.attr, s)),
+            _ => {}
+        },
+        ValueKind::Int | ValueKind::NonZeroInt => match as_i64(&value) {
+            Some(n) if n != 0 || rule.kind == ValueKind::Int => push(out, Attr::int(rule.attr, n)),
+            _ => {}
+        },
+        ValueKind::ImageRef => {
+            if let Value::String(s) = value {
+                let r = image_ref::parse(&s);
+                if let Some(name) = r.name {
+                    push(out, Attr::str(CONTAINER_IMAGE_NAME, name));
+                }
+                if let Some(tag) = r.tag {
+                    push(out, Attr::list(CONTAINER_IMAGE_TAGS, vec![tag.to_owned()]));
+                }
+                if let Some(digest) = r.digest {
+                    push(out, Attr::str(CONTAINER_IMAGE_ID, digest));
+                }
+            }
+        }
+    }
+}
+
+fn push(out: &mut Vec<Attr>, attr: Attr) {
+    if !out.iter().any(|a| a.key == attr.key) {
+        out.push(attr);
+    }
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match *v {
+        Value::I32(n) => Some(n.into()),
+        Value::I64(n) => Some(n),
+        Value::U32(n) => Some(n.into()),
+        Value::U64(n) => i64::try_from(n).ok(),
+        _ => None,
+    }
+}
+
+/// The value at `path` in `msg` with its field kind: the default for an unset scalar leaf,
+/// `None` for an unset message on the way, a missing field, or an Any the pool cannot unpack.
+fn lookup(schema: &Schema, msg: &DynamicMessage, path: &str) -> Option<(Kind, Value)> {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let field = msg.descriptor().get_field_by_name(head)?;
+    let Some(rest) = rest else {
+        return Some((field.kind(), msg.get_field(&field).into_owned()));
+    };
+    if !msg.has_field(&field) {
+        return None;
+    }
+    let value: Cow<'_, Value> = msg.get_field(&field);
+    let Value::Message(inner) = value.as_ref() else {
+        return None;
+    };
+    if any::is_any(&inner.descriptor()) {
+        let unpacked = any::unpack(schema, inner)?.ok()?;
+        lookup(schema, &unpacked, rest)
+    } else {
+        lookup(schema, inner, rest)
+    }
+}

@@ -1,0 +1,122 @@
+//! One finished span of our own call model, ready for export. Built after the fact with
+//! explicit ids, parent and times; only `trace::export` turns it into OpenTelemetry types.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::trace::attr::Attr;
+
+/// A W3C trace id: 16 bytes, never all zero.
+pub type TraceId = [u8; 16];
+/// A W3C span id: 8 bytes, never all zero.
+pub type SpanId = [u8; 8];
+
+/// One finished span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanRecord {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The parent span, `None` for a root span.
+    pub parent: Option<ParentRef>,
+    /// W3C `tracestate` kept from an incoming `traceparent`, exported as is.
+    pub trace_state: Option<String>,
+    /// Name from the span contract: the full gRPC method, `{METHOD} {route}`, `pod start`...
+    pub name: String,
+    pub kind: SpanKind,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<Attr>,
+    pub events: Vec<SpanEventRecord>,
+    pub links: Vec<LinkRecord>,
+    pub status: SpanStatus,
+    /// The intercept's name: `service.name` of the resource this span is exported in.
+    pub service: Arc<str>,
+}
+
+/// The parent of a span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParentRef {
+    pub span_id: SpanId,
+    /// True when the parent came from an incoming `traceparent` (another process's span).
+    pub remote: bool,
+}
+
+/// Span kinds runtime-tap emits: SERVER for calls, INTERNAL for synthesized spans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Internal,
+}
+
+/// Span status. runtime-tap never sets OK: a call that did not fail is left unset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpanStatus {
+    Unset,
+    /// Error with its description (`grpc-message`, the daemon's message...).
+    Error(String),
+}
+
+/// A timestamped event inside a span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanEventRecord {
+    pub name: String,
+    pub time: SystemTime,
+    pub attributes: Vec<Attr>,
+}
+
+/// A link from a span to another span (an event span to its subscription, ...).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkRecord {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub attributes: Vec<Attr>,
+}
+
+/// A new random trace id, never all zero.
+pub fn new_trace_id() -> TraceId {
+    loop {
+        let id: TraceId = rand::random();
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+/// A new random span id, never all zero.
+pub fn new_span_id() -> SpanId {
+    loop {
+        let id: SpanId = rand::random();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+/// Lowercase hex of an id, as in `traceparent` and OTLP/JSON.
+pub fn hex(id: &[u8]) -> String {
+    use std::fmt::Write;
+    id.iter().fold(String::with_capacity(id.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_random_and_non_zero() {
+        let (a, b) = (new_trace_id(), new_trace_id());
+        assert_ne!(a, [0; 16]);
+        assert_ne!(a, b);
+        let (c, d) = (new_span_id(), new_span_id());
+        assert_ne!(c, [0; 8]);
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(hex(&[0x00, 0x0a, 0xff]), "000aff");
+    }
+}
