@@ -1,5 +1,6 @@
 //! The call model and everything after decoding: attributes, spans, export.
 
 pub mod attr;
+pub mod call;
 pub mod export;
 pub mod span;

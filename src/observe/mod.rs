@@ -2,6 +2,8 @@
 //! from the first client bytes, and feeds the matching decoder. It runs beside the relay and
 //! may fall behind it; it never holds up a byte.
 
+pub mod session;
+
 use std::sync::Arc;
 
 use tokio::sync::mpsc;

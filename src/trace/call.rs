@@ -1,0 +1,166 @@
+//! The call model: one gRPC stream or one HTTP exchange as the decoders saw it, in our own
+//! types. Built by the protocol sessions in `observe`, handed to the `Tracer`, turned into a
+//! span only at export. Times are wall-clock, taken from the tap's instants.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::relay::peer::Process;
+use crate::trace::attr::Attr;
+use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId};
+
+/// What every call of one connection shares: who is on each end, and through which intercept.
+#[derive(Debug)]
+pub struct ConnMeta {
+    pub id: u64,
+    /// The intercept's name: `service.name` of its spans.
+    pub service: Arc<str>,
+    /// `unix` or `tcp`.
+    pub transport: &'static str,
+    /// The intercept's listen address, as configured.
+    pub listen: String,
+    /// The upstream address, as configured.
+    pub upstream: String,
+    pub client: Option<Process>,
+    pub server: Option<Process>,
+    /// Payload capture is on for this intercept (opt-in).
+    pub capture_payloads: bool,
+}
+
+/// A W3C trace context a call carried in (`traceparent`, `tracestate`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteParent {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub sampled: bool,
+    pub trace_state: Option<String>,
+}
+
+impl RemoteParent {
+    /// Parse a `traceparent` header value (version 00 layout; later versions by their prefix).
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<RemoteParent> {
+        let mut parts = traceparent.trim().split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+            return None;
+        }
+        let trace_id: TraceId = hex_array(trace)?;
+        let span_id: SpanId = hex_array(span)?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        let trace_state = tracestate.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        Some(RemoteParent {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+            trace_state,
+        })
+    }
+}
+
+fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// How a call's stream behaves, which decides whether it may parent other calls by time alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Request, then response: a unit of work.
+    Unary,
+    /// A stream that lives as long as a client watches (events, attach/exec sessions, logs -f,
+    /// wait): never a parent by time alone (DESIGN.md, correlation).
+    LongLived,
+}
+
+/// A call as it starts: enough for the correlator to know it is open.
+#[derive(Clone, Debug)]
+pub struct CallStart {
+    pub span_id: SpanId,
+    pub conn: Arc<ConnMeta>,
+    pub name: String,
+    pub start: SystemTime,
+    pub shape: Shape,
+    pub remote_parent: Option<RemoteParent>,
+}
+
+/// A finished call.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// Assigned when the call started (event spans link to it before it ends).
+    pub span_id: SpanId,
+    pub conn: Arc<ConnMeta>,
+    /// Span name: the full gRPC method, or `{METHOD} {route}`.
+    pub name: String,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    /// Protocol and domain attributes (transport and peer attributes are added at export).
+    pub attributes: Vec<Attr>,
+    pub status: SpanStatus,
+    /// The call was still open when its connection or the process ended.
+    pub incomplete: bool,
+    pub shape: Shape,
+    pub remote_parent: Option<RemoteParent>,
+    /// Span events (payload capture), already redacted.
+    pub events: Vec<SpanEventRecord>,
+}
+
+/// A delivered event of an event stream: one INTERNAL span `event {topic}`, linked to the
+/// subscription call's span.
+#[derive(Clone, Debug)]
+pub struct StreamEvent {
+    pub subscription: SpanId,
+    pub conn: Arc<ConnMeta>,
+    pub name: String,
+    pub time: SystemTime,
+    pub attributes: Vec<Attr>,
+}
+
+/// Converts the tap's monotonic instants to wall-clock times, from one reference taken at
+/// start, so that all spans of the process share one clock and never go backwards.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    pub fn wall(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.instant) {
+            Some(d) => self.wall + d,
+            None => self.wall - self.instant.duration_since(at),
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Where sessions hand their calls: the tracer (correlation and export) in the proxy, a
+/// collecting vector in tests.
+pub trait CallSink: Send + Sync {
+    /// A call started (its request headers passed).
+    fn started(&self, call: &CallStart);
+    /// A call ended.
+    fn ended(&self, call: Call);
+    /// An event stream delivered one event.
+    fn event(&self, event: StreamEvent);
+}
