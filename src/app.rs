@@ -15,6 +15,10 @@ use crate::relay::listener::{Listener, Owner};
 use crate::relay::ownership::{self, Access};
 use crate::relay::peer::ServerResolver;
 use crate::relay::{self, Intercepted};
+use crate::schema::Schema;
+use crate::trace::call::{CallSink, Clock};
+use crate::trace::export::Exporter;
+use crate::trace::tracer::Tracer;
 
 /// Hooks for embedding the proxy (the demo): told when ready, stopped on request.
 #[derive(Default)]
@@ -71,13 +75,36 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         tracing::warn!(name, "a handed-over listener matches no intercept name; ignoring it");
     }
 
-    // 4. Admin endpoint.
+    // 4. Decoding and export: the descriptor pool (built in, plus the user's sets), the
+    //    exporter with its own bounded queue, the tracer that turns calls into spans.
+    let mut schema = Schema::builtin();
+    for path in &config.descriptor_sets {
+        let bytes = std::fs::read(path).with_context(|| format!("descriptor_sets: {}", path.display()))?;
+        schema
+            .add_descriptor_set(&bytes)
+            .with_context(|| format!("descriptor_sets: {}", path.display()))?;
+    }
+    let export_config = config.export.resolve(&crate::config::env::var).context("export")?;
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (exporter, export_handle) = Exporter::start(export_config, host).context("export")?;
+    let tracer = Tracer::new(exporter);
+    let sink: Arc<dyn CallSink> = tracer.clone();
+    let observer = Arc::new(Observer {
+        sink,
+        clock: Clock::new(),
+        schema,
+    });
+
+    // 5. Admin endpoint.
     let registry = Registry {
         intercepts: config
             .intercepts
             .iter()
             .map(|ic| InterceptMetrics::new(&ic.name))
             .collect(),
+        tracer: Some(Arc::clone(&tracer)),
     };
     let stop = CancellationToken::new();
     let cut = CancellationToken::new();
@@ -92,10 +119,9 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         Some(tokio::spawn(crate::admin::serve(l, registry.clone(), stop.clone())))
     };
 
-    // 5. One accept loop per intercept; connections are tracked for the grace period.
+    // 6. One accept loop per intercept; connections are tracked for the grace period.
     let tracker = TaskTracker::new();
     let servers = Arc::new(ServerResolver::default());
-    let observer = Arc::new(Observer::default());
     let mut loops = Vec::new();
     for ((ic, listener), metrics) in config.intercepts.iter().zip(listeners).zip(&registry.intercepts) {
         let shared = Arc::new(Intercepted {
@@ -105,6 +131,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             tap_queue: config.relay.tap_queue,
             servers: Arc::clone(&servers),
             observer: Arc::clone(&observer),
+            service: Arc::from(ic.name.as_str()),
         });
         loops.push(tokio::spawn(relay::serve(
             shared,
@@ -118,7 +145,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         let _ = ready.send(());
     }
 
-    // 6. Shutdown: stop accepting (own sockets removed), let connections finish within the
+    // 7. Shutdown: stop accepting (own sockets removed), let connections finish within the
     //    grace period, then cut the rest (HTTP/2 connections never end on their own).
     tokio::select! {
         _ = wait_for_signal() => {}
@@ -134,14 +161,26 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         let _ = l.await;
     }
     tracker.close();
-    if tokio::time::timeout(config.relay.grace_period(), tracker.wait())
-        .await
-        .is_err()
-    {
+    let grace_end = tokio::time::Instant::now() + config.relay.grace_period();
+    if tokio::time::timeout_at(grace_end, tracker.wait()).await.is_err() {
         tracing::info!(open = tracker.len(), "grace period over; closing open connections");
         cut.cancel();
         tracker.wait().await;
     }
+    // 8. Spans of finished calls (and of calls cut above, marked incomplete) are flushed
+    //    within what is left of the grace period, at least a moment.
+    drop(observer);
+    let left = grace_end
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(std::time::Duration::from_secs(2));
+    let counters = export_handle.shutdown(left).await;
+    tracing::info!(
+        exported = counters.exported,
+        dropped_queue_full = counters.dropped_queue_full,
+        dropped_export_failed = counters.dropped_export_failed,
+        dropped_shutdown = counters.dropped_shutdown,
+        "spans flushed"
+    );
     if let Some(a) = admin {
         let _ = a.await;
     }

@@ -110,9 +110,12 @@ fn run_config(args: RunArgs) -> Result<Config, String> {
             socket_owner: None,
             socket_group: None,
             decode: true,
+            capture_payloads: false,
         }],
         admin: Admin { listen: args.admin },
         relay: Relay::default(),
+        export: Default::default(),
+        descriptor_sets: Vec::new(),
     };
     config.validate("command line").map_err(|e| e.to_string())?;
     Ok(config)

@@ -34,6 +34,36 @@ pub struct Config {
     /// Relay tuning shared by all intercepts.
     #[serde(default)]
     pub relay: Relay,
+    /// Where spans go. `OTEL_EXPORTER_OTLP_*` environment variables override it.
+    #[serde(default)]
+    pub export: Export,
+    /// Extra protobuf descriptor sets (`FileDescriptorSet`, binary) for other gRPC services,
+    /// such as plugins; the built-in CRI and containerd definitions are always loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub descriptor_sets: Vec<PathBuf>,
+}
+
+/// Span export. With no OTLP endpoint (here or in the environment) and no file, spans are
+/// printed to the console so the tool is useful with no backend.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    /// OTLP endpoint, e.g. `http://127.0.0.1:4317` (grpc) or `http://127.0.0.1:4318`
+    /// (http/protobuf). Overridden by `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`. Overridden by `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Extra headers sent to the collector (an API key, say).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Also write spans to this file, one OTLP/JSON `ExportTraceServiceRequest` per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Print a line per span to stderr: default on when there is no endpoint and no file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<bool>,
 }
 
 /// One intercepted socket: clients connect to `listen`, bytes go on to `upstream`.
@@ -58,6 +88,10 @@ pub struct Intercept {
     /// Decode a copy of the traffic (default on). Off: a plain byte relay that only counts.
     #[serde(default = "default_true")]
     pub decode: bool,
+    /// Attach the decoded request and response payloads (redacted, size-capped) to spans as
+    /// events. Off by default: payloads can be large and are for debugging.
+    #[serde(default)]
+    pub capture_payloads: bool,
 }
 
 /// The admin endpoint.
@@ -326,8 +360,40 @@ fn describe_toml_error(e: &toml::de::Error) -> String {
     e.to_string().trim_end().replace("\n\n", "\n")
 }
 
+impl Export {
+    /// The exporter's settings: this section, then the standard `OTEL_*` variables over it.
+    ///
+    /// # Errors
+    /// When a value (here or in the environment) is malformed.
+    pub fn resolve(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<crate::trace::export::ExportConfig, crate::trace::export::ExportError> {
+        use crate::trace::export::{ExportConfig, ExportError, Protocol};
+        let mut base = ExportConfig {
+            endpoint: self.endpoint.clone(),
+            file: self.file.clone(),
+            ..ExportConfig::default()
+        };
+        if let Some(p) = &self.protocol {
+            base.protocol = Protocol::parse(p).ok_or_else(|| {
+                ExportError::Config(format!("export.protocol: {p:?}: expected grpc or http/protobuf"))
+            })?;
+        }
+        base.headers = self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut cfg = ExportConfig::from_env_and(base, env)?;
+        cfg.console = self.console.unwrap_or(cfg.otlp_url().is_none() && cfg.file.is_none());
+        Ok(cfg)
+    }
+}
+
 /// The environment variables runtime-tap reads (only this module reads the environment).
 pub mod env {
+    /// One variable of the process environment.
+    pub fn var(name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
     /// `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES` from a service manager, if any.
     pub fn socket_activation() -> Option<(u32, usize, Option<String>)> {
         let pid = std::env::var("LISTEN_PID").ok()?.parse().ok()?;

@@ -2,9 +2,10 @@
 //! Labels come from small fixed sets (intercept name, direction, protocol, reason), never from
 //! paths or ids, so the series count stays bounded whatever the traffic.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::wire::Direction;
 
@@ -81,6 +82,10 @@ pub struct InterceptMetrics {
     sniffed: [Counter; 3],
     /// The listener is bound and accepting.
     pub listening: AtomicBool,
+    /// Times a connection's observer stopped decoding payloads to catch up (shedding step 1).
+    pub payload_sheds: Counter,
+    /// Connections whose decoder gave up, by the decoder's reason label.
+    decoder_give_ups: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl InterceptMetrics {
@@ -96,6 +101,8 @@ impl InterceptMetrics {
             tap_give_ups: TapGiveUps::default(),
             sniffed: Default::default(),
             listening: AtomicBool::new(false),
+            payload_sheds: Counter::default(),
+            decoder_give_ups: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -110,12 +117,33 @@ impl InterceptMetrics {
     pub fn sniffed(&self, p: Protocol) -> &Counter {
         &self.sniffed[p as usize]
     }
+
+    /// Count a decoder giving up on a connection; `reason` is one of a decoder's fixed labels.
+    pub fn decoder_give_up(&self, reason: &'static str) {
+        *self
+            .decoder_give_ups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    fn decoder_give_ups(&self) -> Vec<(&'static str, u64)> {
+        self.decoder_give_ups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
 }
 
 /// Every metric source of the process, for the admin endpoint.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Registry {
     pub intercepts: Vec<Arc<InterceptMetrics>>,
+    /// Call and span accounting, when decoding runs.
+    pub tracer: Option<Arc<crate::trace::tracer::Tracer>>,
 }
 
 impl Registry {
@@ -210,6 +238,38 @@ impl Registry {
         }
         header(
             &mut out,
+            "runtime_tap_payload_sheds_total",
+            "counter",
+            "Times decoding of payloads was paused on a connection to catch up with the relay.",
+        );
+        for m in &self.intercepts {
+            let _ = writeln!(
+                out,
+                "runtime_tap_payload_sheds_total{{intercept=\"{}\"}} {}",
+                m.name,
+                m.payload_sheds.get()
+            );
+        }
+        header(
+            &mut out,
+            "runtime_tap_decoder_give_ups_total",
+            "counter",
+            "Connections whose decoder gave up (bytes still relayed), by reason.",
+        );
+        for m in &self.intercepts {
+            for (reason, n) in m.decoder_give_ups() {
+                let _ = writeln!(
+                    out,
+                    "runtime_tap_decoder_give_ups_total{{intercept=\"{}\",reason=\"{reason}\"}} {n}",
+                    m.name
+                );
+            }
+        }
+        if let Some(tracer) = &self.tracer {
+            render_tracer(&mut out, tracer);
+        }
+        header(
+            &mut out,
             "runtime_tap_listener_up",
             "gauge",
             "1 when the intercept's listener is bound and accepting.",
@@ -233,4 +293,71 @@ impl Registry {
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {
+    use crate::trace::export::DropReason;
+    let c = &tracer.counters;
+    header(
+        out,
+        "runtime_tap_calls_total",
+        "counter",
+        "Calls observed to their end (each is one exported span or one counted drop).",
+    );
+    let _ = writeln!(out, "runtime_tap_calls_total {}", c.calls.get());
+    header(
+        out,
+        "runtime_tap_calls_incomplete_total",
+        "counter",
+        "Calls that ended with their connection or decoder, before their response ended.",
+    );
+    let _ = writeln!(out, "runtime_tap_calls_incomplete_total {}", c.incomplete.get());
+    header(
+        out,
+        "runtime_tap_event_spans_total",
+        "counter",
+        "Event spans made from event streams.",
+    );
+    let _ = writeln!(out, "runtime_tap_event_spans_total {}", c.events.get());
+    let e = tracer.exporter().counters();
+    header(
+        out,
+        "runtime_tap_spans_submitted_total",
+        "counter",
+        "Spans handed to the export queue.",
+    );
+    let _ = writeln!(out, "runtime_tap_spans_submitted_total {}", e.submitted);
+    header(
+        out,
+        "runtime_tap_spans_exported_total",
+        "counter",
+        "Spans every configured sink accepted.",
+    );
+    let _ = writeln!(out, "runtime_tap_spans_exported_total {}", e.exported);
+    header(
+        out,
+        "runtime_tap_spans_dropped_total",
+        "counter",
+        "Spans or calls dropped, by reason.",
+    );
+    for reason in [DropReason::QueueFull, DropReason::ExportFailed, DropReason::Shutdown] {
+        let _ = writeln!(
+            out,
+            "runtime_tap_spans_dropped_total{{reason=\"{}\"}} {}",
+            reason.as_str(),
+            e.dropped(reason)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "runtime_tap_spans_dropped_total{{reason=\"not_sampled\"}} {}",
+        c.not_sampled.get()
+    );
+    header(
+        out,
+        "runtime_tap_export_queue_spans",
+        "gauge",
+        "Spans waiting in the export queue.",
+    );
+    let _ = writeln!(out, "runtime_tap_export_queue_spans {}", e.queued);
 }

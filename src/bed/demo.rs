@@ -30,6 +30,7 @@ pub fn config(bed: &Bed, admin: String) -> Config {
         socket_owner: None,
         socket_group: None,
         decode: true,
+        capture_payloads: false,
     };
     Config {
         intercepts: vec![
@@ -38,6 +39,8 @@ pub fn config(bed: &Bed, admin: String) -> Config {
         ],
         admin: Admin { listen: admin },
         relay: Relay::default(),
+        export: Default::default(),
+        descriptor_sets: Vec::new(),
     }
 }
 

@@ -1,84 +1,169 @@
 //! The observer of one connection: takes the tap's chunks in relay order, tells the protocol
-//! from the first client bytes, and feeds the matching decoder. It runs beside the relay and
-//! may fall behind it; it never holds up a byte.
+//! from the first client bytes, and feeds the matching protocol session, which turns the
+//! decoder's events into calls. It runs beside the relay and may fall behind it; it never
+//! holds up a byte. When it falls far behind it sheds load in steps (DESIGN.md invariant 3):
+//! first payloads, and only when the tap queue overflows the whole connection.
 
+pub mod grpc;
 pub mod session;
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::metrics::{InterceptMetrics, Protocol};
-use crate::relay::peer::Process;
 use crate::relay::tap::TapEvent;
+use crate::schema::Schema;
+use crate::trace::call::{CallSink, Clock, ConnMeta};
 use crate::wire::Direction;
+use crate::wire::h2::frame::PREFACE;
+use crate::wire::sniff::{self, Protocol as Sniffed};
+use session::{Session, SessionCtx};
 
-/// The longest prefix the sniffer looks at before calling a connection opaque.
-const SNIFF_LIMIT: usize = 24;
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// What is known about a connection when it opens.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    pub id: u64,
-    pub intercept: String,
-    pub client: Option<Process>,
-    pub server: Option<Process>,
+/// Shared by all connections of the process.
+pub struct Observer {
+    pub sink: Arc<dyn CallSink>,
+    pub clock: Clock,
+    pub schema: Schema,
 }
 
-/// Shared by all connections of an intercept.
-#[derive(Debug, Default)]
-pub struct Observer {}
+/// The connection's protocol, once known.
+enum State {
+    /// Collecting the first client bytes (bounded by the sniffer's need).
+    Sniffing(BytesMut, Vec<(Direction, Instant, Bytes)>),
+    Decoding(Box<dyn Session>),
+    /// Opaque protocol, or decoding given up: only counted.
+    Counting,
+}
+
+/// Chunks held back while the protocol is unknown (server bytes that arrive first, usually
+/// none); past it the connection is treated as opaque.
+const MAX_SNIFF_HELD: usize = 64;
 
 impl Observer {
     /// Observe one connection until its tap closes.
     pub async fn run(
         self: Arc<Self>,
-        info: ConnInfo,
+        conn: Arc<ConnMeta>,
         mut rx: mpsc::Receiver<TapEvent>,
         metrics: Arc<InterceptMetrics>,
     ) {
-        let mut first = Vec::new();
-        let mut sniffed = None;
+        let high_water = rx.max_capacity().saturating_mul(3) / 4;
+        let low_water = rx.max_capacity() / 4;
+        let mut shedding = false;
+        let mut state = State::Sniffing(BytesMut::new(), Vec::new());
+        let mut closed_at = None;
         while let Some(event) = rx.recv().await {
-            match event {
-                TapEvent::Data {
-                    dir: Direction::ClientToServer,
-                    bytes,
-                    ..
-                } if sniffed.is_none() => {
-                    let take = (SNIFF_LIMIT - first.len()).min(bytes.len());
-                    first.extend_from_slice(&bytes[..take]);
-                    sniffed = sniff(&first);
+            // Step 1 of shedding: payloads off past the high-water mark, back on when drained.
+            let backlog = rx.len();
+            if let State::Decoding(session) = &mut state {
+                if !shedding && backlog >= high_water && high_water > 0 {
+                    shedding = true;
+                    metrics.payload_sheds.inc();
+                    session.payloads(false);
+                } else if shedding && backlog <= low_water {
+                    shedding = false;
+                    session.payloads(true);
                 }
-                TapEvent::Eof { .. } | TapEvent::Closed { .. } if sniffed.is_none() && !first.is_empty() => {
-                    sniffed = Some(Protocol::Opaque);
-                }
-                _ => {}
             }
-            if let Some(p) = sniffed.take() {
-                metrics.sniffed(p).inc();
-                tracing::debug!(intercept = %info.intercept, conn = info.id, protocol = p.as_str(), "protocol sniffed");
-                // Until decoders exist the rest of the connection is only counted (by the tap).
-                while rx.recv().await.is_some() {}
-                return;
+            state = match (state, event) {
+                (State::Sniffing(mut first, mut held), TapEvent::Data { dir, at, bytes }) => {
+                    if dir == Direction::ClientToServer {
+                        let room = PREFACE.len().saturating_sub(first.len());
+                        first.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    }
+                    held.push((dir, at, bytes));
+                    match sniff::sniff(&first) {
+                        Sniffed::NeedMore if held.len() < MAX_SNIFF_HELD => State::Sniffing(first, held),
+                        verdict => self.start(&conn, &metrics, verdict, held),
+                    }
+                }
+                (State::Sniffing(_, held), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
+                    let mut state = self.start(&conn, &metrics, Sniffed::Opaque, held);
+                    if let (State::Decoding(s), TapEvent::Closed { at }) = (&mut state, &event_closed_at(&closed_at)) {
+                        s.closed(*at);
+                    }
+                    state
+                }
+                (State::Decoding(mut s), TapEvent::Data { dir, at, bytes }) => {
+                    s.data(dir, at, bytes);
+                    self.after_feed(s, &metrics)
+                }
+                (State::Decoding(mut s), TapEvent::Eof { dir, at }) => {
+                    s.eof(dir, at);
+                    self.after_feed(s, &metrics)
+                }
+                (State::Decoding(mut s), TapEvent::Closed { at }) => {
+                    closed_at = Some(at);
+                    s.closed(at);
+                    State::Counting
+                }
+                (State::Counting, TapEvent::Closed { at }) => {
+                    closed_at = Some(at);
+                    State::Counting
+                }
+                (state, _) => state,
+            };
+        }
+        // The queue closed without `Closed`: the tap overflowed and gave up on this connection
+        // (counted there). Open calls end now, incomplete, so each is still accounted for.
+        if let State::Decoding(mut s) = state {
+            s.closed(Instant::now());
+        }
+    }
+
+    /// Start the session the sniffer chose and replay the held chunks into it.
+    fn start(
+        &self,
+        conn: &Arc<ConnMeta>,
+        metrics: &InterceptMetrics,
+        verdict: Sniffed,
+        held: Vec<(Direction, Instant, Bytes)>,
+    ) -> State {
+        let protocol = match verdict {
+            Sniffed::Http2 => Protocol::Http2,
+            Sniffed::Http1 => Protocol::Http1,
+            Sniffed::Opaque | Sniffed::NeedMore => Protocol::Opaque,
+        };
+        metrics.sniffed(protocol).inc();
+        tracing::debug!(intercept = %conn.service, conn = conn.id, protocol = protocol.as_str(), "protocol sniffed");
+        let ctx = SessionCtx {
+            conn: Arc::clone(conn),
+            sink: Arc::clone(&self.sink),
+            clock: self.clock,
+        };
+        let Some(mut session) = self.session(protocol, ctx) else {
+            return State::Counting;
+        };
+        for (dir, at, bytes) in held {
+            session.data(dir, at, bytes);
+        }
+        self.after_feed(session, metrics)
+    }
+
+    fn session(&self, protocol: Protocol, ctx: SessionCtx) -> Option<Box<dyn Session>> {
+        match protocol {
+            Protocol::Http2 => Some(Box::new(grpc::GrpcSession::new(ctx, self.schema.clone()))),
+            Protocol::Http1 | Protocol::Opaque => None,
+        }
+    }
+
+    /// After feeding: a session whose decoder gave up is dropped to counting (reason counted).
+    fn after_feed(&self, session: Box<dyn Session>, metrics: &InterceptMetrics) -> State {
+        match session.gave_up() {
+            None => State::Decoding(session),
+            Some(reason) => {
+                metrics.decoder_give_up(reason);
+                State::Counting
             }
         }
     }
 }
 
-/// The protocol of a connection from its first client bytes; `None` while undecided.
-fn sniff(first: &[u8]) -> Option<Protocol> {
-    let n = first.len().min(H2_PREFACE.len());
-    if first[..n] == H2_PREFACE[..n] {
-        return (n == H2_PREFACE.len()).then_some(Protocol::Http2);
+fn event_closed_at(closed: &Option<Instant>) -> TapEvent {
+    TapEvent::Closed {
+        at: closed.unwrap_or_else(Instant::now),
     }
-    let method_len = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    if method_len == first.len() && method_len < SNIFF_LIMIT {
-        return None;
-    }
-    if method_len > 0 && first.get(method_len) == Some(&b' ') {
-        return Some(Protocol::Http1);
-    }
-    Some(Protocol::Opaque)
 }

@@ -1,5 +1,5 @@
 //! The byte relay of one connection: both directions polled by one task, each chunk
-//! written onward first and only then offered to the tap. Half-closes are propagated:
+//! offered to the tap as it is read (a refcount and a `try_send`) and written onward. Half-closes are propagated:
 //! EOF from one side becomes shutdown(WR) towards the other, and the other direction
 //! keeps flowing until it ends too.
 
@@ -8,7 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::tap::Tap;
@@ -26,11 +26,12 @@ pub enum RelayError {
     Write { side: &'static str, source: io::Error },
 }
 
-/// One direction's state: a read buffer and the part of it not yet written onward.
+/// One direction's state: a read buffer and the chunk not yet fully written onward.
 struct Half {
     dir: Direction,
     buf: BytesMut,
-    /// Bytes of `buf` already written onward.
+    /// The last chunk read, and how much of it is written onward.
+    pending: Bytes,
     written: usize,
     read_done: bool,
     shutdown_done: bool,
@@ -44,6 +45,7 @@ impl Half {
         Half {
             dir,
             buf: BytesMut::new(),
+            pending: Bytes::new(),
             written: 0,
             read_done: false,
             shutdown_done: false,
@@ -70,9 +72,9 @@ impl Half {
         let (from, to) = sides(self.dir);
         loop {
             // Write out what was read before reading more: the relay holds at most one
-            // buffer per direction, so a slow reader back-pressures its writer.
-            while self.written < self.buf.len() {
-                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.written..]))
+            // chunk per direction, so a slow reader back-pressures its writer.
+            while self.written < self.pending.len() {
+                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &self.pending[self.written..]))
                     .map_err(|source| RelayError::Write { side: to, source })?;
                 if n == 0 {
                     return Poll::Ready(Err(RelayError::Write {
@@ -81,12 +83,6 @@ impl Half {
                     }));
                 }
                 self.written += n;
-            }
-            if !self.buf.is_empty() {
-                // Written onward; now (and only now) the tap gets the chunk.
-                let chunk = self.buf.split().freeze();
-                self.written = 0;
-                tap.offer(self.dir, chunk);
             }
             if self.read_done {
                 if !self.shutdown_done {
@@ -107,6 +103,12 @@ impl Half {
                 tap.eof(self.dir);
             } else {
                 self.bytes += n as u64;
+                self.pending = self.buf.split().freeze();
+                self.written = 0;
+                // Offered as soon as it is read (a refcount, no copy, never a wait), so the
+                // observer sees the two directions in causal order: a response can only
+                // follow request bytes that were read, and now offered, before it.
+                tap.offer(self.dir, self.pending.clone());
             }
         }
     }

@@ -19,7 +19,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Endpoint, Intercept};
 use crate::metrics::InterceptMetrics;
-use crate::observe::{ConnInfo, Observer};
+use crate::observe::Observer;
+use crate::trace::call::ConnMeta;
 use listener::Listener;
 use peer::{Process, ServerResolver};
 use tap::Tap;
@@ -39,6 +40,8 @@ pub struct Intercepted {
     pub tap_queue: usize,
     pub servers: Arc<ServerResolver>,
     pub observer: Arc<Observer>,
+    /// The intercept's name as `service.name`, shared by its spans.
+    pub service: Arc<str>,
 }
 
 /// Accept connections on `listener` until `stop` is cancelled; each connection runs in
@@ -62,9 +65,10 @@ pub async fn serve(
                 shared.metrics.accepted.inc();
                 let shared = Arc::clone(&shared);
                 let cut = cut.clone();
+                let conn_tracker = tracker.clone();
                 tracker.spawn(async move {
                     shared.metrics.active.inc();
-                    handle(&shared, client, cut).await;
+                    handle(&shared, client, cut, &conn_tracker).await;
                     shared.metrics.active.dec();
                 });
             }
@@ -80,7 +84,7 @@ pub async fn serve(
     tracing::info!(intercept = %shared.config.name, "stopped accepting");
 }
 
-async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: CancellationToken) {
+async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: CancellationToken, tracker: &TaskTracker) {
     let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let name = &shared.config.name;
     let client_process = client.peer_cred().and_then(Process::from_cred);
@@ -108,14 +112,18 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
     );
     let mut tap = if shared.config.decode {
         let (tap, rx) = Tap::new(shared.tap_queue, Arc::clone(&shared.metrics));
-        let info = ConnInfo {
+        let conn = Arc::new(ConnMeta {
             id,
-            intercept: name.clone(),
+            service: Arc::clone(&shared.service),
+            transport: shared.config.listen.transport(),
+            listen: shared.config.listen.to_string(),
+            upstream: shared.config.upstream.to_string(),
             client: client_process,
             server: server_process,
-        };
+            capture_payloads: shared.config.capture_payloads,
+        });
         // The observer runs beside the relay and may fall behind; the relay never waits for it.
-        tokio::spawn(Arc::clone(&shared.observer).run(info, rx, Arc::clone(&shared.metrics)));
+        tracker.spawn(Arc::clone(&shared.observer).run(conn, rx, Arc::clone(&shared.metrics)));
         tap
     } else {
         Tap::off(Arc::clone(&shared.metrics))

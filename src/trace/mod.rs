@@ -4,3 +4,4 @@ pub mod attr;
 pub mod call;
 pub mod export;
 pub mod span;
+pub mod tracer;

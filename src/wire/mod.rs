@@ -2,7 +2,10 @@
 //! directions, in the order the relay saw them. No I/O, no clock, no async: the caller
 //! stamps times. A decoder never fails the connection; what it cannot follow it gives up on.
 
+pub mod grpc;
 pub mod h1;
+pub mod h2;
+pub mod sniff;
 #[cfg(test)]
 pub mod testutil;
 

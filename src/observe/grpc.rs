@@ -1,0 +1,359 @@
+//! The gRPC session of one HTTP/2 connection: turns the passive decoder's stream events into
+//! calls (one per stream) with the span contract's rpc attributes, the per-API payload
+//! attributes from `schema`, and one event per delivered message of an event stream.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use opentelemetry_semantic_conventions::attribute::{RPC_METHOD, RPC_RESPONSE_STATUS_CODE, RPC_SYSTEM_NAME};
+
+use super::session::{Session, SessionCtx};
+use crate::schema::{self, MethodInfo, Schema, Side};
+use crate::trace::attr::{Attr, AttrValue, names};
+use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
+use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, new_span_id};
+use crate::wire::Direction;
+use crate::wire::grpc::{GrpcDecoder, GrpcEvent, Headers, Limits, Message, StreamEnd, StreamId};
+
+/// Largest rendered payload attached to a span when payload capture is on.
+pub const CAPTURE_CAP: usize = 16 * 1024;
+/// Payload events per call when capture is on (a long stream gets its first few only).
+pub const CAPTURE_MAX_MESSAGES: usize = 8;
+/// Attribute for a non-OK `grpc-message` (the conventions have none).
+pub const GRPC_MESSAGE: &str = "runtime_tap.grpc.message";
+
+/// Streams that live as long as a client watches: never parents by time alone, and (for the
+/// event streams) one event span per delivered message.
+const LONG_LIVED: &[&str] = &[
+    "containerd.services.events.v1.Events/Subscribe",
+    "containerd.services.tasks.v1.Tasks/Wait",
+    "runtime.v1.RuntimeService/GetContainerEvents",
+    "runtime.v1alpha2.RuntimeService/GetContainerEvents",
+];
+
+/// gRPC status codes by number, as the conventions name them.
+const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// Codes the conventions count as server errors (span status Error).
+fn is_server_error(code: u32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+struct GrpcCall {
+    span_id: SpanId,
+    start: Instant,
+    name: String,
+    method: Option<MethodInfo>,
+    attributes: Vec<Attr>,
+    messages: [u64; 2],
+    bytes: [u64; 2],
+    status: Option<(u32, String)>,
+    remote_parent: Option<RemoteParent>,
+    shape: Shape,
+    event_stream: bool,
+    events: Vec<SpanEventRecord>,
+}
+
+/// The calls of one gRPC connection.
+pub struct GrpcSession {
+    ctx: SessionCtx,
+    schema: Schema,
+    decoder: GrpcDecoder,
+    out: Vec<GrpcEvent>,
+    calls: HashMap<StreamId, GrpcCall>,
+    gave_up: Option<&'static str>,
+}
+
+impl GrpcSession {
+    pub fn new(ctx: SessionCtx, schema: Schema) -> GrpcSession {
+        GrpcSession {
+            ctx,
+            schema,
+            decoder: GrpcDecoder::new(Limits::default()),
+            out: Vec::new(),
+            calls: HashMap::new(),
+            gave_up: None,
+        }
+    }
+
+    fn handle(&mut self, at: Instant) {
+        let mut events = std::mem::take(&mut self.out);
+        for event in events.drain(..) {
+            match event {
+                GrpcEvent::RequestHeaders { stream, headers } => self.request_headers(stream, &headers, at),
+                GrpcEvent::RequestMessage { stream, message } => self.message(stream, Side::Request, message, at),
+                GrpcEvent::ResponseHeaders { .. } => {}
+                GrpcEvent::ResponseMessage { stream, message } => self.message(stream, Side::Response, message, at),
+                GrpcEvent::Trailers { stream, headers, .. } => {
+                    if let Some(call) = self.calls.get_mut(&stream) {
+                        let code = headers.get("grpc-status").and_then(|s| s.trim().parse::<u32>().ok());
+                        let message = headers.get("grpc-message").map(percent_decode).unwrap_or_default();
+                        if let Some(code) = code {
+                            call.status = Some((code, message));
+                        }
+                    }
+                }
+                GrpcEvent::StreamEnd { stream, end } => self.end(stream, end, at),
+                GrpcEvent::Anomaly(_) => {}
+                GrpcEvent::GaveUp(reason) => {
+                    self.gave_up = Some(reason.as_str());
+                    self.end_all(at);
+                }
+            }
+        }
+        self.out = events;
+    }
+
+    fn request_headers(&mut self, stream: StreamId, headers: &Headers, at: Instant) {
+        let path = headers.get(":path").unwrap_or("");
+        let method = self.schema.method(path);
+        let name = match &method {
+            Some(m) => m.full_name.clone(),
+            None => path.trim_start_matches('/').to_string(),
+        };
+        let mut attributes = vec![Attr::str(RPC_SYSTEM_NAME, "grpc"), Attr::str(RPC_METHOD, name.clone())];
+        if let Some(ns) = headers.get("containerd-namespace") {
+            attributes.push(Attr::str(names::CONTAINERD_NAMESPACE, ns));
+        }
+        let remote_parent = headers
+            .get("traceparent")
+            .and_then(|tp| RemoteParent::parse(tp, headers.get("tracestate")));
+        let long_lived = LONG_LIVED.contains(&name.as_str());
+        let shape = if long_lived { Shape::LongLived } else { Shape::Unary };
+        let call = GrpcCall {
+            span_id: new_span_id(),
+            start: at,
+            event_stream: long_lived && !name.ends_with("Tasks/Wait"),
+            name,
+            method,
+            attributes,
+            messages: [0; 2],
+            bytes: [0; 2],
+            status: None,
+            remote_parent,
+            shape,
+            events: Vec::new(),
+        };
+        self.ctx.sink.started(&CallStart {
+            span_id: call.span_id,
+            conn: self.ctx.conn.clone(),
+            name: call.name.clone(),
+            start: self.ctx.clock.wall(at),
+            shape,
+            remote_parent: call.remote_parent.clone(),
+        });
+        // A stream id reused after an unseen end would leave its old call open: end it first.
+        if let Some(old) = self.calls.insert(stream, call) {
+            self.finish(old, at, true);
+        }
+    }
+
+    fn message(&mut self, stream: StreamId, side: Side, message: Message, at: Instant) {
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
+        let i = match side {
+            Side::Request => 0,
+            Side::Response => 1,
+        };
+        call.messages[i] += 1;
+        call.bytes[i] += message.len;
+        let (Some(method), Some(data)) = (&call.method, &message.data) else {
+            return;
+        };
+        if call.event_stream && side == Side::Response {
+            let mut attributes = Vec::new();
+            let _ = schema::extract(&self.schema, method, side, data, &mut attributes);
+            let topic = attributes
+                .iter()
+                .find(|a| a.key == names::CONTAINERD_EVENT_TOPIC)
+                .and_then(|a| match &a.value {
+                    AttrValue::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| cri_event_type(&self.schema, method, data));
+            self.ctx.sink.event(StreamEvent {
+                subscription: call.span_id,
+                conn: self.ctx.conn.clone(),
+                name: format!("event {topic}"),
+                time: self.ctx.clock.wall(at),
+                attributes,
+            });
+            return;
+        }
+        if schema::wants_payload(method, side) {
+            // First value wins: a response's copy of an id never overwrites the request's.
+            let _ = schema::extract(&self.schema, method, side, data, &mut call.attributes);
+        }
+        if self.ctx.conn.capture_payloads && call.events.len() < CAPTURE_MAX_MESSAGES {
+            let body = schema::render_json(&self.schema, method.message(side), data, CAPTURE_CAP);
+            let name = match side {
+                Side::Request => "request",
+                Side::Response => "response",
+            };
+            call.events.push(SpanEventRecord {
+                name: name.to_string(),
+                time: self.ctx.clock.wall(at),
+                attributes: vec![Attr::str("body", body)],
+            });
+        }
+    }
+
+    fn end(&mut self, stream: StreamId, end: StreamEnd, at: Instant) {
+        let Some(mut call) = self.calls.remove(&stream) else {
+            return;
+        };
+        let incomplete = match end {
+            StreamEnd::Complete => false,
+            // A reset after the trailers is how some servers close a stream: not a failure.
+            StreamEnd::Reset { code, .. } => {
+                if call.status.is_none() {
+                    call.status = Some((1, format!("stream reset (http/2 error code {code})")));
+                }
+                false
+            }
+            StreamEnd::GoAway | StreamEnd::ConnectionClosed => call.status.is_none(),
+        };
+        self.finish(call, at, incomplete);
+    }
+
+    fn end_all(&mut self, at: Instant) {
+        let open: Vec<GrpcCall> = self.calls.drain().map(|(_, c)| c).collect();
+        for call in open {
+            self.finish(call, at, true);
+        }
+    }
+
+    fn finish(&self, mut call: GrpcCall, at: Instant, incomplete: bool) {
+        let mut status = SpanStatus::Unset;
+        if let Some((code, message)) = &call.status {
+            let code_name = CODES.get(*code as usize).copied().unwrap_or("UNKNOWN");
+            call.attributes.push(Attr::str(RPC_RESPONSE_STATUS_CODE, code_name));
+            if *code != 0 && !message.is_empty() {
+                call.attributes.push(Attr::str(GRPC_MESSAGE, message.clone()));
+            }
+            if is_server_error(*code) {
+                status = SpanStatus::Error(if message.is_empty() {
+                    code_name.to_string()
+                } else {
+                    message.clone()
+                });
+            }
+        }
+        call.attributes
+            .push(Attr::int(names::REQUEST_MESSAGES, call.messages[0] as i64));
+        call.attributes
+            .push(Attr::int(names::RESPONSE_MESSAGES, call.messages[1] as i64));
+        call.attributes
+            .push(Attr::int(names::REQUEST_BYTES, call.bytes[0] as i64));
+        call.attributes
+            .push(Attr::int(names::RESPONSE_BYTES, call.bytes[1] as i64));
+        self.ctx.sink.ended(Call {
+            span_id: call.span_id,
+            conn: self.ctx.conn.clone(),
+            name: call.name,
+            start: self.ctx.clock.wall(call.start),
+            end: self.ctx.clock.wall(at),
+            attributes: call.attributes,
+            status,
+            incomplete,
+            shape: call.shape,
+            remote_parent: call.remote_parent,
+            events: call.events,
+        });
+    }
+}
+
+impl Session for GrpcSession {
+    fn data(&mut self, dir: Direction, at: Instant, bytes: Bytes) {
+        if self.gave_up.is_some() {
+            return;
+        }
+        self.decoder.feed_bytes(dir, bytes, &mut self.out);
+        self.handle(at);
+    }
+
+    fn eof(&mut self, dir: Direction, at: Instant) {
+        if self.gave_up.is_some() {
+            return;
+        }
+        self.decoder.eof(dir, &mut self.out);
+        self.handle(at);
+    }
+
+    fn closed(&mut self, at: Instant) {
+        if self.gave_up.is_none() {
+            self.decoder.eof(Direction::ClientToServer, &mut self.out);
+            self.decoder.eof(Direction::ServerToClient, &mut self.out);
+            self.handle(at);
+        }
+        self.end_all(at);
+    }
+
+    fn payloads(&mut self, on: bool) {
+        self.decoder.set_payloads(on);
+    }
+
+    fn gave_up(&self) -> Option<&'static str> {
+        self.gave_up
+    }
+}
+
+/// The event type of a CRI `GetContainerEvents` message (`CONTAINER_STARTED_EVENT`).
+fn cri_event_type(schema: &Schema, method: &MethodInfo, data: &[u8]) -> String {
+    let _ = schema;
+    use prost_reflect::ReflectMessage as _;
+    prost_reflect::DynamicMessage::decode(method.output.clone(), data)
+        .ok()
+        .and_then(|m| {
+            let field = m.descriptor().get_field_by_name("container_event_type")?;
+            let number = m.get_field(&field).as_enum_number()?;
+            let kind = field.kind();
+            let e = kind.as_enum()?;
+            Some(e.get_value(number)?.name().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2 spec).
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if let (b'%', Some(&h), Some(&l)) = (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            if let (Some(h), Some(l)) = (hex(h), hex(l)) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+#[path = "grpc_tests.rs"]
+mod tests;
