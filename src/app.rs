@@ -51,23 +51,23 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("intercept {}", ic.name))?,
         };
-        if listener.owner() == Owner::Us {
-            if let Endpoint::Unix(path) = &ic.listen {
-                // 3. Access no wider than the upstream socket's (copied when it appears).
-                let mode = ic
-                    .socket_mode
-                    .as_deref()
-                    .map(crate::config::parse_mode)
-                    .transpose()
-                    .map_err(anyhow::Error::msg)?;
-                let access = Access::resolve(mode, ic.socket_owner.as_deref(), ic.socket_group.as_deref())
-                    .with_context(|| format!("intercept {}", ic.name))?;
-                let upstream = match &ic.upstream {
-                    Endpoint::Unix(p) => Some(p.clone()),
-                    Endpoint::Tcp(_) => None,
-                };
-                ownership::apply(path.clone(), upstream, access).await;
-            }
+        if listener.owner() == Owner::Us
+            && let Endpoint::Unix(path) = &ic.listen
+        {
+            // 3. Access no wider than the upstream socket's (copied when it appears).
+            let mode = ic
+                .socket_mode
+                .as_deref()
+                .map(crate::config::parse_mode)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let access = Access::resolve(mode, ic.socket_owner.as_deref(), ic.socket_group.as_deref())
+                .with_context(|| format!("intercept {}", ic.name))?;
+            let upstream = match &ic.upstream {
+                Endpoint::Unix(p) => Some(p.clone()),
+                Endpoint::Tcp(_) => None,
+            };
+            ownership::apply(path.clone(), upstream, access).await;
         }
         listeners.push(listener);
     }

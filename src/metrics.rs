@@ -150,7 +150,7 @@ impl Registry {
     /// Render in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let per_intercept: [(&str, &str, &str, fn(&InterceptMetrics) -> u64); 5] = [
+        let per_intercept: [Family; 5] = [
             (
                 "runtime_tap_connections_accepted_total",
                 "counter",
@@ -290,6 +290,9 @@ impl Registry {
         self.intercepts.iter().all(|m| m.listening.load(Ordering::Relaxed))
     }
 }
+
+/// A per-intercept series: name, type, help, and how to read it.
+type Family = (&'static str, &'static str, &'static str, fn(&InterceptMetrics) -> u64);
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

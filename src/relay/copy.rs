@@ -161,15 +161,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if !this.c2s.done() {
-            if let Poll::Ready(Err(e)) = this.c2s.poll(cx, this.client, this.upstream, this.tap) {
-                return Poll::Ready(Err(e));
-            }
+        if !this.c2s.done()
+            && let Poll::Ready(Err(e)) = this.c2s.poll(cx, this.client, this.upstream, this.tap)
+        {
+            return Poll::Ready(Err(e));
         }
-        if !this.s2c.done() {
-            if let Poll::Ready(Err(e)) = this.s2c.poll(cx, this.upstream, this.client, this.tap) {
-                return Poll::Ready(Err(e));
-            }
+        if !this.s2c.done()
+            && let Poll::Ready(Err(e)) = this.s2c.poll(cx, this.upstream, this.client, this.tap)
+        {
+            return Poll::Ready(Err(e));
         }
         if this.c2s.done() && this.s2c.done() {
             Poll::Ready(Ok(this.counts()))

@@ -144,12 +144,11 @@ impl Listener {
         if self.owner != Owner::Us {
             return;
         }
-        if let Some(path) = self.path() {
-            if is_socket(path) {
-                if let Err(e) = std::fs::remove_file(path) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot remove listening socket");
-                }
-            }
+        if let Some(path) = self.path()
+            && is_socket(path)
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove listening socket");
         }
     }
 }
@@ -161,15 +160,15 @@ fn is_socket(path: &Path) -> bool {
 }
 
 async fn prepare_unix_path(path: &Path) -> Result<(), ListenError> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|source| ListenError::CreateDir {
-                    path: parent.to_owned(),
-                    source,
-                })?;
-        }
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|source| ListenError::CreateDir {
+                path: parent.to_owned(),
+                source,
+            })?;
     }
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,

@@ -97,10 +97,10 @@ fn set(listen: &Path, access: &Access, upstream: Option<&std::fs::Metadata>) {
         .unwrap_or(FALLBACK_MODE);
     let uid = access.uid.or(upstream.map(MetadataExt::uid));
     let gid = access.gid.or(upstream.map(MetadataExt::gid));
-    if uid.is_some() || gid.is_some() {
-        if let Err(e) = nix::unistd::chown(listen, uid.map(Uid::from_raw), gid.map(Gid::from_raw)) {
-            tracing::warn!(path = %listen.display(), error = %e, "cannot set socket owner");
-        }
+    if (uid.is_some() || gid.is_some())
+        && let Err(e) = nix::unistd::chown(listen, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
+    {
+        tracing::warn!(path = %listen.display(), error = %e, "cannot set socket owner");
     }
     if let Err(e) = std::fs::set_permissions(listen, std::fs::Permissions::from_mode(mode)) {
         tracing::warn!(path = %listen.display(), error = %e, "cannot set socket mode");

@@ -38,10 +38,10 @@ impl Process {
 
 /// The executable's file name (`dockerd`), from /proc/PID/exe, else /proc/PID/comm.
 pub fn executable(pid: u32) -> Option<String> {
-    if let Ok(target) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-        if let Some(name) = target.file_name() {
-            return Some(name.to_string_lossy().trim_end_matches(" (deleted)").to_string());
-        }
+    if let Ok(target) = std::fs::read_link(format!("/proc/{pid}/exe"))
+        && let Some(name) = target.file_name()
+    {
+        return Some(name.to_string_lossy().trim_end_matches(" (deleted)").to_string());
     }
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()

@@ -2,7 +2,9 @@
 //! and small utilities. Each test binary includes this module with `mod support;`.
 #![allow(dead_code)]
 
+pub mod cri;
 pub mod otlp;
+pub mod stack;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

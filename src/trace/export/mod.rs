@@ -277,10 +277,10 @@ struct Worker {
 /// Resolves with the shutdown deadline once [`ExportHandle::shutdown`] is called; never when
 /// the handle was dropped instead. Cancel safe.
 async fn shutdown_signal(rx: &mut Option<oneshot::Receiver<Instant>>) -> Instant {
-    if let Some(r) = rx {
-        if let Ok(at) = r.await {
-            return at;
-        }
+    if let Some(r) = rx
+        && let Ok(at) = r.await
+    {
+        return at;
     }
     *rx = None;
     std::future::pending().await
@@ -378,10 +378,10 @@ impl Worker {
         if let Some(console) = &mut self.console {
             console.export(buf);
         }
-        if let Some(file) = &mut self.file {
-            if !file.export(buf).await {
-                failed.fill(Some(DropReason::ExportFailed));
-            }
+        if let Some(file) = &mut self.file
+            && !file.export(buf).await
+        {
+            failed.fill(Some(DropReason::ExportFailed));
         }
         if let Some(otlp) = &mut self.otlp {
             if otlp.export(buf, deadline, on_timeout, &mut failed).await {

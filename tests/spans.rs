@@ -1,0 +1,405 @@
+//! What runtime-tap exports, read back by an OTLP receiver built from the official protos,
+//! while real clients (ctr, a CRI client built from proto/, dockerd, the docker CLI) talk to
+//! the real daemons through it.
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::cri::GrpcClient;
+use support::otlp::{KIND_INTERNAL, KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val};
+use support::stack::Stack;
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    receiver: OtlpReceiver,
+    stack: Stack,
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let receiver = rt.block_on(OtlpReceiver::start());
+        let stack = Stack::start(
+            "spans",
+            &format!(
+                "[export]\nendpoint = \"{}\"\nfile = \"{}\"\n",
+                receiver.endpoint(),
+                span_file().display()
+            ),
+        );
+        Setup { rt, receiver, stack }
+    })
+}
+
+fn span_file() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rtap-spans-{}.jsonl", std::process::id()))
+}
+
+/// Wait until the receiver holds spans matching `pred`, return them all.
+fn wait_spans(s: &Setup, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
+    let start = Instant::now();
+    loop {
+        let spans = s.receiver.spans();
+        if pred(&spans) {
+            return spans;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let names: Vec<_> = spans.iter().map(|s| format!("{}:{}", s.service, s.name)).collect();
+            panic!("no spans for {what} after 20 s; got {names:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
+    match span.attributes.get(key) {
+        Some(Val::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ctr(s: &Setup, ns: &str, args: &[&str]) -> Output {
+    s.stack
+        .bed
+        .ctr(&s.stack.containerd)
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn with_ns<'a>(spans: &'a [ReceivedSpan], ns: &str, name: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.name == name && str_attr(s, "containerd.namespace") == Some(ns))
+        .collect()
+}
+
+const CONTAINERS: &str = "containerd.services.containers.v1.Containers";
+const TASKS: &str = "containerd.services.tasks.v1.Tasks";
+
+#[test]
+fn ctr_calls_become_server_spans_with_names_status_namespace_and_ids() {
+    let s = setup();
+    let ns = "rt-spans-ctr";
+    assert!(ctr(s, ns, &["version"]).status.success());
+    let import = ctr(s, ns, &["images", "import", s.stack.images_tar.to_str().unwrap()]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    assert!(
+        ctr(
+            s,
+            ns,
+            &[
+                "containers",
+                "create",
+                "docker.io/library/bb:latest",
+                "c-one",
+                "/bin/true"
+            ]
+        )
+        .status
+        .success()
+    );
+    assert!(ctr(s, ns, &["containers", "ls"]).status.success());
+    // The same id again fails at Snapshots/Prepare with ALREADY_EXISTS on containerd 1.6.
+    let dup = ctr(
+        s,
+        ns,
+        &[
+            "containers",
+            "create",
+            "docker.io/library/bb:latest",
+            "c-one",
+            "/bin/true",
+        ],
+    );
+    assert!(!dup.status.success());
+    assert!(ctr(s, ns, &["containers", "delete", "c-one"]).status.success());
+    let out = ctr(
+        s,
+        ns,
+        &[
+            "run",
+            "--rm",
+            "docker.io/library/bb:latest",
+            "c-run",
+            "/bin/echo",
+            "ctr-hi",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ctr-hi\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let spans = wait_spans(s, "ctr run", |sp| {
+        with_ns(sp, ns, &format!("{CONTAINERS}/Delete"))
+            .iter()
+            .any(|d| str_attr(d, "container.id") == Some("c-run"))
+    });
+    // Every call is a SERVER span of service containerd with the full method as name.
+    let ours: Vec<_> = spans
+        .iter()
+        .filter(|sp| str_attr(sp, "containerd.namespace") == Some(ns))
+        .collect();
+    assert!(ours.len() > 20, "{}", ours.len());
+    for sp in &ours {
+        assert_eq!(sp.service, "containerd");
+        assert_eq!(sp.kind, KIND_SERVER);
+        assert_eq!(str_attr(sp, "rpc.method"), Some(sp.name.as_str()));
+        assert_eq!(str_attr(sp, "rpc.system.name"), Some("grpc"));
+        assert_eq!(str_attr(sp, "network.transport"), Some("unix"));
+        assert_eq!(str_attr(sp, "runtime_tap.client.executable"), Some("ctr"));
+        assert_eq!(str_attr(sp, "runtime_tap.server.executable"), Some("containerd"));
+        assert!(sp.start_ns <= sp.end_ns);
+        assert!(sp.resource.contains_key("host.name"));
+    }
+    // Content/Write bidi streams of the import.
+    let writes = with_ns(&spans, ns, "containerd.services.content.v1.Content/Write");
+    assert!(!writes.is_empty());
+    assert!(
+        writes
+            .iter()
+            .all(|w| str_attr(w, "rpc.response.status_code") == Some("OK"))
+    );
+    // containers create/list/delete with container.id.
+    let creates = with_ns(&spans, ns, &format!("{CONTAINERS}/Create"));
+    assert!(
+        creates
+            .iter()
+            .any(|c| str_attr(c, "container.id") == Some("c-one")
+                && str_attr(c, "rpc.response.status_code") == Some("OK"))
+    );
+    // ctr 1.6 lists with the ListStream server stream.
+    let list = with_ns(&spans, ns, &format!("{CONTAINERS}/ListStream"));
+    assert!(
+        list.iter()
+            .any(|l| matches!(l.attributes.get("runtime_tap.response.messages"), Some(Val::Int(n)) if *n >= 1)),
+        "{list:?}"
+    );
+    // The duplicate: ALREADY_EXISTS with its message, not an error status for a server span.
+    let prepare = with_ns(&spans, ns, "containerd.services.snapshots.v1.Snapshots/Prepare");
+    let failed: Vec<_> = prepare
+        .iter()
+        .filter(|p| str_attr(p, "rpc.response.status_code") == Some("ALREADY_EXISTS"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{prepare:?}");
+    assert!(str_attr(failed[0], "runtime_tap.grpc.message").is_some_and(|m| m.contains("already exists")));
+    assert_eq!(failed[0].status_code, STATUS_UNSET);
+    // ctr run --rm: Tasks/Create, Start, Wait, Delete for c-run.
+    for method in ["Create", "Start", "Wait", "Delete"] {
+        let calls = with_ns(&spans, ns, &format!("{TASKS}/{method}"));
+        assert!(
+            calls.iter().any(|c| str_attr(c, "container.id") == Some("c-run")),
+            "Tasks/{method}: {calls:?}"
+        );
+    }
+    let create = with_ns(&spans, ns, &format!("{TASKS}/Create"))
+        .into_iter()
+        .find(|c| str_attr(c, "container.id") == Some("c-run"))
+        .unwrap();
+    assert!(matches!(create.attributes.get("containerd.task.pid"), Some(Val::Int(p)) if *p > 0));
+    let wait = with_ns(&spans, ns, &format!("{TASKS}/Wait"))
+        .into_iter()
+        .find(|c| str_attr(c, "container.id") == Some("c-run"))
+        .unwrap();
+    assert_eq!(wait.attributes.get("containerd.task.exit_status"), Some(&Val::Int(0)));
+}
+
+#[test]
+fn cri_pod_lifecycle_spans_carry_pod_and_container_attributes() {
+    let s = setup();
+    // The CRI plugin works in k8s.io and needs the sandbox image there.
+    let import = ctr(s, "k8s.io", &["images", "import", s.stack.images_tar.to_str().unwrap()]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let sock = s.stack.containerd.clone();
+    let (sandbox, container, pull_err) = s.rt.block_on(async move {
+        let mut c = GrpcClient::connect(&sock).await;
+        let rs = "runtime.v1.RuntimeService";
+        c.unary(&format!("{rs}/Version"), json!({}), &[]).await.unwrap();
+        c.unary("runtime.v1.ImageService/ImageStatus", json!({"image": {"image": "registry.k8s.io/pause:3.6"}}), &[]).await.unwrap();
+        let config = json!({
+            "metadata": {"name": "span-pod", "namespace": "span-ns", "uid": "span-uid-1", "attempt": 0},
+            "log_directory": "/tmp",
+            "linux": {"security_context": {"namespace_options": {"network": "NODE", "pid": "CONTAINER", "ipc": "POD"}}}
+        });
+        let run = c.unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[]).await.unwrap();
+        let sandbox = run["podSandboxId"].as_str().unwrap().to_string();
+        let create = c
+            .unary(
+                &format!("{rs}/CreateContainer"),
+                json!({
+                    "pod_sandbox_id": sandbox,
+                    "config": {
+                        "metadata": {"name": "span-ctr"},
+                        "image": {"image": "registry.k8s.io/pause:3.6"},
+                        "command": ["/bin/echo", "hi"],
+                        "envs": [{"key": "DB_PASSWORD", "value": "span-secret-value"}],
+                        "log_path": "span-ctr.log"
+                    },
+                    "sandbox_config": config
+                }),
+                &[],
+            )
+            .await
+            .unwrap();
+        let container = create["containerId"].as_str().unwrap().to_string();
+        c.unary(&format!("{rs}/StartContainer"), json!({"container_id": container}), &[]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.unary(&format!("{rs}/ContainerStatus"), json!({"container_id": container}), &[]).await.unwrap();
+        c.unary(&format!("{rs}/StopPodSandbox"), json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
+        c.unary(&format!("{rs}/RemovePodSandbox"), json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
+        let pull_err = c
+            .unary(
+                "runtime.v1.ImageService/PullImage",
+                json!({"image": {"image": "registry.invalid/nosuch/image:1.0"}, "auth": {"username": "span-user", "password": "span-password"}}),
+                &[],
+            )
+            .await
+            .unwrap_err();
+        (sandbox, container, pull_err)
+    });
+    assert_eq!(pull_err.code, 2, "PullImage without a registry fails with UNKNOWN");
+    let spans = wait_spans(s, "CRI PullImage", |sp| {
+        sp.iter().any(|x| x.name == "runtime.v1.ImageService/PullImage")
+    });
+    let one = |name: &str| -> &ReceivedSpan {
+        let found: Vec<_> = spans
+            .iter()
+            .filter(|x| x.name == format!("runtime.v1.{name}"))
+            .collect();
+        assert!(!found.is_empty(), "{name}");
+        found[found.len() - 1]
+    };
+    let run = one("RuntimeService/RunPodSandbox");
+    assert_eq!(str_attr(run, "k8s.pod.name"), Some("span-pod"));
+    assert_eq!(str_attr(run, "k8s.namespace.name"), Some("span-ns"));
+    assert_eq!(str_attr(run, "k8s.pod.uid"), Some("span-uid-1"));
+    assert_eq!(str_attr(run, "cri.pod_sandbox.id"), Some(sandbox.as_str()));
+    assert_eq!(str_attr(run, "containerd.namespace"), None);
+    let create = one("RuntimeService/CreateContainer");
+    assert_eq!(str_attr(create, "cri.pod_sandbox.id"), Some(sandbox.as_str()));
+    assert_eq!(str_attr(create, "k8s.container.name"), Some("span-ctr"));
+    assert_eq!(str_attr(create, "container.image.name"), Some("registry.k8s.io/pause"));
+    assert_eq!(
+        create.attributes.get("container.image.tags"),
+        Some(&Val::StrList(vec!["3.6".into()]))
+    );
+    assert_eq!(str_attr(create, "container.id"), Some(container.as_str()));
+    for name in ["RuntimeService/StartContainer", "RuntimeService/ContainerStatus"] {
+        assert_eq!(str_attr(one(name), "container.id"), Some(container.as_str()), "{name}");
+    }
+    for name in ["RuntimeService/StopPodSandbox", "RuntimeService/RemovePodSandbox"] {
+        assert_eq!(
+            str_attr(one(name), "cri.pod_sandbox.id"),
+            Some(sandbox.as_str()),
+            "{name}"
+        );
+    }
+    let status = one("ImageService/ImageStatus");
+    assert_eq!(str_attr(status, "container.image.name"), Some("registry.k8s.io/pause"));
+    assert_eq!(one("RuntimeService/Version").status_code, STATUS_UNSET);
+    let pull = one("ImageService/PullImage");
+    assert_eq!(str_attr(pull, "rpc.response.status_code"), Some("UNKNOWN"));
+    assert_eq!(pull.status_code, STATUS_ERROR);
+    assert!(!pull.status_message.is_empty());
+    assert_eq!(
+        str_attr(pull, "container.image.name"),
+        Some("registry.invalid/nosuch/image")
+    );
+    // Secrets never reach the exporter.
+    let all = format!("{:?}", s.receiver.resource_spans());
+    for secret in ["span-secret-value", "span-password", "span-user"] {
+        assert!(!all.contains(secret), "{secret} reached the exporter");
+    }
+}
+
+#[test]
+fn dockerd_calls_in_the_moby_namespace_carry_the_container_id() {
+    let s = setup();
+    let out = run(s.stack.bed.docker(&s.stack.docker).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "bb:latest",
+        "echo",
+        "span-hi",
+    ]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "span-hi\n");
+    let spans = wait_spans(s, "dockerd Tasks/Start", |sp| {
+        !with_ns(sp, "moby", &format!("{TASKS}/Start")).is_empty()
+    });
+    let start = with_ns(&spans, "moby", &format!("{TASKS}/Start"));
+    let id = str_attr(start[0], "container.id").expect("container.id");
+    assert_eq!(id.len(), 64);
+    assert_eq!(str_attr(start[0], "runtime_tap.client.executable"), Some("dockerd"));
+    let create = with_ns(&spans, "moby", &format!("{CONTAINERS}/Create"));
+    assert!(create.iter().any(|c| str_attr(c, "container.id") == Some(id)));
+    // dockerd's event subscription delivers events as INTERNAL event spans linked to it.
+    // The same spans went to the OTLP/JSON file, one ExportTraceServiceRequest per line.
+    let text = std::fs::read_to_string(span_file()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(
+        line["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
+            .as_str()
+            .is_some_and(|t| t.len() == 32)
+    );
+    assert!(text.contains(id));
+    let events = wait_spans(s, "event spans", |sp| sp.iter().any(|x| x.name == "event /tasks/start"));
+    let ev = events.iter().find(|x| x.name == "event /tasks/start").unwrap();
+    assert_eq!(ev.kind, KIND_INTERNAL);
+    assert_eq!(ev.links.len(), 1);
+    assert_eq!(str_attr(ev, "containerd.event.topic"), Some("/tasks/start"));
+}
+
+#[test]
+fn a_collector_that_is_down_changes_nothing_for_clients() {
+    let dir = support::TempDir::new("down-collector");
+    support::echo_server(&dir.path("up.sock"));
+    let port = support::free_port();
+    let closed = support::free_port();
+    let config = support::one_intercept(
+        "c",
+        &dir.path("tap.sock"),
+        &dir.path("up.sock"),
+        &format!("127.0.0.1:{port}"),
+    ) + &format!("\n[export]\nendpoint = \"http://127.0.0.1:{closed}\"\n");
+    let tap = support::Tap::start(&dir.0, &config);
+    // gRPC-looking traffic that becomes calls, through an echo upstream.
+    let mut s = support::connect(&dir.path("tap.sock"));
+    use std::io::{Read, Write};
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    s.write_all(preface).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, preface);
+    assert_eq!(
+        tap.metric("runtime_tap_connections_accepted_total{intercept=\"c\"}"),
+        Some(1)
+    );
+}

@@ -1,0 +1,50 @@
+//! The real stack under test: a private containerd and dockerd with runtime-tap (the real
+//! binary) in front of both, dockerd's `--containerd` pointed at the containerd intercept.
+
+use std::path::PathBuf;
+
+use runtime_tap::bed::Bed;
+
+use super::{Tap, free_port};
+
+pub struct Stack {
+    pub bed: Bed,
+    pub tap: Tap,
+    /// runtime-tap's containerd intercept socket.
+    pub containerd: PathBuf,
+    /// runtime-tap's dockerd intercept socket.
+    pub docker: PathBuf,
+    /// `docker save` of bb:latest and registry.k8s.io/pause:3.6, made through the proxy.
+    pub images_tar: PathBuf,
+}
+
+impl Stack {
+    /// Start it all; `extra` is appended to runtime-tap's config (an `[export]` section...).
+    pub fn start(label: &str, extra: &str) -> Stack {
+        let mut bed = Bed::new(label).expect("test bed");
+        bed.start_containerd().expect("containerd");
+        let containerd = bed.dir.join("tap/containerd.sock");
+        let docker = bed.dir.join("tap/docker.sock");
+        let config = format!(
+            "[[intercept]]\nname = \"containerd\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n\n\
+             [[intercept]]\nname = \"dockerd\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:{}\"\n\n[relay]\ngrace_period_secs = 2\n\n{extra}\n",
+            containerd.display(),
+            bed.containerd_socket().display(),
+            docker.display(),
+            bed.docker_socket().display(),
+            free_port()
+        );
+        let tap = Tap::start(&bed.dir, &config);
+        bed.start_dockerd(&containerd)
+            .expect("dockerd through the containerd intercept");
+        let images_tar = bed.make_images(&docker).expect("images through the proxy");
+        Stack {
+            bed,
+            tap,
+            containerd,
+            docker,
+            images_tar,
+        }
+    }
+}
