@@ -90,11 +90,14 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         .unwrap_or_default();
     let (exporter, export_handle) = Exporter::start(export_config, host).context("export")?;
     let tracer = Tracer::new(exporter);
+    let tracer_stop = CancellationToken::new();
+    let tracer_task = tokio::spawn(Arc::clone(&tracer).run(tracer_stop.clone()));
     let sink: Arc<dyn CallSink> = tracer.clone();
     let observer = Arc::new(Observer {
         sink,
         clock: Clock::new(),
         schema,
+        docker_ids: Default::default(),
     });
 
     // 5. Admin endpoint.
@@ -170,6 +173,8 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     // 8. Spans of finished calls (and of calls cut above, marked incomplete) are flushed
     //    within what is left of the grace period, at least a moment.
     drop(observer);
+    tracer_stop.cancel();
+    let _ = tracer_task.await;
     let left = grace_end
         .saturating_duration_since(tokio::time::Instant::now())
         .max(std::time::Duration::from_secs(2));

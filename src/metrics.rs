@@ -351,11 +351,28 @@ fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {
             e.dropped(reason)
         );
     }
+    let k = tracer.correlation();
     let _ = writeln!(
         out,
         "runtime_tap_spans_dropped_total{{reason=\"not_sampled\"}} {}",
-        c.not_sampled.get()
+        k.not_sampled
     );
+    header(
+        out,
+        "runtime_tap_correlations_total",
+        "counter",
+        "Calls by how their parent was decided (runtime_tap.link).",
+    );
+    for (link, n) in [
+        ("entity", k.by_entity),
+        ("temporal", k.temporal),
+        ("ambiguous", k.ambiguous),
+        ("root", k.roots),
+        ("late", k.late),
+        ("evicted", k.evicted),
+    ] {
+        let _ = writeln!(out, "runtime_tap_correlations_total{{link=\"{link}\"}} {n}");
+    }
     header(
         out,
         "runtime_tap_export_queue_spans",

@@ -160,6 +160,7 @@ impl GrpcSession {
             start: self.ctx.clock.wall(at),
             shape,
             remote_parent: call.remote_parent.clone(),
+            attributes: Vec::new(),
         });
         // A stream id reused after an unseen end would leave its old call open: end it first.
         if let Some(old) = self.calls.insert(stream, call) {
@@ -202,7 +203,12 @@ impl GrpcSession {
         }
         if schema::wants_payload(method, side) {
             // First value wins: a response's copy of an id never overwrites the request's.
+            let before = call.attributes.len();
             let _ = schema::extract(&self.schema, method, side, data, &mut call.attributes);
+            if side == Side::Request && call.attributes.len() > before {
+                // Ids in a request are known while the call runs: its children can use them.
+                self.ctx.sink.learned(call.span_id, &call.attributes[before..]);
+            }
         }
         if self.ctx.conn.capture_payloads && call.events.len() < CAPTURE_MAX_MESSAGES {
             let body = schema::render_json(&self.schema, method.message(side), data, CAPTURE_CAP);

@@ -4,7 +4,9 @@
 //! holds up a byte. When it falls far behind it sheds load in steps (DESIGN.md invariant 3):
 //! first payloads, and only when the tap queue overflows the whole connection.
 
+pub mod docker_ids;
 pub mod grpc;
+pub mod http;
 pub mod session;
 
 use std::sync::Arc;
@@ -27,6 +29,8 @@ pub struct Observer {
     pub sink: Arc<dyn CallSink>,
     pub clock: Clock,
     pub schema: Schema,
+    /// Docker container names and short ids seen, to resolve references to full ids.
+    pub docker_ids: Arc<docker_ids::DockerIds>,
 }
 
 /// The connection's protocol, once known.
@@ -146,7 +150,8 @@ impl Observer {
     fn session(&self, protocol: Protocol, ctx: SessionCtx) -> Option<Box<dyn Session>> {
         match protocol {
             Protocol::Http2 => Some(Box::new(grpc::GrpcSession::new(ctx, self.schema.clone()))),
-            Protocol::Http1 | Protocol::Opaque => None,
+            Protocol::Http1 => Some(Box::new(http::HttpSession::new(ctx, Arc::clone(&self.docker_ids)))),
+            Protocol::Opaque => None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod any;
 pub mod containerd;
 pub mod cri;
 pub mod docker;
+pub mod docker_rules;
 pub mod image_ref;
 pub mod pool;
 pub mod redact;

@@ -90,6 +90,8 @@ pub struct CallStart {
     pub start: SystemTime,
     pub shape: Shape,
     pub remote_parent: Option<RemoteParent>,
+    /// What is known at start that ties calls together (ids in a request path).
+    pub attributes: Vec<Attr>,
 }
 
 /// A finished call.
@@ -159,6 +161,10 @@ impl Default for Clock {
 pub trait CallSink: Send + Sync {
     /// A call started (its request headers passed).
     fn started(&self, call: &CallStart);
+    /// An open call learned attributes (entity ids from its request payload, say).
+    fn learned(&self, span_id: SpanId, attributes: &[Attr]) {
+        let _ = (span_id, attributes);
+    }
     /// A call ended.
     fn ended(&self, call: Call);
     /// An event stream delivered one event.

@@ -1,25 +1,20 @@
-//! The tracer: where every session's calls end up. It keeps the calls that are open (so event
-//! spans can link to their subscription, and the correlator can find parents), turns finished
-//! calls into span records with their transport and peer attributes, and submits them to the
-//! exporter without ever waiting.
+//! The tracer: where every session's calls end up. It hands them to the correlator (which
+//! decides parents and holds a call until its trace is known), and submits the span records
+//! it releases to the exporter without ever waiting.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
 
 use opentelemetry_semantic_conventions::attribute::{NETWORK_TRANSPORT, SERVER_ADDRESS};
 
 use crate::metrics::Counter;
 use crate::trace::attr::{Attr, names};
 use crate::trace::call::{Call, CallSink, CallStart, ConnMeta, StreamEvent};
+use crate::trace::correlate::{CorrelateCounts, Correlator};
 use crate::trace::export::Exporter;
-use crate::trace::span::{
-    LinkRecord, ParentRef, SpanId, SpanKind, SpanRecord, SpanStatus, TraceId, new_span_id, new_trace_id,
-};
-
-/// Open calls tracked at once; past it the oldest bookkeeping is forgotten (its span still
-/// exports, only event links and parent lookups lose it). Bounds memory under a flood of
-/// streams that never end.
-pub const MAX_OPEN_CALLS: usize = 65_536;
+use crate::trace::span::{LinkRecord, SpanId, SpanKind, SpanRecord, SpanStatus, new_span_id, new_trace_id};
 
 /// What the tracer counts (exported on /metrics).
 #[derive(Debug, Default)]
@@ -30,27 +25,23 @@ pub struct TracerCounters {
     pub incomplete: Counter,
     /// Event spans made from event streams.
     pub events: Counter,
-    /// Calls dropped because their incoming trace context said not sampled.
-    pub not_sampled: Counter,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Open {
-    trace_id: TraceId,
 }
 
 /// Turns calls into spans and hands them to the exporter.
 pub struct Tracer {
     exporter: Exporter,
-    open: Mutex<HashMap<SpanId, Open>>,
+    correlator: Mutex<Correlator>,
     pub counters: TracerCounters,
 }
+
+/// How often held calls are looked at (deadlines, pod roots, retention).
+const TICK: Duration = Duration::from_millis(200);
 
 impl Tracer {
     pub fn new(exporter: Exporter) -> Arc<Tracer> {
         Arc::new(Tracer {
             exporter,
-            open: Mutex::new(HashMap::new()),
+            correlator: Mutex::new(Correlator::new()),
             counters: TracerCounters::default(),
         })
     }
@@ -59,63 +50,54 @@ impl Tracer {
         &self.exporter
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<SpanId, Open>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    fn correlator(&self) -> std::sync::MutexGuard<'_, Correlator> {
+        self.correlator.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The span record of a finished call: its own attributes, then transport and peers.
-    fn span_of(&self, call: Call, trace_id: TraceId) -> SpanRecord {
-        let mut attributes = call.attributes;
-        conn_attributes(&call.conn, &mut attributes);
-        if call.incomplete {
-            attributes.push(Attr::bool(names::INCOMPLETE, true));
+    /// What the correlator decided so far.
+    pub fn correlation(&self) -> CorrelateCounts {
+        self.correlator().counts
+    }
+
+    fn submit(&self, spans: Vec<SpanRecord>) {
+        for span in spans {
+            self.exporter.submit(span);
         }
-        let (parent, trace_state) = match &call.remote_parent {
-            Some(rp) => (
-                Some(ParentRef {
-                    span_id: rp.span_id,
-                    remote: true,
-                }),
-                rp.trace_state.clone(),
-            ),
-            None => (None, None),
-        };
-        if parent.is_some() {
-            attributes.push(Attr::str(names::LINK, "traceparent"));
+    }
+
+    /// Drive deadlines until `stop`; then export everything still held.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let mut out = Vec::new();
+            self.correlator().tick(SystemTime::now(), &mut out);
+            self.submit(out);
         }
-        SpanRecord {
-            trace_id,
-            span_id: call.span_id,
-            parent,
-            trace_state,
-            name: call.name,
-            kind: SpanKind::Server,
-            start: call.start,
-            end: call.end.max(call.start),
-            attributes,
-            events: call.events,
-            links: Vec::new(),
-            status: call.status,
-            service: Arc::clone(&call.conn.service),
-        }
+        self.flush();
+    }
+
+    /// Export every held call now (shutdown).
+    pub fn flush(&self) {
+        let mut out = Vec::new();
+        self.correlator().flush(SystemTime::now(), &mut out);
+        self.submit(out);
     }
 }
 
 impl CallSink for Tracer {
     fn started(&self, call: &CallStart) {
-        let trace_id = call
-            .remote_parent
-            .as_ref()
-            .map(|rp| rp.trace_id)
-            .unwrap_or_else(new_trace_id);
-        let mut open = self.open();
-        if open.len() >= MAX_OPEN_CALLS {
-            // Forget an arbitrary entry: correctness of links degrades, memory does not grow.
-            if let Some(k) = open.keys().next().copied() {
-                open.remove(&k);
-            }
-        }
-        open.insert(call.span_id, Open { trace_id });
+        let mut out = Vec::new();
+        self.correlator().started(call, &mut out);
+        self.submit(out);
+    }
+
+    fn learned(&self, span_id: SpanId, attributes: &[Attr]) {
+        self.correlator().learned(span_id, attributes);
     }
 
     fn ended(&self, call: Call) {
@@ -123,28 +105,18 @@ impl CallSink for Tracer {
         if call.incomplete {
             self.counters.incomplete.inc();
         }
-        let opened = self.open().remove(&call.span_id);
-        if call.remote_parent.as_ref().is_some_and(|rp| !rp.sampled) {
-            // The caller's trace is not sampled: respect it, and count it (never silent).
-            self.counters.not_sampled.inc();
-            return;
-        }
-        let trace_id = match (&call.remote_parent, opened) {
-            (Some(rp), _) => rp.trace_id,
-            (None, Some(o)) => o.trace_id,
-            (None, None) => new_trace_id(),
-        };
-        let span = self.span_of(call, trace_id);
-        self.exporter.submit(span);
+        let mut out = Vec::new();
+        self.correlator().ended(call, SystemTime::now(), &mut out);
+        self.submit(out);
     }
 
     fn event(&self, event: StreamEvent) {
         self.counters.events.inc();
-        let subscription = self.open().get(&event.subscription).copied();
+        let subscription = self.correlator().link_target(event.subscription);
         let links = subscription
-            .map(|o| {
+            .map(|trace_id| {
                 vec![LinkRecord {
-                    trace_id: o.trace_id,
+                    trace_id,
                     span_id: event.subscription,
                     attributes: Vec::new(),
                 }]

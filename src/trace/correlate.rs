@@ -1,0 +1,740 @@
+//! Correlation across layers: decides each call's parent from what the proxy sees on every
+//! socket, and holds a finished call back until its trace is known. Pure logic, no I/O and no
+//! clock of its own: the tracer feeds it calls and the time, and exports what it returns.
+//!
+//! The rules (deterministic; README "Correlation across layers"), for a call B whose client
+//! process is the server process of calls A on other sockets that contain B in time:
+//! 1. B carries a W3C `traceparent`: child of that remote span (`traceparent`).
+//! 2. B is a CRI call of a pod being started: child of the synthesized `pod start` root
+//!    (`pod`), unless kubelet's own trace context came with it.
+//! 3. Some A share an entity id with B (container, sandbox, exec): the latest-started of them
+//!    (`entity`) — the innermost request for that entity.
+//! 4. Exactly one A that is not a long-lived stream: that one (`temporal`).
+//! 5. Several such A: no parent, links to each (`ambiguous`). None: a root.
+//!
+//! Late facts: an A that is still open may learn its entity ids from its response (a create).
+//! B then waits (bounded by `LATE_FACT_WAIT`) for the open candidates before rule 3 is
+//! applied. A child is exported once its parent's trace is settled, or after
+//! `MAX_EXPORT_DELAY` with the parent's provisional trace; a span is never exported twice.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::schema::{EntityKind, entity_ids};
+use crate::trace::attr::{Attr, AttrValue, names};
+use crate::trace::call::{Call, CallStart, ConnMeta, RemoteParent, Shape};
+use crate::trace::span::{
+    LinkRecord, ParentRef, SpanId, SpanKind, SpanRecord, SpanStatus, TraceId, new_span_id, new_trace_id,
+};
+
+/// How long a finished call waits for open candidates to learn their ids.
+pub const LATE_FACT_WAIT: Duration = Duration::from_secs(2);
+/// The longest a finished call is held back waiting for its parent's trace to be settled.
+/// A tail-sampling collector's `decision_wait` must be longer than this.
+pub const MAX_EXPORT_DELAY: Duration = Duration::from_secs(10);
+/// How long a finished call stays a parent candidate, for children whose end is processed
+/// a little later than its own (each connection has its own observer).
+pub const RETAIN: Duration = Duration::from_secs(3);
+/// Calls tracked at once (open, held, retained). Past it the oldest are exported or forgotten.
+pub const MAX_NODES: usize = 65_536;
+/// A pod's start is over after this long without another of its calls.
+pub const POD_QUIET_PERIOD: Duration = Duration::from_secs(5);
+
+/// How an edge was made, as `runtime_tap.link` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Traceparent,
+    Pod,
+    Entity,
+    Temporal,
+    Ambiguous,
+}
+
+impl Link {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::Traceparent => "traceparent",
+            Link::Pod => "pod",
+            Link::Entity => "entity",
+            Link::Temporal => "temporal",
+            Link::Ambiguous => "ambiguous",
+        }
+    }
+}
+
+/// What the correlator counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CorrelateCounts {
+    pub by_entity: u64,
+    pub temporal: u64,
+    pub ambiguous: u64,
+    pub roots: u64,
+    /// Exported before the parent's trace was settled (`MAX_EXPORT_DELAY`).
+    pub late: u64,
+    /// Forgotten or forced out by `MAX_NODES`.
+    pub evicted: u64,
+    /// Calls dropped because an incoming trace context said not sampled.
+    pub not_sampled: u64,
+}
+
+enum State {
+    Open,
+    /// Ended; waiting for late facts of open candidates until the deadline.
+    Deciding {
+        call: Box<Call>,
+        deadline: SystemTime,
+    },
+    /// Ended, parent decided, waiting for the parent's trace to settle.
+    Held {
+        call: Box<Call>,
+        deadline: SystemTime,
+    },
+    /// Exported; kept as a candidate until `retain_until`.
+    Done {
+        retain_until: SystemTime,
+    },
+}
+
+struct Node {
+    conn: Arc<ConnMeta>,
+    start: SystemTime,
+    end: Option<SystemTime>,
+    shape: Shape,
+    entities: HashSet<(EntityKind, String)>,
+    /// Provisional until settled; fixed once settled.
+    trace_id: TraceId,
+    settled: bool,
+    parent: Option<(SpanId, Link)>,
+    remote: Option<RemoteParent>,
+    /// False when an incoming trace context said not sampled (inherited by children).
+    sampled: bool,
+    links: Vec<SpanId>,
+    waiting: Vec<SpanId>,
+    state: State,
+}
+
+struct PodGroup {
+    root: SpanId,
+    trace_id: TraceId,
+    name: String,
+    namespace: String,
+    uid: String,
+    sandbox: String,
+    service: Arc<str>,
+    conn: Arc<ConnMeta>,
+    start: SystemTime,
+    end: SystemTime,
+    last_activity: SystemTime,
+    containers: HashSet<String>,
+    members: Vec<(Arc<str>, SystemTime, SystemTime)>,
+}
+
+/// The correlator of one process: every intercept's calls.
+#[derive(Default)]
+pub struct Correlator {
+    nodes: HashMap<SpanId, Node>,
+    order: VecDeque<SpanId>,
+    pods: Vec<PodGroup>,
+    pub counts: CorrelateCounts,
+}
+
+fn pid_of(p: &Option<crate::relay::peer::Process>) -> Option<u32> {
+    p.as_ref().map(|p| p.pid)
+}
+
+fn str_attr<'a>(attrs: &'a [Attr], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|a| a.key == key).and_then(|a| match &a.value {
+        AttrValue::Str(s) if !s.is_empty() => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+fn is_cri(name: &str) -> bool {
+    name.starts_with("runtime.v1.") || name.starts_with("runtime.v1alpha2.")
+}
+
+fn cri_method(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or("")
+}
+
+impl Correlator {
+    pub fn new() -> Correlator {
+        Correlator::default()
+    }
+
+    /// Calls tracked now (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A call started: it becomes a parent candidate at once.
+    pub fn started(&mut self, s: &CallStart, out: &mut Vec<SpanRecord>) {
+        if self.nodes.len() >= MAX_NODES {
+            self.evict_oldest(out);
+        }
+        let trace_id = s
+            .remote_parent
+            .as_ref()
+            .map(|r| r.trace_id)
+            .unwrap_or_else(new_trace_id);
+        let mut entities = HashSet::new();
+        for (kind, id) in entity_ids(&s.attributes) {
+            entities.insert((kind, id.to_string()));
+        }
+        self.nodes.insert(
+            s.span_id,
+            Node {
+                conn: Arc::clone(&s.conn),
+                start: s.start,
+                end: None,
+                shape: s.shape,
+                entities,
+                trace_id,
+                settled: false,
+                parent: None,
+                remote: s.remote_parent.clone(),
+                sampled: s.remote_parent.as_ref().is_none_or(|r| r.sampled),
+                links: Vec::new(),
+                waiting: Vec::new(),
+                state: State::Open,
+            },
+        );
+        self.order.push_back(s.span_id);
+    }
+
+    /// An open call learned entity ids (from its request payload, say).
+    pub fn learned(&mut self, span: SpanId, attrs: &[Attr]) {
+        if let Some(n) = self.nodes.get_mut(&span) {
+            for (kind, id) in entity_ids(attrs) {
+                n.entities.insert((kind, id.to_string()));
+            }
+        }
+    }
+
+    /// A call ended at `now`; spans ready for export are appended to `out`.
+    pub fn ended(&mut self, call: Call, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        let id = call.span_id;
+        if !self.nodes.contains_key(&id) {
+            // Started before we tracked it (evicted): export it on its own.
+            self.started(
+                &CallStart {
+                    span_id: id,
+                    conn: Arc::clone(&call.conn),
+                    name: call.name.clone(),
+                    start: call.start,
+                    shape: call.shape,
+                    remote_parent: call.remote_parent.clone(),
+                    attributes: Vec::new(),
+                },
+                out,
+            );
+        }
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        for (kind, v) in entity_ids(&call.attributes) {
+            node.entities.insert((kind, v.to_string()));
+        }
+        node.end = Some(call.end.max(call.start));
+        node.state = State::Deciding {
+            call: Box::new(call),
+            deadline: now + LATE_FACT_WAIT,
+        };
+        self.try_decide(id, now, false, out);
+        // This call ending may be the late fact others were waiting for.
+        let deciding: Vec<SpanId> = self
+            .nodes
+            .iter()
+            .filter(|(k, n)| **k != id && matches!(n.state, State::Deciding { .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        for d in deciding {
+            self.try_decide(d, now, false, out);
+        }
+    }
+
+    /// The passage of time: deadlines, pod roots after their quiet period, retention.
+    pub fn tick(&mut self, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        let due: Vec<SpanId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| matches!(&n.state, State::Deciding { deadline, .. } if *deadline <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in due {
+            self.try_decide(id, now, true, out);
+        }
+        let late: Vec<SpanId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| matches!(&n.state, State::Held { deadline, .. } if *deadline <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in late {
+            self.counts.late += 1;
+            self.export_tree(id, now, out);
+        }
+        let quiet: Vec<usize> = (0..self.pods.len())
+            .filter(|&i| self.pods[i].last_activity + POD_QUIET_PERIOD <= now)
+            .collect();
+        for i in quiet.into_iter().rev() {
+            let pod = self.pods.remove(i);
+            out.push(pod_root(pod));
+        }
+        while let Some(front) = self.order.front().copied() {
+            match self.nodes.get(&front).map(|n| &n.state) {
+                None => {
+                    self.order.pop_front();
+                }
+                Some(State::Done { retain_until }) if *retain_until <= now => {
+                    self.nodes.remove(&front);
+                    self.order.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Shutdown: everything held is exported now, with what is known.
+    pub fn flush(&mut self, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        let pending: Vec<SpanId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| matches!(n.state, State::Deciding { .. } | State::Held { .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in &pending {
+            self.try_decide(*id, now, true, out);
+        }
+        let held: Vec<SpanId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| matches!(n.state, State::Held { .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in held {
+            self.export_tree(id, now, out);
+        }
+        for pod in self.pods.drain(..) {
+            out.push(pod_root(pod));
+        }
+    }
+
+    /// The trace id and span id an event of an event stream links to.
+    pub fn link_target(&self, span: SpanId) -> Option<TraceId> {
+        self.nodes.get(&span).map(|n| n.trace_id)
+    }
+
+    fn evict_oldest(&mut self, out: &mut Vec<SpanRecord>) {
+        while let Some(id) = self.order.pop_front() {
+            let Some(n) = self.nodes.get(&id) else { continue };
+            self.counts.evicted += 1;
+            if matches!(n.state, State::Deciding { .. } | State::Held { .. }) {
+                let now = n.end.unwrap_or(n.start);
+                self.export_tree(id, now, out);
+            }
+            self.nodes.remove(&id);
+            return;
+        }
+    }
+
+    /// Apply the rules to a `Deciding` call; `force` decides with what is known.
+    fn try_decide(&mut self, id: SpanId, now: SystemTime, force: bool, out: &mut Vec<SpanRecord>) {
+        let Some(node) = self.nodes.get(&id) else { return };
+        let State::Deciding { call, .. } = &node.state else {
+            return;
+        };
+        let cri = is_cri(&call.name);
+        // Rule 1: incoming trace context.
+        if node.remote.is_some() {
+            self.settle(id, now, out);
+            return;
+        }
+        // Rule 2: a CRI call of a pod being started.
+        if cri && let Some(parent) = self.pod_member(id) {
+            self.set_parent(id, parent, Link::Pod, now, out);
+            return;
+        }
+        let Some(node) = self.nodes.get(&id) else { return };
+        let Some(client) = pid_of(&node.conn.client) else {
+            self.counts.roots += 1;
+            self.settle(id, now, out);
+            return;
+        };
+        let (start, end) = (node.start, node.end.unwrap_or(node.start));
+        let mine = &node.entities;
+        let candidates: Vec<(SpanId, &Node)> = self
+            .nodes
+            .iter()
+            .filter(|(k, a)| {
+                **k != id
+                    && pid_of(&a.conn.server) == Some(client)
+                    && !Arc::ptr_eq(&a.conn, &node.conn)
+                    && a.start <= start
+                    && a.end.is_none_or(|e| end <= e)
+            })
+            .map(|(k, a)| (*k, a))
+            .collect();
+        // Rule 3: shared entity, the latest-started (ties broken by span id, for determinism).
+        let by_entity = candidates
+            .iter()
+            .filter(|(_, a)| !a.entities.is_disjoint(mine))
+            .max_by_key(|(k, a)| (a.start, *k));
+        if let Some((parent, _)) = by_entity {
+            let parent = *parent;
+            self.counts.by_entity += 1;
+            self.set_parent(id, parent, Link::Entity, now, out);
+            return;
+        }
+        // Late facts: an open unary candidate may still learn the ids this call carries.
+        if !force
+            && !mine.is_empty()
+            && candidates
+                .iter()
+                .any(|(_, a)| a.end.is_none() && a.shape == Shape::Unary && a.entities.is_empty())
+        {
+            return;
+        }
+        // Rule 4/5: time alone, never under a long-lived stream.
+        let temporal: Vec<SpanId> = candidates
+            .iter()
+            .filter(|(_, a)| a.shape == Shape::Unary)
+            .map(|(k, _)| *k)
+            .collect();
+        match temporal.len() {
+            0 => {
+                self.counts.roots += 1;
+                self.settle(id, now, out);
+            }
+            1 => {
+                self.counts.temporal += 1;
+                self.set_parent(id, temporal[0], Link::Temporal, now, out);
+            }
+            _ => {
+                self.counts.ambiguous += 1;
+                let mut links = temporal;
+                links.sort();
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.links = links;
+                }
+                self.settle(id, now, out);
+            }
+        }
+    }
+
+    /// The pod root a CRI call belongs to, creating the group at RunPodSandbox.
+    fn pod_member(&mut self, id: SpanId) -> Option<SpanId> {
+        let node = self.nodes.get(&id)?;
+        let State::Deciding { call, .. } = &node.state else {
+            return None;
+        };
+        let attrs = &call.attributes;
+        let method = cri_method(&call.name);
+        let (start, end) = (call.start, call.end.max(call.start));
+        let service = Arc::clone(&node.conn.service);
+        let group = match method {
+            "RunPodSandbox" => {
+                let sandbox = str_attr(attrs, names::CRI_POD_SANDBOX_ID)?.to_string();
+                let attr = |k: &str| str_attr(attrs, k).unwrap_or("").to_string();
+                self.pods.push(PodGroup {
+                    root: new_span_id(),
+                    trace_id: new_trace_id(),
+                    name: attr("k8s.pod.name"),
+                    namespace: attr("k8s.namespace.name"),
+                    uid: attr("k8s.pod.uid"),
+                    sandbox,
+                    service: Arc::clone(&service),
+                    conn: Arc::clone(&node.conn),
+                    start,
+                    end,
+                    last_activity: end,
+                    containers: HashSet::new(),
+                    members: Vec::new(),
+                });
+                self.pods.len() - 1
+            }
+            "PullImage" => {
+                let uid = str_attr(attrs, "k8s.pod.uid")?;
+                self.pods.iter().position(|p| !p.uid.is_empty() && p.uid == uid)?
+            }
+            "CreateContainer" => {
+                let sandbox = str_attr(attrs, names::CRI_POD_SANDBOX_ID)?;
+                let i = self.pods.iter().position(|p| p.sandbox == sandbox)?;
+                if let Some(c) = str_attr(attrs, "container.id") {
+                    self.pods[i].containers.insert(c.to_string());
+                }
+                i
+            }
+            "StartContainer" => {
+                let c = str_attr(attrs, "container.id")?;
+                self.pods.iter().position(|p| p.containers.contains(c))?
+            }
+            _ => return None,
+        };
+        let pod = &mut self.pods[group];
+        pod.end = pod.end.max(end);
+        pod.last_activity = pod.last_activity.max(end);
+        pod.members.push((service, start, end));
+        let root = pod.root;
+        let trace_id = pod.trace_id;
+        // The root is synthesized and exported later; its trace is fixed now, so the member is
+        // settled at once.
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.trace_id = trace_id;
+        }
+        Some(root)
+    }
+
+    fn set_parent(&mut self, id: SpanId, parent: SpanId, link: Link, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        if link == Link::Pod {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.parent = Some((parent, link));
+                n.settled = true;
+            }
+            self.export_tree(id, now, out);
+            return;
+        }
+        let (parent_settled, parent_trace, parent_sampled) = match self.nodes.get(&parent) {
+            Some(p) => (p.settled, p.trace_id, p.sampled),
+            None => (true, new_trace_id(), true),
+        };
+        let Some(n) = self.nodes.get_mut(&id) else { return };
+        n.parent = Some((parent, link));
+        n.trace_id = parent_trace;
+        n.sampled &= parent_sampled;
+        if parent_settled {
+            n.settled = true;
+            self.export_tree(id, now, out);
+        } else {
+            let call = match std::mem::replace(&mut n.state, State::Open) {
+                State::Deciding { call, .. } | State::Held { call, .. } => call,
+                other => {
+                    n.state = other;
+                    return;
+                }
+            };
+            n.state = State::Held {
+                call,
+                deadline: now + MAX_EXPORT_DELAY,
+            };
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                p.waiting.push(id);
+            }
+        }
+    }
+
+    /// A root (or remote-parented) call: its trace is its own.
+    fn settle(&mut self, id: SpanId, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.settled = true;
+        }
+        self.export_tree(id, now, out);
+    }
+
+    /// Export `id` and every call held waiting on it, transitively, with its trace id. On a
+    /// root, the self time of each layer over that tree is added.
+    fn export_tree(&mut self, id: SpanId, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        let mut tree = vec![id];
+        let mut i = 0;
+        while i < tree.len() {
+            let cur = tree[i];
+            let parent = self.nodes.get(&cur).map(|n| (n.trace_id, n.sampled));
+            let waiting = self
+                .nodes
+                .get_mut(&cur)
+                .map(|n| std::mem::take(&mut n.waiting))
+                .unwrap_or_default();
+            for w in waiting {
+                if let (Some((t, sampled)), Some(child)) = (parent, self.nodes.get_mut(&w)) {
+                    child.trace_id = t;
+                    child.sampled &= sampled;
+                    child.settled = true;
+                    tree.push(w);
+                }
+            }
+            i += 1;
+        }
+        let self_times = self.self_times(&tree);
+        for (k, cur) in tree.into_iter().enumerate() {
+            let Some(n) = self.nodes.get_mut(&cur) else { continue };
+            let call = match std::mem::replace(
+                &mut n.state,
+                State::Done {
+                    retain_until: now + RETAIN,
+                },
+            ) {
+                State::Deciding { call, .. } | State::Held { call, .. } => call,
+                other => {
+                    // Still open (a parent whose children were released early) or done.
+                    n.state = other;
+                    continue;
+                }
+            };
+            n.settled = true;
+            if !n.sampled {
+                // The caller's trace is not sampled: respected, and counted, never silent.
+                self.counts.not_sampled += 1;
+                continue;
+            }
+            let mut span = span_of(*call, n);
+            if k == 0 && n.parent.is_none() && n.remote.is_none() {
+                for (service, ms) in &self_times {
+                    span.attributes
+                        .push(Attr::int(format!("runtime_tap.self_time_ms.{service}"), *ms));
+                }
+            }
+            out.push(span);
+        }
+    }
+
+    /// Self time per service over a tree: durations minus the union of children's intervals.
+    fn self_times(&self, tree: &[SpanId]) -> Vec<(Arc<str>, i64)> {
+        let mut per: Vec<(Arc<str>, i64)> = Vec::new();
+        for id in tree {
+            let Some(n) = self.nodes.get(id) else { continue };
+            let Some(end) = n.end else { continue };
+            let mut kids: Vec<(SystemTime, SystemTime)> = tree
+                .iter()
+                .filter_map(|c| self.nodes.get(c))
+                .filter(|c| c.parent.map(|(p, _)| p) == Some(*id))
+                .filter_map(|c| Some((c.start.max(n.start), c.end?.min(end))))
+                .filter(|(s, e)| s < e)
+                .collect();
+            kids.sort();
+            let mut covered = Duration::ZERO;
+            let mut cur: Option<(SystemTime, SystemTime)> = None;
+            for (s, e) in kids {
+                match cur {
+                    Some((cs, ce)) if s <= ce => cur = Some((cs, ce.max(e))),
+                    Some((cs, ce)) => {
+                        covered += ce.duration_since(cs).unwrap_or_default();
+                        cur = Some((s, e));
+                    }
+                    None => cur = Some((s, e)),
+                }
+            }
+            if let Some((cs, ce)) = cur {
+                covered += ce.duration_since(cs).unwrap_or_default();
+            }
+            let total = end.duration_since(n.start).unwrap_or_default();
+            let own = total.saturating_sub(covered).as_millis() as i64;
+            match per.iter_mut().find(|(s, _)| *s == n.conn.service) {
+                Some((_, v)) => *v += own,
+                None => per.push((Arc::clone(&n.conn.service), own)),
+            }
+        }
+        per
+    }
+}
+
+fn span_of(call: Call, node: &Node) -> SpanRecord {
+    let mut attributes = call.attributes;
+    crate::trace::tracer::conn_attributes(&call.conn, &mut attributes);
+    if call.incomplete {
+        attributes.push(Attr::bool(names::INCOMPLETE, true));
+    }
+    let (parent, trace_state) = match (&node.remote, node.parent) {
+        (Some(r), _) => {
+            attributes.push(Attr::str(names::LINK, Link::Traceparent.as_str()));
+            (
+                Some(ParentRef {
+                    span_id: r.span_id,
+                    remote: true,
+                }),
+                r.trace_state.clone(),
+            )
+        }
+        (None, Some((p, link))) => {
+            attributes.push(Attr::str(names::LINK, link.as_str()));
+            (
+                Some(ParentRef {
+                    span_id: p,
+                    remote: false,
+                }),
+                None,
+            )
+        }
+        (None, None) => (None, None),
+    };
+    let mut links = Vec::new();
+    if !node.links.is_empty() {
+        attributes.push(Attr::str(names::LINK, Link::Ambiguous.as_str()));
+        for l in &node.links {
+            links.push(LinkRecord {
+                trace_id: node.trace_id,
+                span_id: *l,
+                attributes: vec![Attr::str(names::LINK, "candidate")],
+            });
+        }
+    }
+    SpanRecord {
+        trace_id: node.trace_id,
+        span_id: call.span_id,
+        parent,
+        trace_state,
+        name: call.name,
+        kind: SpanKind::Server,
+        start: call.start,
+        end: call.end.max(call.start),
+        attributes,
+        events: call.events,
+        links,
+        status: call.status,
+        service: Arc::clone(&call.conn.service),
+    }
+}
+
+fn pod_root(pod: PodGroup) -> SpanRecord {
+    let mut attributes = vec![
+        Attr::str("k8s.pod.name", pod.name.clone()),
+        Attr::str("k8s.namespace.name", pod.namespace.clone()),
+        Attr::str("k8s.pod.uid", pod.uid.clone()),
+        Attr::str(names::CRI_POD_SANDBOX_ID, pod.sandbox.clone()),
+    ];
+    // Self time of the CRI layer: the pod's span minus the union of its calls.
+    let mut spans: Vec<(SystemTime, SystemTime)> = pod.members.iter().map(|(_, s, e)| (*s, *e)).collect();
+    spans.sort();
+    let mut covered = Duration::ZERO;
+    let mut cur: Option<(SystemTime, SystemTime)> = None;
+    for (s, e) in spans {
+        match cur {
+            Some((cs, ce)) if s <= ce => cur = Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                covered += ce.duration_since(cs).unwrap_or_default();
+                cur = Some((s, e));
+            }
+            None => cur = Some((s, e)),
+        }
+    }
+    if let Some((cs, ce)) = cur {
+        covered += ce.duration_since(cs).unwrap_or_default();
+    }
+    let total = pod.end.duration_since(pod.start).unwrap_or_default();
+    attributes.push(Attr::int(
+        format!("runtime_tap.self_time_ms.{}", pod.service),
+        covered.as_millis() as i64,
+    ));
+    attributes.push(Attr::int(
+        "runtime_tap.self_time_ms.kubelet",
+        total.saturating_sub(covered).as_millis() as i64,
+    ));
+    crate::trace::tracer::conn_attributes(&pod.conn, &mut attributes);
+    SpanRecord {
+        trace_id: pod.trace_id,
+        span_id: pod.root,
+        parent: None,
+        trace_state: None,
+        name: "pod start".to_string(),
+        kind: SpanKind::Internal,
+        start: pod.start,
+        end: pod.end,
+        attributes,
+        events: Vec::new(),
+        links: Vec::new(),
+        status: SpanStatus::Unset,
+        service: pod.service,
+    }
+}
+
+#[cfg(test)]
+#[path = "correlate_tests.rs"]
+mod tests;

@@ -1,0 +1,429 @@
+use std::collections::HashMap;
+use std::time::UNIX_EPOCH;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::relay::peer::Process;
+use crate::trace::span::SpanStatus;
+
+fn conn(service: &str, client: u32, server: u32) -> Arc<ConnMeta> {
+    let p = |pid| {
+        Some(Process {
+            pid,
+            uid: 0,
+            gid: 0,
+            executable: None,
+        })
+    };
+    Arc::new(ConnMeta {
+        id: u64::from(client) << 16 | u64::from(server),
+        service: Arc::from(service),
+        transport: "unix",
+        listen: String::new(),
+        upstream: String::new(),
+        client: p(client),
+        server: p(server),
+        capture_payloads: false,
+    })
+}
+
+fn t(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_000_000) + Duration::from_millis(ms)
+}
+
+struct Spec {
+    conn: Arc<ConnMeta>,
+    name: &'static str,
+    start: u64,
+    end: u64,
+    shape: Shape,
+    start_attrs: Vec<Attr>,
+    end_attrs: Vec<Attr>,
+}
+
+fn cid(id: &str) -> Vec<Attr> {
+    vec![Attr::str("container.id", id)]
+}
+
+/// Feed calls to a correlator in time order of their events, as the tracer would.
+fn run(specs: Vec<Spec>) -> (Vec<SpanRecord>, Vec<SpanId>) {
+    let mut c = Correlator::new();
+    let ids: Vec<SpanId> = specs.iter().map(|_| new_span_id()).collect();
+    let mut events: Vec<(u64, bool, usize)> = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        events.push((s.start, false, i));
+        events.push((s.end, true, i));
+    }
+    events.sort_by_key(|(at, end, i)| (*at, *end, *i));
+    let mut out = Vec::new();
+    for (at, end, i) in events {
+        let s = &specs[i];
+        if end {
+            let call = Call {
+                span_id: ids[i],
+                conn: Arc::clone(&s.conn),
+                name: s.name.to_string(),
+                start: t(s.start),
+                end: t(s.end),
+                attributes: s.end_attrs.clone(),
+                status: SpanStatus::Unset,
+                incomplete: false,
+                shape: s.shape,
+                remote_parent: None,
+                events: Vec::new(),
+            };
+            c.ended(call, t(at), &mut out);
+        } else {
+            c.started(
+                &CallStart {
+                    span_id: ids[i],
+                    conn: Arc::clone(&s.conn),
+                    name: s.name.to_string(),
+                    start: t(s.start),
+                    shape: s.shape,
+                    remote_parent: None,
+                    attributes: s.start_attrs.clone(),
+                },
+                &mut out,
+            );
+        }
+        c.tick(t(at), &mut out);
+    }
+    c.tick(t(1_000_000), &mut out);
+    c.flush(t(1_000_000), &mut out);
+    (out, ids)
+}
+
+fn spec(
+    conn: &Arc<ConnMeta>,
+    name: &'static str,
+    start: u64,
+    end: u64,
+    shape: Shape,
+    s: Vec<Attr>,
+    e: Vec<Attr>,
+) -> Spec {
+    Spec {
+        conn: Arc::clone(conn),
+        name,
+        start,
+        end,
+        shape,
+        start_attrs: s,
+        end_attrs: e,
+    }
+}
+
+fn link_of(span: &SpanRecord) -> Option<&str> {
+    span.attributes
+        .iter()
+        .rev()
+        .find(|a| a.key == names::LINK)
+        .and_then(|a| match &a.value {
+            AttrValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+#[test]
+fn docker_start_children_go_under_the_start_not_the_attach_or_wait() {
+    let cli = conn("dockerd", 100, 200);
+    let cli2 = conn("dockerd", 101, 200);
+    let cli3 = conn("dockerd", 102, 200);
+    let ctd = conn("containerd", 200, 300);
+    let bg = conn("containerd", 200, 300);
+    let (out, ids) = run(vec![
+        spec(
+            &cli,
+            "POST /containers/{id}/attach",
+            0,
+            500,
+            Shape::LongLived,
+            cid("X"),
+            cid("X"),
+        ),
+        spec(
+            &cli2,
+            "POST /containers/{id}/wait",
+            5,
+            600,
+            Shape::LongLived,
+            cid("X"),
+            cid("X"),
+        ),
+        spec(
+            &cli3,
+            "POST /containers/{id}/start",
+            10,
+            100,
+            Shape::Unary,
+            cid("X"),
+            cid("X"),
+        ),
+        spec(&ctd, "Leases/Create", 12, 14, Shape::Unary, vec![], vec![]),
+        spec(&ctd, "Containers/Create", 20, 30, Shape::Unary, vec![], cid("X")),
+        spec(&ctd, "Tasks/Create", 40, 60, Shape::Unary, vec![], cid("X")),
+        spec(&ctd, "Tasks/Start", 70, 90, Shape::Unary, vec![], cid("X")),
+        spec(&ctd, "Tasks/Delete", 300, 310, Shape::Unary, vec![], cid("X")),
+        spec(&bg, "Events/Subscribe", 0, 900, Shape::LongLived, vec![], vec![]),
+        spec(&bg, "Tasks/Get", 150, 151, Shape::Unary, vec![], vec![]),
+    ]);
+    assert_eq!(out.len(), 10, "every call exported exactly once");
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    let start = by_id[&ids[2]];
+    assert!(start.parent.is_none());
+    for i in [4, 5, 6] {
+        let child = by_id[&ids[i]];
+        assert_eq!(child.parent.map(|p| p.span_id), Some(ids[2]), "{}", child.name);
+        assert_eq!(child.trace_id, start.trace_id);
+        assert_eq!(link_of(child), Some("entity"));
+    }
+    assert_eq!(by_id[&ids[3]].parent.map(|p| p.span_id), Some(ids[2]));
+    assert_eq!(link_of(by_id[&ids[3]]), Some("temporal"));
+    // After the start: the latest-started open request for that container (the wait).
+    assert_eq!(by_id[&ids[7]].parent.map(|p| p.span_id), Some(ids[1]));
+    // Background calls stay roots, also while streams are open.
+    assert!(by_id[&ids[8]].parent.is_none());
+    assert!(by_id[&ids[9]].parent.is_none());
+    // Self time of each layer on the root: start 90 ms total, children cover 2+10+20+20.
+    let self_ms = |k: &str| start.attributes.iter().find(|a| a.key == k).map(|a| a.value.clone());
+    assert_eq!(
+        self_ms("runtime_tap.self_time_ms.dockerd"),
+        Some(AttrValue::Int(90 - 52))
+    );
+    assert_eq!(self_ms("runtime_tap.self_time_ms.containerd"), Some(AttrValue::Int(52)));
+}
+
+#[test]
+fn two_concurrent_starts_are_not_cross_wired() {
+    let a = conn("dockerd", 100, 200);
+    let b = conn("dockerd", 101, 200);
+    let ctd = conn("containerd", 200, 300);
+    let ctd2 = conn("containerd", 200, 300);
+    let (out, ids) = run(vec![
+        spec(
+            &a,
+            "POST /containers/{id}/start",
+            0,
+            100,
+            Shape::Unary,
+            cid("A"),
+            cid("A"),
+        ),
+        spec(
+            &b,
+            "POST /containers/{id}/start",
+            1,
+            101,
+            Shape::Unary,
+            cid("B"),
+            cid("B"),
+        ),
+        spec(&ctd, "Tasks/Start", 10, 20, Shape::Unary, vec![], cid("A")),
+        spec(&ctd2, "Tasks/Start", 11, 21, Shape::Unary, vec![], cid("B")),
+        spec(&ctd, "Leases/Create", 30, 31, Shape::Unary, vec![], vec![]),
+    ]);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    assert_eq!(by_id[&ids[2]].parent.map(|p| p.span_id), Some(ids[0]));
+    assert_eq!(by_id[&ids[3]].parent.map(|p| p.span_id), Some(ids[1]));
+    let lease = by_id[&ids[4]];
+    assert!(lease.parent.is_none());
+    assert_eq!(link_of(lease), Some("ambiguous"));
+    assert_eq!(lease.links.len(), 2);
+}
+
+#[test]
+fn an_id_learned_from_the_parents_response_still_places_the_child() {
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let other = conn("dockerd", 101, 200);
+    let (out, ids) = run(vec![
+        spec(
+            &cli,
+            "POST /containers/create",
+            0,
+            100,
+            Shape::Unary,
+            vec![],
+            cid("NEW"),
+        ),
+        spec(&other, "GET /containers/json", 5, 90, Shape::Unary, vec![], vec![]),
+        spec(&ctd, "Containers/Create", 10, 20, Shape::Unary, vec![], cid("NEW")),
+    ]);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    assert_eq!(by_id[&ids[2]].parent.map(|p| p.span_id), Some(ids[0]));
+    assert_eq!(link_of(by_id[&ids[2]]), Some("entity"));
+}
+
+#[test]
+fn cri_calls_of_a_pod_start_go_under_a_pod_start_root() {
+    let kubelet = conn("containerd", 50, 300);
+    let pod = |uid: &str, sandbox: &str| {
+        vec![
+            Attr::str("k8s.pod.name", format!("pod-{uid}")),
+            Attr::str("k8s.namespace.name", "ns"),
+            Attr::str("k8s.pod.uid", uid),
+            Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
+        ]
+    };
+    let create = |sandbox: &str, c: &str| {
+        vec![
+            Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
+            Attr::str("container.id", c),
+        ]
+    };
+    let (out, ids) = run(vec![
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/RunPodSandbox",
+            0,
+            100,
+            Shape::Unary,
+            vec![],
+            pod("u1", "S1"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/RunPodSandbox",
+            5,
+            105,
+            Shape::Unary,
+            vec![],
+            pod("u2", "S2"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.ImageService/PullImage",
+            110,
+            200,
+            Shape::Unary,
+            vec![],
+            vec![Attr::str("k8s.pod.uid", "u1")],
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/CreateContainer",
+            210,
+            250,
+            Shape::Unary,
+            vec![],
+            create("S1", "C1"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/CreateContainer",
+            211,
+            251,
+            Shape::Unary,
+            vec![],
+            create("S2", "C2"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/StartContainer",
+            260,
+            300,
+            Shape::Unary,
+            vec![],
+            cid("C1"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/StartContainer",
+            261,
+            301,
+            Shape::Unary,
+            vec![],
+            cid("C2"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/ListPodSandbox",
+            270,
+            271,
+            Shape::Unary,
+            vec![],
+            vec![],
+        ),
+    ]);
+    let roots: Vec<&SpanRecord> = out.iter().filter(|s| s.name == "pod start").collect();
+    assert_eq!(roots.len(), 2);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    for (members, uid) in [([0usize, 2, 3, 5], "u1"), ([1, 4, 6, 6], "u2")] {
+        let root = roots
+            .iter()
+            .find(|r| r.attributes.contains(&Attr::str("k8s.pod.uid", uid)))
+            .unwrap();
+        assert_eq!(root.kind, SpanKind::Internal);
+        for m in members {
+            let span = by_id[&ids[m]];
+            assert_eq!(span.parent.map(|p| p.span_id), Some(root.span_id), "{}", span.name);
+            assert_eq!(span.trace_id, root.trace_id);
+            assert!(root.start <= span.start && span.end <= root.end);
+        }
+    }
+    assert!(by_id[&ids[7]].parent.is_none(), "polls are not part of a pod start");
+}
+
+#[derive(Debug, Clone)]
+struct Gen {
+    layer: usize,
+    start: u64,
+    len: u64,
+    entity: Option<u8>,
+    long: bool,
+}
+
+fn gen_call() -> impl Strategy<Value = Gen> {
+    (
+        0usize..3,
+        0u64..1000,
+        1u64..400,
+        proptest::option::of(0u8..4),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(layer, start, len, entity, long)| Gen {
+            layer,
+            start,
+            len,
+            entity,
+            long,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// Random nesting, concurrency and late ids: every call exported exactly once, no span
+    /// has two parents or is its own ancestor, and every child lies inside its parent.
+    #[test]
+    fn correlation_is_a_forest_of_nested_spans(calls in proptest::collection::vec(gen_call(), 1..40), late in proptest::bool::ANY) {
+        // Three layers: clients -> dockerd (pid 200) -> containerd (pid 300) -> shim-ish (400).
+        let layer_conn = |l: usize, k: usize| conn(["dockerd", "containerd", "cri"][l], [100 + k as u32, 200, 300][l], [200, 300, 400][l]);
+        let specs: Vec<Spec> = calls.iter().enumerate().map(|(k, g)| {
+            let e = g.entity.map(|e| cid(&format!("E{e}"))).unwrap_or_default();
+            let (s, en) = if late { (vec![], e) } else { (e.clone(), e) };
+            Spec { conn: layer_conn(g.layer, k), name: "call", start: g.start, end: g.start + g.len,
+                   shape: if g.long { Shape::LongLived } else { Shape::Unary }, start_attrs: s, end_attrs: en }
+        }).collect();
+        let n = specs.len();
+        let (out, ids) = run(specs);
+        prop_assert_eq!(out.len(), n);
+        let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+        prop_assert_eq!(by_id.len(), n, "a span exported twice");
+        for id in &ids {
+            let mut cur = by_id[id];
+            let mut steps = 0;
+            while let Some(p) = cur.parent {
+                let parent = by_id.get(&p.span_id);
+                prop_assert!(parent.is_some(), "parent not exported");
+                let parent = parent.unwrap();
+                prop_assert!(parent.start <= cur.start && cur.end <= parent.end, "child outside its parent");
+                prop_assert_eq!(parent.trace_id, cur.trace_id);
+                cur = parent;
+                steps += 1;
+                prop_assert!(steps <= n, "cycle");
+            }
+        }
+    }
+}
