@@ -9,7 +9,8 @@
 //!    (`pod`), unless kubelet's own trace context came with it.
 //! 3. Some A share an entity id with B (container, sandbox, exec): the latest-started of them
 //!    (`entity`) — the innermost request for that entity.
-//! 4. Exactly one A that is not a long-lived stream: that one (`temporal`).
+//! 4. Exactly one A that is not a long-lived stream and not about another entity of the
+//!    same kind: that one (`temporal`).
 //! 5. Several such A: no parent, links to each (`ambiguous`). None: a root.
 //!
 //! Late facts: an A that is still open may learn its entity ids from its response (a create).
@@ -394,10 +395,16 @@ impl Correlator {
         {
             return;
         }
-        // Rule 4/5: time alone, never under a long-lived stream.
+        // Rule 4/5: time alone, never under a long-lived stream, and never under a request
+        // about another entity of the same kind (a call for container A is not caused by a
+        // request for container B that happens to be open).
+        let conflicts = |a: &Node| {
+            mine.iter()
+                .any(|(kind, id)| a.entities.iter().any(|(k, other)| k == kind && other != id))
+        };
         let temporal: Vec<SpanId> = candidates
             .iter()
-            .filter(|(_, a)| a.shape == Shape::Unary)
+            .filter(|(_, a)| a.shape == Shape::Unary && !conflicts(a))
             .map(|(k, _)| *k)
             .collect();
         match temporal.len() {

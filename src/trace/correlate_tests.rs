@@ -223,6 +223,16 @@ fn two_concurrent_starts_are_not_cross_wired() {
         spec(&ctd, "Tasks/Start", 10, 20, Shape::Unary, vec![], cid("A")),
         spec(&ctd2, "Tasks/Start", 11, 21, Shape::Unary, vec![], cid("B")),
         spec(&ctd, "Leases/Create", 30, 31, Shape::Unary, vec![], vec![]),
+        spec(
+            &a,
+            "POST /containers/{id}/start",
+            200,
+            300,
+            Shape::Unary,
+            cid("B2"),
+            cid("B2"),
+        ),
+        spec(&ctd, "Containers/Get", 210, 211, Shape::Unary, vec![], cid("A")),
     ]);
     let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
     assert_eq!(by_id[&ids[2]].parent.map(|p| p.span_id), Some(ids[0]));
@@ -231,6 +241,8 @@ fn two_concurrent_starts_are_not_cross_wired() {
     assert!(lease.parent.is_none());
     assert_eq!(link_of(lease), Some("ambiguous"));
     assert_eq!(lease.links.len(), 2);
+    // A call about container A is never placed by time under a request about another one.
+    assert!(by_id[&ids[6]].parent.is_none());
 }
 
 #[test]

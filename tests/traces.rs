@@ -1,0 +1,634 @@
+//! Docker Engine API spans and cross-layer traces, end to end: the docker CLI → runtime-tap →
+//! dockerd → runtime-tap → containerd, and a CRI client → runtime-tap → containerd, with an
+//! OTLP receiver reading what runtime-tap exports.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::cri::GrpcClient;
+use support::otlp::{KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val};
+use support::stack::Stack;
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    receiver: OtlpReceiver,
+    stack: Stack,
+}
+
+/// The tests of this file run one at a time: calls of concurrent operations are (rightly)
+/// ambiguous to the correlator, and each test checks what one operation alone produces.
+fn setup() -> (std::sync::MutexGuard<'static, ()>, &'static Setup) {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    (guard, shared())
+}
+
+fn shared() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let receiver = rt.block_on(OtlpReceiver::start());
+        let stack = Stack::start("traces", &format!("[export]\nendpoint = \"{}\"\n", receiver.endpoint()));
+        Setup { rt, receiver, stack }
+    })
+}
+
+fn wait_spans(s: &Setup, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
+    let start = Instant::now();
+    loop {
+        let spans = s.receiver.spans();
+        if pred(&spans) {
+            return spans;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let names: Vec<_> = spans.iter().map(|s| format!("{}:{}", s.service, s.name)).collect();
+            panic!("no spans for {what} after 30 s; got {names:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
+    match span.attributes.get(key) {
+        Some(Val::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn int_attr(span: &ReceivedSpan, key: &str) -> Option<i64> {
+    match span.attributes.get(key) {
+        Some(Val::Int(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+fn docker(s: &Setup, args: &[&str]) -> Output {
+    s.stack
+        .bed
+        .docker(&s.stack.docker)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn docker_ok(s: &Setup, args: &[&str]) -> String {
+    let out = docker(s, args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dockerd_spans<'a>(spans: &'a [ReceivedSpan], name: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.service == "dockerd" && s.name == name)
+        .collect()
+}
+
+fn with_container<'a>(spans: &'a [ReceivedSpan], name: &str, id: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.name == name && str_attr(s, "container.id") == Some(id))
+        .collect()
+}
+
+fn children<'a>(spans: &'a [ReceivedSpan], parent: &ReceivedSpan) -> Vec<&'a ReceivedSpan> {
+    let mut c: Vec<_> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
+        .collect();
+    c.sort_by_key(|s| s.start_ns);
+    c
+}
+
+const CONTAINERS: &str = "containerd.services.containers.v1.Containers";
+const TASKS: &str = "containerd.services.tasks.v1.Tasks";
+
+#[test]
+fn cli_basics_are_http_spans_named_by_route() {
+    let (_serial, s) = setup();
+    docker_ok(s, &["version"]);
+    docker_ok(s, &["ps", "-a"]);
+    docker_ok(s, &["images"]);
+    let spans = wait_spans(s, "docker images", |sp| {
+        !dockerd_spans(sp, "GET /images/json").is_empty()
+    });
+    for name in [
+        "HEAD /_ping",
+        "GET /version",
+        "GET /containers/json",
+        "GET /images/json",
+    ] {
+        let found = dockerd_spans(&spans, name);
+        assert!(!found.is_empty(), "{name}");
+        let sp = found[0];
+        assert_eq!(int_attr(sp, "http.response.status_code"), Some(200), "{name}");
+        assert_eq!(str_attr(sp, "http.request.method"), name.split(' ').next());
+        assert_eq!(str_attr(sp, "http.route"), name.split(' ').nth(1));
+        assert_eq!(str_attr(sp, "runtime_tap.client.executable"), Some("docker"));
+        assert_eq!(str_attr(sp, "runtime_tap.server.executable"), Some("dockerd"));
+    }
+    assert!(
+        dockerd_spans(&spans, "GET /version")
+            .iter()
+            .any(|v| str_attr(v, "docker.api.version") == Some("1.41"))
+    );
+}
+
+#[test]
+fn docker_run_rm_is_create_attach_wait_start_and_one_trace_per_layer() {
+    let (_serial, s) = setup();
+    let out = docker(
+        s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--name",
+            "tr-run",
+            "bb:latest",
+            "echo",
+            "hi",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(out.status.code(), Some(0));
+    let spans = wait_spans(s, "run --rm", |sp| {
+        let Some(id) = dockerd_spans(sp, "POST /containers/create")
+            .iter()
+            .find(|c| str_attr(c, "container.name") == Some("tr-run"))
+            .and_then(|c| str_attr(c, "container.id"))
+        else {
+            return false;
+        };
+        [
+            "POST /containers/{id}/attach",
+            "POST /containers/{id}/wait",
+            &format!("{CONTAINERS}/Delete"),
+            &format!("{TASKS}/Delete"),
+        ]
+        .iter()
+        .all(|name| !with_container(sp, name, id).is_empty())
+    });
+    let create = *dockerd_spans(&spans, "POST /containers/create")
+        .iter()
+        .find(|c| str_attr(c, "container.name") == Some("tr-run"))
+        .unwrap();
+    assert_eq!(str_attr(create, "container.image.name"), Some("bb"));
+    assert_eq!(
+        create.attributes.get("container.image.tags"),
+        Some(&Val::StrList(vec!["latest".into()]))
+    );
+    let id = str_attr(create, "container.id")
+        .expect("container.id from the create response")
+        .to_string();
+    assert_eq!(id.len(), 64);
+    let attach = with_container(&spans, "POST /containers/{id}/attach", &id);
+    assert_eq!(
+        attach.len(),
+        1,
+        "{:#?}",
+        spans.iter().filter(|x| x.name.contains("attach")).collect::<Vec<_>>()
+    );
+    assert_eq!(int_attr(attach[0], "http.response.status_code"), Some(101));
+    assert!(
+        int_attr(attach[0], "runtime_tap.response.bytes").unwrap_or(0) >= 3,
+        "the hijacked stream's bytes are counted"
+    );
+    let wait = with_container(&spans, "POST /containers/{id}/wait", &id);
+    assert_eq!(wait.len(), 1);
+    let start = with_container(&spans, "POST /containers/{id}/start", &id);
+    assert_eq!(start.len(), 1);
+    let start = start[0];
+    assert!(
+        dockerd_spans(&spans, "DELETE /containers/{id}")
+            .iter()
+            .all(|d| str_attr(d, "container.id") != Some(id.as_str())),
+        "--rm sends no DELETE"
+    );
+    // The start carries the containerd calls it caused, not the attach or the wait.
+    assert!(start.parent_span_id.is_empty(), "the start is a root");
+    let kids = children(&spans, start);
+    let names: Vec<&str> = kids.iter().map(|k| k.name.as_str()).collect();
+    for expected in [
+        "containerd.services.leases.v1.Leases/Create",
+        &format!("{CONTAINERS}/Create"),
+        &format!("{CONTAINERS}/Get"),
+        &format!("{TASKS}/Create"),
+        &format!("{TASKS}/Start"),
+    ] {
+        assert!(names.contains(&expected), "{expected} not under the start: {names:?}");
+    }
+    for k in &kids {
+        assert_eq!(k.service, "containerd");
+        assert!(
+            start.start_ns <= k.start_ns && k.end_ns <= start.end_ns,
+            "{} outside the start",
+            k.name
+        );
+        assert!(str_attr(k, "runtime_tap.link").is_some());
+    }
+    // Deletion after exit lands under a request still open for that container.
+    let delete = with_container(&spans, &format!("{TASKS}/Delete"), &id);
+    assert_eq!(delete.len(), 1);
+    assert!(
+        [wait[0].span_id.as_str(), attach[0].span_id.as_str()].contains(&delete[0].parent_span_id.as_str()),
+        "Tasks/Delete under wait or attach"
+    );
+    assert_eq!(str_attr(delete[0], "runtime_tap.link"), Some("entity"));
+    assert!(int_attr(start, "runtime_tap.self_time_ms.dockerd").is_some());
+    assert!(int_attr(start, "runtime_tap.self_time_ms.containerd").is_some());
+}
+
+#[test]
+fn docker_start_of_a_created_container_is_one_trace_across_dockerd_and_containerd() {
+    let (_serial, s) = setup();
+    let id = docker_ok(
+        s,
+        &["create", "--network", "none", "--name", "tr-start", "bb:latest", "true"],
+    )
+    .trim()
+    .to_string();
+    // By name: the proxy resolves it to the full id it saw in the create response.
+    docker_ok(s, &["start", "tr-start"]);
+    let spans = wait_spans(s, "docker start", |sp| {
+        with_container(sp, "POST /containers/{id}/start", &id)
+            .iter()
+            .any(|st| children(sp, st).iter().any(|k| k.name == format!("{TASKS}/Start")))
+    });
+    let start = with_container(&spans, "POST /containers/{id}/start", &id)[0];
+    assert_eq!(start.service, "dockerd");
+    assert!(start.parent_span_id.is_empty());
+    let kids: Vec<&ReceivedSpan> = children(&spans, start)
+        .into_iter()
+        .filter(|k| {
+            [
+                format!("{CONTAINERS}/Create"),
+                format!("{TASKS}/Create"),
+                format!("{TASKS}/Start"),
+            ]
+            .contains(&k.name)
+        })
+        .collect();
+    let names: Vec<&str> = kids.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{CONTAINERS}/Create"),
+            format!("{TASKS}/Create"),
+            format!("{TASKS}/Start")
+        ],
+        "in that order"
+    );
+    for k in kids {
+        assert_eq!(k.service, "containerd");
+        assert_eq!(str_attr(k, "container.id"), Some(id.as_str()));
+        assert_eq!(k.trace_id, start.trace_id);
+        assert!(start.start_ns <= k.start_ns && k.end_ns <= start.end_ns);
+    }
+    docker_ok(s, &["rm", "-f", "tr-start"]);
+}
+
+#[test]
+fn concurrent_starts_never_cross_wire_their_children() {
+    let (_serial, s) = setup();
+    for round in 0..20 {
+        let a = docker_ok(s, &["create", "--network", "none", "bb:latest", "true"])
+            .trim()
+            .to_string();
+        let b = docker_ok(s, &["create", "--network", "none", "bb:latest", "true"])
+            .trim()
+            .to_string();
+        let (sa, sb) = (
+            s.stack
+                .bed
+                .docker(&s.stack.docker)
+                .args(["start", &a])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+            s.stack
+                .bed
+                .docker(&s.stack.docker)
+                .args(["start", &b])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        for mut c in [sa, sb] {
+            assert!(c.wait().unwrap().success(), "round {round}");
+        }
+        for id in [&a, &b] {
+            let spans = wait_spans(s, "concurrent starts", |sp| {
+                with_container(sp, "POST /containers/{id}/start", id)
+                    .iter()
+                    .any(|st| children(sp, st).iter().any(|k| k.name == format!("{TASKS}/Start")))
+            });
+            let start = with_container(&spans, "POST /containers/{id}/start", id)[0];
+            for k in children(&spans, start) {
+                if let Some(c) = str_attr(k, "container.id") {
+                    assert_eq!(
+                        c,
+                        id.as_str(),
+                        "round {round}: {} of another container under this start: link {:?}, start {}..{}, child {}..{}",
+                        k.name,
+                        str_attr(k, "runtime_tap.link"),
+                        start.start_ns,
+                        start.end_ns,
+                        k.start_ns,
+                        k.end_ns
+                    );
+                }
+            }
+            // Every containerd call for this container made during the start is under it.
+            for k in spans.iter().filter(|x| {
+                x.kind == KIND_SERVER
+                    && x.service == "containerd"
+                    && str_attr(x, "container.id") == Some(id.as_str())
+                    && x.start_ns >= start.start_ns
+                    && x.end_ns <= start.end_ns
+            }) {
+                assert_eq!(
+                    k.parent_span_id, start.span_id,
+                    "round {round}: {} not under its start",
+                    k.name
+                );
+            }
+        }
+        docker_ok(s, &["rm", "-f", &a, &b]);
+    }
+}
+
+#[test]
+fn background_calls_stay_roots_while_docker_events_is_open() {
+    let (_serial, s) = setup();
+    let mut events = s
+        .stack
+        .bed
+        .docker(&s.stack.docker)
+        .args(["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    docker_ok(
+        s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--name",
+            "tr-ev",
+            "bb:latest",
+            "true",
+        ],
+    );
+    let spans = wait_spans(s, "event spans from /events", |sp| {
+        sp.iter()
+            .any(|x| x.service == "dockerd" && x.name == "event container start")
+    });
+    let _ = events.kill();
+    let _ = events.wait();
+    let stream = dockerd_spans(&spans, "GET /events");
+    let ev = spans.iter().find(|x| x.name == "event container start").unwrap();
+    assert_eq!(ev.links.len(), 1);
+    let _ = stream;
+    // dockerd's own event subscription and task polls on containerd are never under /events.
+    for sp in spans
+        .iter()
+        .filter(|x| x.service == "containerd" && x.name.starts_with("containerd.services.events"))
+    {
+        assert!(sp.parent_span_id.is_empty());
+    }
+    let by_id: HashMap<&str, &ReceivedSpan> = spans.iter().map(|x| (x.span_id.as_str(), x)).collect();
+    for sp in spans
+        .iter()
+        .filter(|x| x.service == "containerd" && !x.parent_span_id.is_empty())
+    {
+        if let Some(p) = by_id.get(sp.parent_span_id.as_str()) {
+            assert_ne!(p.name, "GET /events", "{} under the events stream", sp.name);
+        }
+    }
+}
+
+#[test]
+fn errors_logs_exec_pull_events_and_secrets() {
+    let (_serial, s) = setup();
+    let id = docker_ok(
+        s,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "tr-logs",
+            "-e",
+            "PASSWORD=hunter2",
+            "bb:latest",
+            "sh",
+            "-c",
+            "echo logged; sleep 30",
+        ],
+    )
+    .trim()
+    .to_string();
+    let mut logs = s
+        .stack
+        .bed
+        .docker(&s.stack.docker)
+        .args(["logs", "-f", "tr-logs"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exec = docker_ok(s, &["exec", "tr-logs", "echo", "from-exec"]);
+    assert_eq!(exec, "from-exec\n");
+    docker_ok(s, &["stop", "-t", "1", "tr-logs"]);
+    let _ = logs.wait();
+    docker_ok(s, &["rm", "tr-logs"]);
+    let missing = docker(s, &["inspect", "nosuch-trace"]);
+    assert!(!missing.status.success());
+    let pull = docker(s, &["pull", "registry.invalid/nosuch/image:1.0"]);
+    assert!(!pull.status.success());
+    let _ = docker(
+        s,
+        &["login", "-u", "tr-user", "-p", "hunter2-login", "registry.invalid"],
+    );
+    let since = "2000-01-01T00:00:00";
+    let until = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    docker_ok(s, &["events", "--since", since, "--until", &until]);
+    let spans = wait_spans(s, "pull and events", |sp| {
+        dockerd_spans(sp, "POST /images/create")
+            .iter()
+            .any(|p| str_attr(p, "container.image.name") == Some("registry.invalid/nosuch/image"))
+            && dockerd_spans(sp, "GET /containers/{id}/json")
+                .iter()
+                .any(|x| str_attr(x, "runtime_tap.container.ref") == Some("nosuch-trace"))
+            && !dockerd_spans(sp, "GET /events").is_empty()
+    });
+    // 404 with the daemon's message, not an error status.
+    let inspect: Vec<_> = dockerd_spans(&spans, "GET /containers/{id}/json")
+        .into_iter()
+        .filter(|x| str_attr(x, "runtime_tap.container.ref") == Some("nosuch-trace"))
+        .collect();
+    assert!(
+        !inspect.is_empty(),
+        "{:#?}",
+        spans
+            .iter()
+            .filter(|x| x.name.contains("json") && x.service == "dockerd")
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(int_attr(inspect[0], "http.response.status_code"), Some(404));
+    assert!(str_attr(inspect[0], "docker.error.message").is_some_and(|m| m.contains("nosuch-trace")));
+    assert_eq!(inspect[0].status_code, STATUS_UNSET);
+    // A pull without a registry is an error.
+    let pulls = dockerd_spans(&spans, "POST /images/create");
+    assert!(
+        pulls.iter().any(|p| p.status_code == STATUS_ERROR
+            && str_attr(p, "container.image.name") == Some("registry.invalid/nosuch/image")),
+        "{pulls:?}"
+    );
+    // logs -f, exec, stop by name resolve to the full id.
+    let logs = dockerd_spans(&spans, "GET /containers/{id}/logs");
+    assert!(logs.iter().any(|l| str_attr(l, "container.id") == Some(id.as_str())));
+    assert!(
+        dockerd_spans(&spans, "POST /containers/{id}/exec")
+            .iter()
+            .any(|e| str_attr(e, "container.exec.id").is_some() && str_attr(e, "container.id") == Some(id.as_str()))
+    );
+    assert!(!dockerd_spans(&spans, "POST /exec/{id}/start").is_empty());
+    assert!(
+        dockerd_spans(&spans, "POST /containers/{id}/stop")
+            .iter()
+            .any(|x| str_attr(x, "container.id") == Some(id.as_str()))
+    );
+    assert!(!dockerd_spans(&spans, "GET /events").is_empty());
+    // The secrets never reach the exporter.
+    let all = format!("{:?}", s.receiver.resource_spans());
+    for secret in ["hunter2", "tr-user"] {
+        assert!(!all.contains(secret), "{secret} reached the exporter");
+    }
+}
+
+#[test]
+fn cri_pod_starts_are_one_trace_each_and_traceparent_is_honoured() {
+    let (_serial, s) = setup();
+    let import = s
+        .stack
+        .bed
+        .ctr(&s.stack.containerd)
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(&s.stack.images_tar)
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let sock = s.stack.containerd.clone();
+    let pods = s.rt.block_on(async move {
+        let start_pod = |name: &'static str| {
+            let sock = sock.clone();
+            async move {
+                let mut c = GrpcClient::connect(&sock).await;
+                let rs = "runtime.v1.RuntimeService";
+                let config = json!({
+                    "metadata": {"name": name, "namespace": "tr-ns", "uid": format!("uid-{name}"), "attempt": 0},
+                    "log_directory": "/tmp",
+                    "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}
+                });
+                let run = c.unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[]).await.unwrap();
+                let sandbox = run["podSandboxId"].as_str().unwrap().to_string();
+                c.unary("runtime.v1.ImageService/ImageStatus", json!({"image": {"image": "registry.k8s.io/pause:3.6"}}), &[]).await.unwrap();
+                let _ = c
+                    .unary("runtime.v1.ImageService/PullImage", json!({"image": {"image": "registry.invalid/app:1"}, "sandbox_config": config.clone()}), &[])
+                    .await;
+                let mut containers = Vec::new();
+                for ctr in ["one", "two"] {
+                    let create = c
+                        .unary(
+                            &format!("{rs}/CreateContainer"),
+                            json!({"pod_sandbox_id": sandbox, "config": {"metadata": {"name": ctr}, "image": {"image": "registry.k8s.io/pause:3.6"}, "command": ["/bin/sleep", "1"], "log_path": format!("{ctr}.log")}, "sandbox_config": config}),
+                            &[],
+                        )
+                        .await
+                        .unwrap();
+                    let id = create["containerId"].as_str().unwrap().to_string();
+                    c.unary(&format!("{rs}/StartContainer"), json!({"container_id": id}), &[]).await.unwrap();
+                    containers.push(id);
+                }
+                (name, sandbox, containers)
+            }
+        };
+        let (a, b) = tokio::join!(start_pod("tr-pod-a"), start_pod("tr-pod-b"));
+        // A CRI call that carries kubelet's trace context joins that trace.
+        let mut c = GrpcClient::connect(&sock).await;
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        c.unary("runtime.v1.RuntimeService/Version", json!({}), &[("traceparent", tp), ("tracestate", "k=v")]).await.unwrap();
+        for (_, sandbox, _) in [&a, &b] {
+            c.unary("runtime.v1.RuntimeService/StopPodSandbox", json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
+            c.unary("runtime.v1.RuntimeService/RemovePodSandbox", json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
+        }
+        [a, b]
+    });
+    let spans = wait_spans(s, "two pod start roots", |sp| {
+        sp.iter().filter(|x| x.name == "pod start").count() >= 2
+    });
+    for (name, sandbox, containers) in &pods {
+        let root = spans
+            .iter()
+            .find(|x| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some(name))
+            .expect("pod start root");
+        assert_eq!(str_attr(root, "k8s.namespace.name"), Some("tr-ns"));
+        assert_eq!(str_attr(root, "k8s.pod.uid"), Some(format!("uid-{name}").as_str()));
+        assert_eq!(str_attr(root, "cri.pod_sandbox.id"), Some(sandbox.as_str()));
+        assert!(root.parent_span_id.is_empty());
+        let members: Vec<&ReceivedSpan> = spans.iter().filter(|x| x.parent_span_id == root.span_id).collect();
+        let count = |m: &str| members.iter().filter(|x| x.name == format!("runtime.v1.{m}")).count();
+        assert_eq!(count("RuntimeService/RunPodSandbox"), 1);
+        assert_eq!(count("ImageService/PullImage"), 1);
+        assert_eq!(count("RuntimeService/CreateContainer"), 2);
+        assert_eq!(count("RuntimeService/StartContainer"), 2);
+        assert_eq!(
+            count("RuntimeService/StopPodSandbox"),
+            0,
+            "stop is not part of the start"
+        );
+        for m in &members {
+            assert_eq!(m.trace_id, root.trace_id);
+            if let Some(c) = str_attr(m, "container.id") {
+                assert!(
+                    containers.iter().any(|x| x == c),
+                    "another pod's container under {name}"
+                );
+            }
+        }
+    }
+    let version = spans
+        .iter()
+        .find(|x| x.name == "runtime.v1.RuntimeService/Version" && !x.parent_span_id.is_empty())
+        .expect("Version with traceparent");
+    assert_eq!(version.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(version.parent_span_id, "00f067aa0ba902b7");
+    assert_eq!(version.trace_state, "k=v");
+    assert_eq!(str_attr(version, "runtime_tap.link"), Some("traceparent"));
+}
