@@ -18,6 +18,7 @@ use crate::relay::{self, Intercepted};
 use crate::schema::Schema;
 use crate::trace::call::{CallSink, Clock};
 use crate::trace::export::Exporter;
+use crate::trace::sample::Sampler;
 use crate::trace::tracer::Tracer;
 
 /// Hooks for embedding the proxy (the demo): told when ready, stopped on request.
@@ -89,7 +90,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (exporter, export_handle) = Exporter::start(export_config, host).context("export")?;
-    let tracer = Tracer::new(exporter);
+    let tracer = Tracer::new(exporter, Sampler::new(&config.sampling));
     let tracer_stop = CancellationToken::new();
     let tracer_task = tokio::spawn(Arc::clone(&tracer).run(tracer_stop.clone()));
     let sink: Arc<dyn CallSink> = tracer.clone();
@@ -132,6 +133,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             metrics: Arc::clone(metrics),
             buffer_size: config.relay.buffer_size,
             tap_queue: config.relay.tap_queue,
+            tap_queue_bytes: config.relay.tap_queue_bytes,
             servers: Arc::clone(&servers),
             observer: Arc::clone(&observer),
             service: Arc::from(ic.name.as_str()),

@@ -116,6 +116,7 @@ fn run_config(args: RunArgs) -> Result<Config, String> {
         relay: Relay::default(),
         export: Default::default(),
         descriptor_sets: Vec::new(),
+        sampling: Default::default(),
     };
     config.validate("command line").map_err(|e| e.to_string())?;
     Ok(config)

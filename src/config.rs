@@ -19,7 +19,9 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 /// Default depth of a connection's tap queue, in chunks. Past it the connection's decoding is
 /// given up (counted) while its bytes keep flowing.
-pub const DEFAULT_TAP_QUEUE: usize = 256;
+pub const DEFAULT_TAP_QUEUE: usize = 4096;
+/// Default bound on the bytes a connection's tap queue holds for its observer.
+pub const DEFAULT_TAP_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -37,6 +39,9 @@ pub struct Config {
     /// Where spans go. `OTEL_EXPORTER_OTLP_*` environment variables override it.
     #[serde(default)]
     pub export: Export,
+    /// Which traces are exported: polls are thinned, errors and slow calls always kept.
+    #[serde(default)]
+    pub sampling: crate::trace::sample::SamplingConfig,
     /// Extra protobuf descriptor sets (`FileDescriptorSet`, binary) for other gRPC services,
     /// such as plugins; the built-in CRI and containerd definitions are always loaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -121,6 +126,9 @@ pub struct Relay {
     /// Depth of each connection's tap queue, in chunks.
     #[serde(default = "default_tap_queue")]
     pub tap_queue: usize,
+    /// Bytes each connection's tap queue may hold before its decoding is given up.
+    #[serde(default = "default_tap_queue_bytes")]
+    pub tap_queue_bytes: usize,
     /// Seconds open connections may run after SIGTERM before they are closed.
     #[serde(default = "default_grace_secs")]
     pub grace_period_secs: u64,
@@ -131,6 +139,7 @@ impl Default for Relay {
         Relay {
             buffer_size: DEFAULT_BUFFER_SIZE,
             tap_queue: DEFAULT_TAP_QUEUE,
+            tap_queue_bytes: DEFAULT_TAP_QUEUE_BYTES,
             grace_period_secs: DEFAULT_GRACE_PERIOD.as_secs(),
         }
     }
@@ -153,6 +162,9 @@ fn default_buffer_size() -> usize {
 }
 fn default_tap_queue() -> usize {
     DEFAULT_TAP_QUEUE
+}
+fn default_tap_queue_bytes() -> usize {
+    DEFAULT_TAP_QUEUE_BYTES
 }
 fn default_grace_secs() -> u64 {
     DEFAULT_GRACE_PERIOD.as_secs()
@@ -333,6 +345,11 @@ impl Config {
                 "must be between 4096 and 16777216".into(),
             ));
         }
+        self.sampling.validate().map_err(|m| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: "sampling".into(),
+            message: m,
+        })?;
         if self.relay.tap_queue == 0 {
             return Err(invalid("relay.tap_queue".into(), "must be at least 1".into()));
         }

@@ -351,7 +351,13 @@ fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {
             e.dropped(reason)
         );
     }
+    tracer.red.render(out);
     let k = tracer.correlation();
+    let _ = writeln!(
+        out,
+        "runtime_tap_spans_dropped_total{{reason=\"sampled_out\"}} {}",
+        k.sampled_out
+    );
     let _ = writeln!(
         out,
         "runtime_tap_spans_dropped_total{{reason=\"not_sampled\"}} {}",

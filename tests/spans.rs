@@ -31,7 +31,7 @@ fn setup() -> &'static Setup {
         let stack = Stack::start(
             "spans",
             &format!(
-                "[export]\nendpoint = \"{}\"\nfile = \"{}\"\n",
+                "[export]\nendpoint = \"{}\"\nfile = \"{}\"\n\n[sampling]\ndefault_rules = false\n",
                 receiver.endpoint(),
                 span_file().display()
             ),

@@ -37,7 +37,13 @@ fn shared() -> &'static Setup {
             .build()
             .unwrap();
         let receiver = rt.block_on(OtlpReceiver::start());
-        let stack = Stack::start("traces", &format!("[export]\nendpoint = \"{}\"\n", receiver.endpoint()));
+        let stack = Stack::start(
+            "traces",
+            &format!(
+                "[export]\nendpoint = \"{}\"\n\n[sampling]\ndefault_rules = false\n",
+                receiver.endpoint()
+            ),
+        );
         Setup { rt, receiver, stack }
     })
 }
@@ -631,4 +637,113 @@ fn cri_pod_starts_are_one_trace_each_and_traceparent_is_honoured() {
     assert_eq!(version.parent_span_id, "00f067aa0ba902b7");
     assert_eq!(version.trace_state, "k=v");
     assert_eq!(str_attr(version, "runtime_tap.link"), Some("traceparent"));
+}
+
+#[test]
+fn default_sampling_keeps_the_pod_start_and_a_counted_fraction_of_polls() {
+    let (_serial, s) = setup();
+    // A second runtime-tap in front of the same containerd, with the default sampling rules.
+    let dir = support::TempDir::new("sampling");
+    let port = support::free_port();
+    let config = support::one_intercept(
+        "cri-sampled",
+        &dir.path("cri.sock"),
+        &s.stack.bed.containerd_socket(),
+        &format!("127.0.0.1:{port}"),
+    ) + &format!("\n[export]\nendpoint = \"{}\"\n", s.receiver.endpoint());
+    let tap = support::Tap::start(&dir.0, &config);
+    let import = s
+        .stack
+        .bed
+        .ctr(&s.stack.bed.containerd_socket())
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(&s.stack.images_tar)
+        .output()
+        .unwrap();
+    assert!(import.status.success());
+    let sock = dir.path("cri.sock");
+    let polls = 60;
+    s.rt.block_on(async move {
+        let mut c = GrpcClient::connect(&sock).await;
+        let rs = "runtime.v1.RuntimeService";
+        let config = json!({"metadata": {"name": "sampled-pod", "namespace": "tr-ns", "uid": "uid-sampled", "attempt": 0}, "log_directory": "/tmp", "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}});
+        let poller = {
+            let sock = sock.clone();
+            tokio::spawn(async move {
+                let mut p = GrpcClient::connect(&sock).await;
+                // kubelet polls every second; ten times faster here keeps the test short
+                // while the default rate (one trace per 10 s per method) still has work to do.
+                for _ in 0..polls {
+                    p.unary(&format!("{rs}/ListPodSandbox"), json!({}), &[]).await.unwrap();
+                    p.unary(&format!("{rs}/ListContainers"), json!({}), &[]).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let run = c.unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[]).await.unwrap();
+        let sandbox = run["podSandboxId"].as_str().unwrap().to_string();
+        let create = c
+            .unary(&format!("{rs}/CreateContainer"), json!({"pod_sandbox_id": sandbox, "config": {"metadata": {"name": "c"}, "image": {"image": "registry.k8s.io/pause:3.6"}, "command": ["/bin/true"], "log_path": "c.log"}, "sandbox_config": config}), &[])
+            .await
+            .unwrap();
+        c.unary(&format!("{rs}/StartContainer"), json!({"container_id": create["containerId"]}), &[]).await.unwrap();
+        poller.await.unwrap();
+        c.unary(&format!("{rs}/StopPodSandbox"), json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
+        c.unary(&format!("{rs}/RemovePodSandbox"), json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
+    });
+    let spans = wait_spans(s, "sampled pod start", |sp| {
+        sp.iter().any(|x| x.service == "cri-sampled" && x.name == "pod start")
+    });
+    let mine: Vec<&ReceivedSpan> = spans.iter().filter(|x| x.service == "cri-sampled").collect();
+    let root = mine.iter().find(|x| x.name == "pod start").unwrap();
+    let members: Vec<&str> = mine
+        .iter()
+        .filter(|x| x.parent_span_id == root.span_id)
+        .map(|x| x.name.as_str())
+        .collect();
+    for m in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
+        assert!(
+            members.contains(&format!("runtime.v1.RuntimeService/{m}").as_str()),
+            "{m} kept: {members:?}"
+        );
+    }
+    let kept = |m: &str| {
+        mine.iter()
+            .filter(|x| x.name == format!("runtime.v1.RuntimeService/{m}"))
+            .count()
+    };
+    for m in ["ListPodSandbox", "ListContainers"] {
+        assert!((1..polls / 4).contains(&kept(m)), "{m}: {} of {polls} kept", kept(m));
+    }
+    // Every call is accounted for: the sampled-out polls are counted.
+    let dropped = tap
+        .metric("runtime_tap_spans_dropped_total{reason=\"sampled_out\"}")
+        .unwrap();
+    assert_eq!(
+        dropped as usize,
+        2 * polls - kept("ListPodSandbox") - kept("ListContainers")
+    );
+    // RED metrics agree with the exported spans for the same calls.
+    let count = tap.metric("runtime_tap_call_duration_seconds_count{intercept=\"cri-sampled\",method=\"runtime.v1.RuntimeService/ListPodSandbox\",status=\"OK\"}");
+    assert_eq!(
+        count,
+        Some(polls as u64),
+        "every poll is in the histogram, sampled or not"
+    );
+    let run = mine
+        .iter()
+        .find(|x| x.name == "runtime.v1.RuntimeService/RunPodSandbox")
+        .unwrap();
+    let (_, body) = tap.admin_get("/metrics");
+    let sum: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("runtime_tap_call_duration_seconds_sum{intercept=\"cri-sampled\",method=\"runtime.v1.RuntimeService/RunPodSandbox\",status=\"OK\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let span_seconds = (run.end_ns - run.start_ns) as f64 / 1e9;
+    assert!(
+        (sum - span_seconds).abs() < 1e-6,
+        "histogram {sum} vs span {span_seconds}"
+    );
 }

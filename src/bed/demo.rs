@@ -41,6 +41,7 @@ pub fn config(bed: &Bed, admin: String) -> Config {
         relay: Relay::default(),
         export: Default::default(),
         descriptor_sets: Vec::new(),
+        sampling: Default::default(),
     }
 }
 

@@ -962,3 +962,38 @@ fn pipelined_requests_match_their_responses() {
     assert_eq!(calls[2].end, rig.wall(3));
     rig.sink.check_accounting();
 }
+
+#[test]
+fn ten_thousand_keep_alive_exchanges_cost_linear_time() {
+    struct Null;
+    impl CallSink for Null {
+        fn started(&self, _: &CallStart) {}
+        fn ended(&self, _: Call) {}
+        fn event(&self, _: StreamEvent) {}
+    }
+    let ctx = SessionCtx {
+        conn: conn(false),
+        sink: Arc::new(Null),
+        clock: Clock::new(),
+    };
+    let mut session = HttpSession::new(ctx, Arc::new(DockerIds::new()));
+    let t0 = Instant::now();
+    let mut lap = Instant::now();
+    let mut laps = Vec::new();
+    for i in 0..10_000u32 {
+        let req = format!("GET /v1.41/nosuch/{i}/thing?x={i} HTTP/1.1\r\nHost: docker\r\n\r\n");
+        session.data(Direction::ClientToServer, t0, Bytes::from(req));
+        session.data(
+            Direction::ServerToClient,
+            t0,
+            Bytes::from_static(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+        );
+        if i % 2500 == 2499 {
+            laps.push(lap.elapsed());
+            lap = Instant::now();
+        }
+    }
+    assert_eq!(session.open_calls(), 0);
+    // The last quarter costs about what the first did: nothing grows with the connection.
+    assert!(laps[3] < laps[0] * 3 + Duration::from_millis(50), "{laps:?}");
+}

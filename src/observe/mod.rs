@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
 use crate::metrics::{InterceptMetrics, Protocol};
-use crate::relay::tap::TapEvent;
+use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
 use crate::trace::call::{CallSink, Clock, ConnMeta};
 use crate::wire::Direction;
@@ -48,26 +47,22 @@ const MAX_SNIFF_HELD: usize = 64;
 
 impl Observer {
     /// Observe one connection until its tap closes.
-    pub async fn run(
-        self: Arc<Self>,
-        conn: Arc<ConnMeta>,
-        mut rx: mpsc::Receiver<TapEvent>,
-        metrics: Arc<InterceptMetrics>,
-    ) {
-        let high_water = rx.max_capacity().saturating_mul(3) / 4;
-        let low_water = rx.max_capacity() / 4;
+    pub async fn run(self: Arc<Self>, conn: Arc<ConnMeta>, mut rx: TapReceiver, metrics: Arc<InterceptMetrics>) {
+        // Shedding thresholds, as a fraction of the tap queue (events or bytes).
+        const HIGH_WATER: f64 = 0.75;
+        const LOW_WATER: f64 = 0.25;
         let mut shedding = false;
         let mut state = State::Sniffing(BytesMut::new(), Vec::new());
         let mut closed_at = None;
         while let Some(event) = rx.recv().await {
             // Step 1 of shedding: payloads off past the high-water mark, back on when drained.
-            let backlog = rx.len();
+            let backlog = rx.fill();
             if let State::Decoding(session) = &mut state {
-                if !shedding && backlog >= high_water && high_water > 0 {
+                if !shedding && backlog >= HIGH_WATER {
                     shedding = true;
                     metrics.payload_sheds.inc();
                     session.payloads(false);
-                } else if shedding && backlog <= low_water {
+                } else if shedding && backlog <= LOW_WATER {
                     shedding = false;
                     session.payloads(true);
                 }

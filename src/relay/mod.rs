@@ -38,6 +38,7 @@ pub struct Intercepted {
     pub metrics: Arc<InterceptMetrics>,
     pub buffer_size: usize,
     pub tap_queue: usize,
+    pub tap_queue_bytes: usize,
     pub servers: Arc<ServerResolver>,
     pub observer: Arc<Observer>,
     /// The intercept's name as `service.name`, shared by its spans.
@@ -111,7 +112,7 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
         "connection open"
     );
     let mut tap = if shared.config.decode {
-        let (tap, rx) = Tap::new(shared.tap_queue, Arc::clone(&shared.metrics));
+        let (tap, rx) = Tap::new(shared.tap_queue, shared.tap_queue_bytes, Arc::clone(&shared.metrics));
         let conn = Arc::new(ConnMeta {
             id,
             service: Arc::clone(&shared.service),

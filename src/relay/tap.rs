@@ -3,6 +3,7 @@
 //! of that connection for good (counted) while its bytes keep flowing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -26,24 +27,83 @@ pub enum TapEvent {
 /// The sending side, owned by the relay of one connection.
 pub struct Tap {
     tx: Option<mpsc::Sender<TapEvent>>,
+    /// Bytes offered and not yet taken by the observer, shared with the receiver.
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
     metrics: Arc<InterceptMetrics>,
 }
 
+/// The observer's side: events in relay order, with the queue's fill level.
+pub struct TapReceiver {
+    rx: mpsc::Receiver<TapEvent>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl TapReceiver {
+    /// The next event; `None` once the relay is done or the tap gave up.
+    pub async fn recv(&mut self) -> Option<TapEvent> {
+        let event = self.rx.recv().await?;
+        if let TapEvent::Data { bytes, .. } = &event {
+            self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+        }
+        Some(event)
+    }
+
+    /// How full the queue is, 0.0 to 1.0, by events or bytes, whichever is fuller.
+    pub fn fill(&self) -> f64 {
+        let events = self.rx.len() as f64 / self.rx.max_capacity().max(1) as f64;
+        let bytes = self.queued.load(Ordering::Relaxed) as f64 / self.max_bytes.max(1) as f64;
+        events.max(bytes)
+    }
+}
+
 impl Tap {
-    /// A tap feeding a new queue of `depth` events; the receiver goes to the observer.
-    pub fn new(depth: usize, metrics: Arc<InterceptMetrics>) -> (Tap, mpsc::Receiver<TapEvent>) {
+    /// A tap feeding a new queue of at most `depth` events and `max_bytes` bytes; the
+    /// receiver goes to the observer.
+    pub fn new(depth: usize, max_bytes: usize, metrics: Arc<InterceptMetrics>) -> (Tap, TapReceiver) {
         let (tx, rx) = mpsc::channel(depth.max(1));
-        (Tap { tx: Some(tx), metrics }, rx)
+        let queued = Arc::new(AtomicUsize::new(0));
+        let receiver = TapReceiver {
+            rx,
+            queued: Arc::clone(&queued),
+            max_bytes,
+        };
+        (
+            Tap {
+                tx: Some(tx),
+                queued,
+                max_bytes,
+                metrics,
+            },
+            receiver,
+        )
     }
 
     /// A tap that observes nothing (decoding off for this intercept).
     pub fn off(metrics: Arc<InterceptMetrics>) -> Tap {
-        Tap { tx: None, metrics }
+        Tap {
+            tx: None,
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_bytes: 0,
+            metrics,
+        }
     }
 
-    /// Offer a chunk that has been written onward. Never blocks.
+    /// Offer a chunk as it was read. Never blocks.
     pub fn offer(&mut self, dir: Direction, bytes: Bytes) {
         self.metrics.add_bytes(dir, bytes.len());
+        if self.tx.is_none() {
+            return;
+        }
+        let len = bytes.len();
+        if self.queued.load(Ordering::Relaxed) + len > self.max_bytes {
+            // The observer holds too many bytes unread: give up rather than grow.
+            self.metrics.tap_give_ups.queue_full.inc();
+            self.tx = None;
+            return;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
         self.send(TapEvent::Data {
             dir,
             at: Instant::now(),

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use crate::schema::{EntityKind, entity_ids};
 use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, ConnMeta, RemoteParent, Shape};
+use crate::trace::sample::Sampler;
 use crate::trace::span::{
     LinkRecord, ParentRef, SpanId, SpanKind, SpanRecord, SpanStatus, TraceId, new_span_id, new_trace_id,
 };
@@ -77,6 +78,8 @@ pub struct CorrelateCounts {
     pub evicted: u64,
     /// Calls dropped because an incoming trace context said not sampled.
     pub not_sampled: u64,
+    /// Calls dropped by the sampling rules.
+    pub sampled_out: u64,
 }
 
 enum State {
@@ -131,13 +134,28 @@ struct PodGroup {
     members: Vec<(Arc<str>, SystemTime, SystemTime)>,
 }
 
+/// Traces remembered as sampled out, for their calls that settle later.
+pub const MAX_DROPPED_TRACES: usize = 4096;
+
 /// The correlator of one process: every intercept's calls.
-#[derive(Default)]
 pub struct Correlator {
     nodes: HashMap<SpanId, Node>,
     order: VecDeque<SpanId>,
     pods: Vec<PodGroup>,
+    sampler: Sampler,
+    /// Tracked calls by the pid of the process serving them: a call's parent candidates.
+    served: HashMap<u32, HashSet<SpanId>>,
+    /// Ended calls still waiting for late facts.
+    deciding: HashSet<SpanId>,
+    dropped_traces: HashSet<TraceId>,
+    dropped_order: VecDeque<TraceId>,
     pub counts: CorrelateCounts,
+}
+
+impl Default for Correlator {
+    fn default() -> Self {
+        Correlator::with_sampler(Sampler::keep_all())
+    }
 }
 
 fn pid_of(p: &Option<crate::relay::peer::Process>) -> Option<u32> {
@@ -162,6 +180,21 @@ fn cri_method(name: &str) -> &str {
 impl Correlator {
     pub fn new() -> Correlator {
         Correlator::default()
+    }
+
+    /// A correlator whose finished traces pass `sampler`.
+    pub fn with_sampler(sampler: Sampler) -> Correlator {
+        Correlator {
+            nodes: HashMap::new(),
+            order: VecDeque::new(),
+            pods: Vec::new(),
+            sampler,
+            served: HashMap::new(),
+            deciding: HashSet::new(),
+            dropped_traces: HashSet::new(),
+            dropped_order: VecDeque::new(),
+            counts: CorrelateCounts::default(),
+        }
     }
 
     /// Calls tracked now (for tests and metrics).
@@ -202,6 +235,23 @@ impl Correlator {
             },
         );
         self.order.push_back(s.span_id);
+        if let Some(server) = pid_of(&s.conn.server) {
+            self.served.entry(server).or_default().insert(s.span_id);
+        }
+    }
+
+    /// Forget a node for good.
+    fn remove(&mut self, id: SpanId) {
+        if let Some(n) = self.nodes.remove(&id)
+            && let Some(server) = pid_of(&n.conn.server)
+            && let Some(set) = self.served.get_mut(&server)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.served.remove(&server);
+            }
+        }
+        self.deciding.remove(&id);
     }
 
     /// An open call learned entity ids (from its request payload, say).
@@ -240,14 +290,13 @@ impl Correlator {
             call: Box::new(call),
             deadline: now + LATE_FACT_WAIT,
         };
+        self.deciding.insert(id);
         self.try_decide(id, now, false, out);
         // This call ending may be the late fact others were waiting for.
-        let deciding: Vec<SpanId> = self
-            .nodes
-            .iter()
-            .filter(|(k, n)| **k != id && matches!(n.state, State::Deciding { .. }))
-            .map(|(k, _)| *k)
-            .collect();
+        let nodes = &self.nodes;
+        self.deciding
+            .retain(|k| nodes.get(k).is_some_and(|n| matches!(n.state, State::Deciding { .. })));
+        let deciding: Vec<SpanId> = self.deciding.iter().filter(|k| **k != id).copied().collect();
         for d in deciding {
             self.try_decide(d, now, false, out);
         }
@@ -287,7 +336,7 @@ impl Correlator {
                     self.order.pop_front();
                 }
                 Some(State::Done { retain_until }) if *retain_until <= now => {
-                    self.nodes.remove(&front);
+                    self.remove(front);
                     self.order.pop_front();
                 }
                 _ => break,
@@ -333,7 +382,7 @@ impl Correlator {
                 let now = n.end.unwrap_or(n.start);
                 self.export_tree(id, now, out);
             }
-            self.nodes.remove(&id);
+            self.remove(id);
             return;
         }
     }
@@ -363,9 +412,16 @@ impl Correlator {
         };
         let (start, end) = (node.start, node.end.unwrap_or(node.start));
         let mine = &node.entities;
-        let candidates: Vec<(SpanId, &Node)> = self
-            .nodes
+        // Only calls served by this call's client process can be its parents: the index keeps
+        // the lookup to those, whatever else runs on the node.
+        let Some(served) = self.served.get(&client) else {
+            self.counts.roots += 1;
+            self.settle(id, now, out);
+            return;
+        };
+        let candidates: Vec<(SpanId, &Node)> = served
             .iter()
+            .filter_map(|k| self.nodes.get(k).map(|a| (k, a)))
             .filter(|(k, a)| {
                 **k != id
                     && pid_of(&a.conn.server) == Some(client)
@@ -561,6 +617,8 @@ impl Correlator {
             i += 1;
         }
         let self_times = self.self_times(&tree);
+        let mut spans = Vec::with_capacity(tree.len());
+        let mut is_root = false;
         for (k, cur) in tree.into_iter().enumerate() {
             let Some(n) = self.nodes.get_mut(&cur) else { continue };
             let call = match std::mem::replace(
@@ -584,12 +642,34 @@ impl Correlator {
             }
             let mut span = span_of(*call, n);
             if k == 0 && n.parent.is_none() && n.remote.is_none() {
+                is_root = true;
                 for (service, ms) in &self_times {
                     span.attributes
                         .push(Attr::int(format!("runtime_tap.self_time_ms.{service}"), *ms));
                 }
             }
-            out.push(span);
+            spans.push(span);
+        }
+        // Sampling is decided on a whole trace, at its root; calls of a dropped trace that
+        // settle later follow the root's decision.
+        let Some(first) = spans.first() else { return };
+        let keep = if is_root {
+            self.sampler.keep(&spans, now)
+        } else {
+            !self.dropped_traces.contains(&first.trace_id)
+        };
+        if keep {
+            out.extend(spans);
+        } else {
+            self.counts.sampled_out += spans.len() as u64;
+            if self.dropped_traces.insert(first.trace_id) {
+                self.dropped_order.push_back(first.trace_id);
+                if self.dropped_order.len() > MAX_DROPPED_TRACES
+                    && let Some(old) = self.dropped_order.pop_front()
+                {
+                    self.dropped_traces.remove(&old);
+                }
+            }
         }
     }
 

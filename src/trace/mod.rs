@@ -4,5 +4,7 @@ pub mod attr;
 pub mod call;
 pub mod correlate;
 pub mod export;
+pub mod red;
+pub mod sample;
 pub mod span;
 pub mod tracer;

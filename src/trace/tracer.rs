@@ -14,6 +14,8 @@ use crate::trace::attr::{Attr, names};
 use crate::trace::call::{Call, CallSink, CallStart, ConnMeta, StreamEvent};
 use crate::trace::correlate::{CorrelateCounts, Correlator};
 use crate::trace::export::Exporter;
+use crate::trace::red::Red;
+use crate::trace::sample::Sampler;
 use crate::trace::span::{LinkRecord, SpanId, SpanKind, SpanRecord, SpanStatus, new_span_id, new_trace_id};
 
 /// What the tracer counts (exported on /metrics).
@@ -32,17 +34,20 @@ pub struct Tracer {
     exporter: Exporter,
     correlator: Mutex<Correlator>,
     pub counters: TracerCounters,
+    /// Call durations by intercept, method and status, for /metrics.
+    pub red: Red,
 }
 
 /// How often held calls are looked at (deadlines, pod roots, retention).
 const TICK: Duration = Duration::from_millis(200);
 
 impl Tracer {
-    pub fn new(exporter: Exporter) -> Arc<Tracer> {
+    pub fn new(exporter: Exporter, sampler: Sampler) -> Arc<Tracer> {
         Arc::new(Tracer {
             exporter,
-            correlator: Mutex::new(Correlator::new()),
+            correlator: Mutex::new(Correlator::with_sampler(sampler)),
             counters: TracerCounters::default(),
+            red: Red::default(),
         })
     }
 
@@ -102,6 +107,7 @@ impl CallSink for Tracer {
 
     fn ended(&self, call: Call) {
         self.counters.calls.inc();
+        self.red.record(&call);
         if call.incomplete {
             self.counters.incomplete.inc();
         }
