@@ -1,4 +1,4 @@
-//! The command line: `run`, `check-config`, `demo`. Parses flags into a `Config` and starts
+//! The command line: `run`, `check-config`, `demo`, `report`. Parses flags into a `Config` and starts
 //! the runtime; all behaviour lives in `app` and below.
 
 use std::path::PathBuf;
@@ -31,6 +31,10 @@ enum Command {
     /// Bring up private containerd and dockerd (installing them when missing), put
     /// runtime-tap in front of both, and keep it running until Ctrl-C.
     Demo(crate::bed::demo::DemoArgs),
+    /// Summarize a span file (OTLP/JSON lines): latency per service and span name
+    /// (p50/p90/p99/max, error rate) and the slowest operations with their per-layer self time;
+    /// --html also writes a self-contained page with histograms and timelines.
+    Report(crate::report::ReportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
             exit(runtime().and_then(|rt| rt.block_on(crate::app::run(config, crate::app::Hooks::default()))))
         }
         Command::Demo(args) => exit(runtime().and_then(|rt| rt.block_on(crate::bed::demo::run(args)))),
+        Command::Report(args) => exit(crate::report::run(args)),
     }
 }
 
@@ -111,6 +116,7 @@ fn run_config(args: RunArgs) -> Result<Config, String> {
             socket_group: None,
             decode: true,
             capture_payloads: false,
+            propagate_context: false,
         }],
         admin: Admin { listen: args.admin },
         relay: Relay::default(),

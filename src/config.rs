@@ -66,7 +66,8 @@ pub struct Export {
     /// Also write spans to this file, one OTLP/JSON `ExportTraceServiceRequest` per line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
-    /// Print a line per span to stderr: default on when there is no endpoint and no file.
+    /// Print each finished trace as a waterfall on stderr: default on when there is no
+    /// endpoint and no file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<bool>,
 }
@@ -97,6 +98,13 @@ pub struct Intercept {
     /// events. Off by default: payloads can be large and are for debugging.
     #[serde(default)]
     pub capture_payloads: bool,
+    /// Trace context propagation (off by default): each forwarded request without a W3C
+    /// `traceparent` gets one naming runtime-tap's span for it, so daemons with their own
+    /// tracing continue the same trace. The one mode that changes bytes: one header line per
+    /// HTTP/1 request head, one literal header field per HTTP/2 request header block (README,
+    /// "Propagation"). Needs `decode` (the span it names is the decoded call's).
+    #[serde(default)]
+    pub propagate_context: bool,
 }
 
 /// The admin endpoint.
@@ -322,6 +330,12 @@ impl Config {
                 ("socket_owner", &ic.socket_owner),
                 ("socket_group", &ic.socket_group),
             ];
+            if ic.propagate_context && !ic.decode {
+                return Err(invalid(
+                    key("propagate_context"),
+                    "needs decode = true: the traceparent names the span of the decoded call".into(),
+                ));
+            }
             if matches!(ic.listen, Endpoint::Tcp(_)) {
                 for (field, value) in unix_only {
                     if value.is_some() {

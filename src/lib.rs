@@ -12,6 +12,7 @@ pub mod config;
 pub mod metrics;
 pub mod observe;
 pub mod relay;
+pub mod report;
 pub mod schema;
 pub mod trace;
 pub mod wire;

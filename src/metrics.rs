@@ -84,6 +84,10 @@ pub struct InterceptMetrics {
     pub listening: AtomicBool,
     /// Times a connection's observer stopped decoding payloads to catch up (shedding step 1).
     pub payload_sheds: Counter,
+    /// Requests forwarded with a `traceparent` added (propagation on).
+    pub propagation_injected: Counter,
+    /// Connections whose propagation rewriter stopped rewriting (bytes forwarded unchanged).
+    pub propagation_give_ups: Counter,
     /// Connections whose decoder gave up, by the decoder's reason label.
     decoder_give_ups: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -102,6 +106,8 @@ impl InterceptMetrics {
             sniffed: Default::default(),
             listening: AtomicBool::new(false),
             payload_sheds: Counter::default(),
+            propagation_injected: Counter::default(),
+            propagation_give_ups: Counter::default(),
             decoder_give_ups: Mutex::new(BTreeMap::new()),
         })
     }
@@ -248,6 +254,34 @@ impl Registry {
                 "runtime_tap_payload_sheds_total{{intercept=\"{}\"}} {}",
                 m.name,
                 m.payload_sheds.get()
+            );
+        }
+        header(
+            &mut out,
+            "runtime_tap_propagation_injected_total",
+            "counter",
+            "Requests forwarded with a traceparent added (propagate_context on).",
+        );
+        for m in &self.intercepts {
+            let _ = writeln!(
+                out,
+                "runtime_tap_propagation_injected_total{{intercept=\"{}\"}} {}",
+                m.name,
+                m.propagation_injected.get()
+            );
+        }
+        header(
+            &mut out,
+            "runtime_tap_propagation_give_ups_total",
+            "counter",
+            "Connections whose propagation rewriter could not follow them and stopped rewriting (bytes forwarded unchanged).",
+        );
+        for m in &self.intercepts {
+            let _ = writeln!(
+                out,
+                "runtime_tap_propagation_give_ups_total{{intercept=\"{}\"}} {}",
+                m.name,
+                m.propagation_give_ups.get()
             );
         }
         header(

@@ -1,25 +1,907 @@
-//! Every config in deploy/ is accepted by `runtime-tap check-config`, so none of them rots.
+//! Everything in deploy/ is checked here, so none of it rots: runtime-tap configs pass
+//! `check-config`; systemd units and drop-ins pass `systemd-analyze verify` and agree with the
+//! configs (names, paths, access); Kubernetes manifests, the Collector config and the compose
+//! file parse and have the right shape; and the socket-activated service keeps every new
+//! connection through restarts, launched by `systemd-socket-activate` as the units would.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use runtime_tap::config::{Config, Endpoint};
+use serde_yaml_ng::Value;
+use support::{TempDir, echo_server};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path, keep));
+        } else if keep(&path) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn check_config(path: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// runtime-tap configs
 
 #[test]
 fn every_deploy_config_passes_check_config() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
-                .arg("check-config")
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            checked += 1;
+    let configs = files_under(&deploy(), &|p| p.extension().is_some_and(|e| e == "toml"));
+    for path in &configs {
+        check_config(path);
+    }
+    assert!(configs.len() >= 4, "{configs:?}");
+    // The configs the Kubernetes installer writes onto nodes, too.
+    let dir = TempDir::new("deploy-cm");
+    let cm = manifest_doc("runtime-tap-installer.yaml", "ConfigMap", "runtime-tap-config");
+    let mut n = 0;
+    for (key, text) in cm["data"].as_mapping().unwrap() {
+        let key = key.as_str().unwrap();
+        if key.ends_with(".toml") {
+            let path = dir.path(key);
+            std::fs::write(&path, text.as_str().unwrap()).unwrap();
+            check_config(&path);
+            n += 1;
         }
     }
-    assert!(checked >= 2);
+    assert_eq!(
+        n, 2,
+        "containerd-node.toml and docker-node.toml in the installer ConfigMap"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// systemd units
+
+/// A unit file as (section, key, value) in order; repeated keys stay repeated.
+fn unit_entries(path: &Path) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.to_string();
+        } else {
+            let (k, v) = line.split_once('=').expect("key=value");
+            out.push((section.clone(), k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// All values of `section.key`, space-separated lists split.
+fn unit_values(entries: &[(String, String, String)], section: &str, key: &str) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|(s, k, _)| s == section && k == key)
+        .flat_map(|(_, _, v)| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+/// The single value of `section.key`.
+fn unit_value(entries: &[(String, String, String)], section: &str, key: &str) -> String {
+    let all: Vec<_> = entries
+        .iter()
+        .filter(|(s, k, _)| s == section && k == key)
+        .map(|(_, _, v)| v.clone())
+        .collect();
+    assert_eq!(all.len(), 1, "{section}.{key}: {all:?}");
+    all[0].clone()
+}
+
+const LAYOUTS: [&str; 2] = ["repoint", "takeover"];
+
+/// The configs of each layout (deploy/config/) and the socket unit of each intercept.
+fn layout_configs(layout: &str) -> [&'static str; 2] {
+    match layout {
+        "repoint" => ["containerd-node.toml", "docker-node.toml"],
+        _ => ["containerd-node-takeover.toml", "docker-node-takeover.toml"],
+    }
+}
+
+fn unix_path(e: &Endpoint) -> &Path {
+    match e {
+        Endpoint::Unix(p) => p,
+        Endpoint::Tcp(a) => panic!("expected a unix socket, got tcp://{a}"),
+    }
+}
+
+/// Stand-ins for the vendor units the drop-ins extend (as Debian ships them, abridged).
+fn vendor_unit(name: &str, bin: &Path) -> String {
+    match name {
+        "containerd.service" => format!(
+            "[Unit]\nDescription=containerd\n[Service]\nExecStart={}\nType=notify\nDelegate=yes\nKillMode=process\nRestart=always\n[Install]\nWantedBy=multi-user.target\n",
+            bin.join("containerd").display()
+        ),
+        "docker.service" => format!(
+            "[Unit]\nDescription=Docker\nAfter=docker.socket containerd.service\nRequires=docker.socket\n[Service]\nType=notify\nEnvironmentFile=-/etc/default/docker\nExecStart={} -H fd:// --containerd=/run/containerd/containerd.sock $DOCKER_OPTS\n[Install]\nWantedBy=multi-user.target\n",
+            bin.join("dockerd").display()
+        ),
+        "docker.socket" => "[Unit]\nDescription=Docker Socket for the API\n[Socket]\nListenStream=/run/docker.sock\nSocketMode=0660\nSocketUser=root\nSocketGroup=docker\n[Install]\nWantedBy=sockets.target\n".to_string(),
+        "kubelet.service" => format!(
+            "[Unit]\nDescription=kubelet\n[Service]\nExecStart={}\nRestart=always\n[Install]\nWantedBy=multi-user.target\n",
+            bin.join("kubelet").display()
+        ),
+        other => panic!("no stand-in for {other}: add one"),
+    }
+}
+
+/// Lay out one layout's units in a temp dir as they would sit in /etc/systemd/system, with
+/// ExecStart programs pointing at files that exist here (the built runtime-tap, stand-ins for
+/// the daemons). Returns the unit files to verify and every file that came from deploy/.
+fn lay_out_units(layout: &str, dir: &TempDir) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let units = dir.path("units");
+    let bin = dir.path("bin");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    for daemon in ["containerd", "dockerd", "kubelet"] {
+        let p = bin.join(daemon);
+        std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let rewrite = |text: &str| {
+        text.replace(
+            "ExecStart=/usr/local/bin/runtime-tap ",
+            &format!("ExecStart={} ", env!("CARGO_BIN_EXE_runtime-tap")),
+        )
+        .replace(
+            "ExecStart=containerd ",
+            &format!("ExecStart={}/containerd ", bin.display()),
+        )
+        .replace("ExecStart=dockerd ", &format!("ExecStart={}/dockerd ", bin.display()))
+    };
+    let mut top = Vec::new();
+    let mut ours = Vec::new();
+    let mut copy = |from: &Path, to: PathBuf| {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(&to, rewrite(&std::fs::read_to_string(from).unwrap())).unwrap();
+        ours.push(to);
+    };
+    copy(
+        &deploy().join("systemd/runtime-tap.service"),
+        units.join("runtime-tap.service"),
+    );
+    top.push(units.join("runtime-tap.service"));
+    for entry in std::fs::read_dir(deploy().join("systemd").join(layout)).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if let Some(extended) = name.strip_suffix(".d") {
+            for conf in std::fs::read_dir(&path).unwrap() {
+                let conf = conf.unwrap().path();
+                assert!(conf.extension().is_some_and(|e| e == "conf"), "{}", conf.display());
+                copy(&conf, units.join(&name).join(conf.file_name().unwrap()));
+            }
+            let vendor = units.join(extended);
+            std::fs::write(&vendor, vendor_unit(extended, &bin)).unwrap();
+            top.push(vendor);
+        } else {
+            copy(&path, units.join(&name));
+            top.push(units.join(&name));
+        }
+    }
+    // docker.service's drop-in needs docker.socket to load it.
+    if top.iter().any(|p| p.ends_with("docker.service")) && !top.iter().any(|p| p.ends_with("docker.socket")) {
+        let p = units.join("docker.socket");
+        std::fs::write(&p, vendor_unit("docker.socket", &bin)).unwrap();
+        top.push(p);
+    }
+    top.sort();
+    (top, ours)
+}
+
+fn systemd_analyze_verify(units: &[PathBuf]) -> (bool, String) {
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(units)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .expect("run systemd-analyze");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    if !have("systemd-analyze") {
+        eprintln!("systemd-analyze not installed (Debian: systemd): units not verified");
+        return;
+    }
+    for layout in LAYOUTS {
+        let dir = TempDir::new(&format!("verify-{layout}"));
+        let (units, ours) = lay_out_units(layout, &dir);
+        let (ok, text) = systemd_analyze_verify(&units);
+        // Unknown keys and sections are only warnings to systemd: any word about our files
+        // is a failure here.
+        let about_ours: Vec<&str> = text.lines().filter(|l| l.contains(&*dir.0.to_string_lossy())).collect();
+        assert!(ok && about_ours.is_empty(), "{layout}: systemd-analyze verify:\n{text}");
+
+        // The check is real: a misspelt directive in any one of the files is reported.
+        for file in &ours {
+            let good = std::fs::read_to_string(file).unwrap();
+            std::fs::write(file, format!("{good}\nSockeMode=0600\n")).unwrap();
+            let (_, text) = systemd_analyze_verify(&units);
+            assert!(
+                text.contains("Unknown key") && text.contains(&*file.to_string_lossy()),
+                "a typo in {} went unnoticed:\n{text}",
+                file.display()
+            );
+            std::fs::write(file, good).unwrap();
+        }
+    }
+}
+
+#[test]
+fn socket_units_match_the_configs_and_the_daemons_access() {
+    // Access of the daemon sockets the intercepts stand in for (DESIGN.md invariant 7).
+    let access = BTreeMap::from([
+        ("containerd", ("0660", "root", "root")),
+        ("dockerd", ("0660", "root", "docker")),
+    ]);
+    for layout in LAYOUTS {
+        let dir = deploy().join("systemd").join(layout);
+        let sockets: BTreeMap<String, Vec<(String, String, String)>> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "socket"))
+            .map(|p| {
+                let e = unit_entries(&p);
+                (unit_value(&e, "Socket", "FileDescriptorName"), e)
+            })
+            .collect();
+        assert_eq!(
+            sockets.keys().collect::<Vec<_>>(),
+            ["containerd", "dockerd"],
+            "{layout}"
+        );
+        for config in layout_configs(layout) {
+            let config = Config::load(&deploy().join("config").join(config)).unwrap();
+            for i in &config.intercepts {
+                let unit = sockets
+                    .get(&i.name)
+                    .unwrap_or_else(|| panic!("{layout}: no socket unit with FileDescriptorName={}", i.name));
+                let what = format!("{layout} {}", i.name);
+                assert_eq!(
+                    Path::new(&unit_value(unit, "Socket", "ListenStream")),
+                    unix_path(&i.listen),
+                    "{what}"
+                );
+                let (mode, user, group) = access[i.name.as_str()];
+                assert_eq!(unit_value(unit, "Socket", "SocketMode"), mode, "{what}");
+                assert_eq!(unit_value(unit, "Socket", "SocketUser"), user, "{what}");
+                assert_eq!(unit_value(unit, "Socket", "SocketGroup"), group, "{what}");
+                assert_eq!(unit_value(unit, "Socket", "Service"), "runtime-tap.service", "{what}");
+                assert!(
+                    unit_values(unit, "Unit", "Before").contains(&"kubelet.service".into()),
+                    "{what}"
+                );
+                assert_eq!(unit_values(unit, "Install", "WantedBy"), ["sockets.target"], "{what}");
+                assert_eq!(
+                    unit_values(unit, "Install", "RequiredBy"),
+                    ["runtime-tap.service"],
+                    "{what}"
+                );
+            }
+        }
+    }
+    // The takeover's private daemon sockets are where the drop-ins move the daemons.
+    let takeover = Config::load(&deploy().join("config/docker-node-takeover.toml")).unwrap();
+    let upstream = |name: &str| {
+        let i = takeover.intercepts.iter().find(|i| i.name == name).unwrap();
+        unix_path(&i.upstream).to_path_buf()
+    };
+    let t = deploy().join("systemd/takeover");
+    let containerd = unit_values(
+        &unit_entries(&t.join("containerd.service.d/runtime-tap.conf")),
+        "Service",
+        "ExecStart",
+    );
+    let at = containerd.iter().position(|w| w == "--address").expect("--address");
+    assert_eq!(Path::new(&containerd[at + 1]), upstream("containerd"));
+    let docker_socket = unit_entries(&t.join("docker.socket.d/runtime-tap.conf"));
+    let listen: Vec<_> = docker_socket
+        .iter()
+        .filter(|(_, k, _)| k == "ListenStream")
+        .map(|(_, _, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        listen,
+        ["", upstream("dockerd").to_str().unwrap()],
+        "reset, then the private path"
+    );
+    let config = Config::load(&deploy().join("config/containerd-node-takeover.toml")).unwrap();
+    assert_eq!(unix_path(&config.intercepts[0].upstream), upstream("containerd"));
+    // Re-pointing: dockerd's --containerd is runtime-tap's containerd socket.
+    let repoint = Config::load(&deploy().join("config/docker-node.toml")).unwrap();
+    let docker = unit_values(
+        &unit_entries(&deploy().join("systemd/repoint/docker.service.d/runtime-tap.conf")),
+        "Service",
+        "ExecStart",
+    );
+    let flag = format!("--containerd={}", unix_path(&repoint.intercepts[0].listen).display());
+    assert!(docker.contains(&flag), "{docker:?} lacks {flag}");
+
+    // The service: simple, restarted on failure, after its upstream only (ordering it after
+    // dockerd or kubelet would deadlock: they wait for containerd through runtime-tap).
+    let svc = unit_entries(&deploy().join("systemd/runtime-tap.service"));
+    assert_eq!(unit_value(&svc, "Service", "Type"), "simple");
+    assert_eq!(
+        unit_value(&svc, "Service", "ExecStart"),
+        "/usr/local/bin/runtime-tap run --config /etc/runtime-tap/config.toml"
+    );
+    assert_eq!(unit_value(&svc, "Service", "Restart"), "on-failure");
+    let after = unit_values(&svc, "Unit", "After");
+    assert!(after.contains(&"containerd.service".into()));
+    for client in ["docker.service", "kubelet.service", "cri-docker.service"] {
+        assert!(
+            !after.contains(&client.into()),
+            "runtime-tap.service must not start after {client}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Kubernetes manifests, Collector config, compose file
+
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn manifest_doc(file: &str, kind: &str, name: &str) -> Value {
+    yaml_docs(&deploy().join("kubernetes").join(file))
+        .into_iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{file}: no {kind} {name}"))
+}
+
+#[test]
+fn every_yaml_file_parses() {
+    let files = files_under(&deploy(), &|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
+    assert!(files.len() >= 6, "{files:?}");
+    for f in &files {
+        assert!(!yaml_docs(f).is_empty(), "{}: empty", f.display());
+    }
+}
+
+#[test]
+fn kubernetes_manifests_have_the_right_kinds_and_fit_together() {
+    let dir = deploy().join("kubernetes");
+    let mut docs = Vec::new();
+    for f in files_under(&dir, &|p| p.extension().is_some_and(|e| e == "yaml")) {
+        for d in yaml_docs(&f) {
+            let (api, kind) = (d["apiVersion"].as_str(), d["kind"].as_str());
+            assert!(
+                api.is_some() && kind.is_some(),
+                "{}: a document without apiVersion/kind",
+                f.display()
+            );
+            docs.push(d);
+        }
+    }
+    let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in ["DaemonSet", "ConfigMap", "Deployment", "Service", "Namespace"] {
+        assert!(kinds.contains(kind), "no {kind} in deploy/kubernetes: {kinds:?}");
+    }
+    let api = |kind: &str| match kind {
+        "DaemonSet" | "Deployment" => "apps/v1",
+        "Kustomization" => "kustomize.config.k8s.io/v1beta1",
+        _ => "v1",
+    };
+    for d in &docs {
+        let kind = d["kind"].as_str().unwrap();
+        assert_eq!(d["apiVersion"].as_str(), Some(api(kind)), "{kind}");
+    }
+    let kustomize = docs.iter().find(|d| d["kind"] == "Kustomization").unwrap();
+    for r in kustomize["resources"].as_sequence().unwrap() {
+        assert!(
+            dir.join(r.as_str().unwrap()).exists(),
+            "kustomization lists missing {r:?}"
+        );
+    }
+
+    let config_maps: BTreeSet<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ConfigMap")
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let workloads: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "DaemonSet" || d["kind"] == "Deployment")
+        .collect();
+    for w in &workloads {
+        let name = w["metadata"]["name"].as_str().unwrap();
+        let labels = &w["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in w["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
+            assert_eq!(
+                &labels[k.as_str().unwrap()],
+                v,
+                "{name}: selector does not match the pod labels"
+            );
+        }
+        for v in w["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(cm) = v["configMap"]["name"].as_str() {
+                assert!(config_maps.contains(cm), "{name} mounts missing ConfigMap {cm}");
+            }
+        }
+    }
+    for s in docs.iter().filter(|d| d["kind"] == "Service") {
+        let name = s["metadata"]["name"].as_str().unwrap();
+        let selected = workloads.iter().any(|w| {
+            s["spec"]["selector"]
+                .as_mapping()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| &w["spec"]["template"]["metadata"]["labels"][k.as_str().unwrap()] == v)
+        });
+        assert!(selected, "Service {name} selects no workload");
+    }
+
+    // The installer: privileged, host PID, the host paths it writes, units that exist.
+    let ds = manifest_doc("runtime-tap-installer.yaml", "DaemonSet", "runtime-tap-installer");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"].as_bool(), Some(true));
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["securityContext"]["privileged"].as_bool(), Some(true));
+    let host_paths: BTreeSet<&str> = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(
+        host_paths,
+        BTreeSet::from(["/usr/local/bin", "/etc/systemd/system", "/etc/runtime-tap"])
+    );
+    let cm = manifest_doc("runtime-tap-installer.yaml", "ConfigMap", "runtime-tap-config");
+    let script = cm["data"]["install.sh"].as_str().unwrap();
+    let tmp = TempDir::new("deploy-install");
+    std::fs::write(tmp.path("install.sh"), script).unwrap();
+    let syntax = Command::new("sh")
+        .arg("-n")
+        .arg(tmp.path("install.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "install.sh: {}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    assert!(script.contains("nsenter -t 1 -m -u -i -n -p --"));
+    assert!(
+        script.contains("check-config"),
+        "the config is checked before it replaces the old one"
+    );
+    for unit in [
+        "runtime-tap.service",
+        "runtime-tap-containerd.socket",
+        "runtime-tap-dockerd.socket",
+    ] {
+        assert!(script.contains(unit), "install.sh does not install {unit}");
+    }
+    assert!(
+        script.contains("$src/systemd/repoint/$s")
+            && deploy().join("systemd/repoint/runtime-tap-dockerd.socket").exists()
+    );
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY deploy/systemd /opt/runtime-tap/systemd"));
+    assert!(dockerfile.contains("/opt/runtime-tap/bin/runtime-tap"));
+}
+
+/// A Collector duration ("30s", "500ms", "2m").
+fn duration(s: &str) -> Duration {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("duration {s:?}"));
+    match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(60 * n),
+        _ => panic!("duration {s:?}"),
+    }
+}
+
+fn collector_config(name: &str) -> Value {
+    let cm = manifest_doc("otel-collector.yaml", "ConfigMap", name);
+    serde_yaml_ng::from_str(cm["data"]["config.yaml"].as_str().unwrap()).unwrap()
+}
+
+/// Every component a pipeline names is defined (a Collector refuses to start otherwise).
+fn check_pipelines(name: &str, c: &Value) {
+    for (pipeline, p) in c["service"]["pipelines"].as_mapping().unwrap() {
+        for section in ["receivers", "processors", "exporters"] {
+            for component in p[section].as_sequence().into_iter().flatten() {
+                let id = component.as_str().unwrap();
+                assert!(
+                    c[section].get(id).is_some(),
+                    "{name}: pipeline {pipeline:?} uses undefined {section}.{id}"
+                );
+            }
+        }
+    }
+    for ext in c["service"]["extensions"].as_sequence().into_iter().flatten() {
+        assert!(
+            c["extensions"].get(ext.as_str().unwrap()).is_some(),
+            "{name}: extension {ext:?}"
+        );
+    }
+}
+
+#[test]
+fn collector_keeps_slow_and_failed_traces_and_waits_for_late_spans() {
+    let gateway = collector_config("otel-collector");
+    check_pipelines("otel-collector", &gateway);
+    let traces = &gateway["service"]["pipelines"]["traces"];
+    assert!(
+        traces["processors"]
+            .as_sequence()
+            .unwrap()
+            .contains(&Value::from("tail_sampling"))
+    );
+    let ts = &gateway["processors"]["tail_sampling"];
+    let wait = duration(ts["decision_wait"].as_str().unwrap());
+    // Longer than the time runtime-tap may hold a child's span for its parent, with margin.
+    assert!(
+        wait >= runtime_tap::trace::correlate::MAX_EXPORT_DELAY * 2,
+        "decision_wait {wait:?} must well exceed runtime-tap's export delay"
+    );
+    let policies = ts["policies"].as_sequence().unwrap();
+    let of_type = |t: &str| {
+        policies
+            .iter()
+            .find(|p| p["type"] == t)
+            .unwrap_or_else(|| panic!("no {t} policy"))
+    };
+    assert!(
+        of_type("status_code")["status_code"]["status_codes"]
+            .as_sequence()
+            .unwrap()
+            .contains(&Value::from("ERROR"))
+    );
+    assert!(of_type("latency")["latency"]["threshold_ms"].as_u64().unwrap() > 0);
+    // Its exporter reaches the Jaeger Service; the agents reach the gateway's Service, and
+    // listen where the configs in deploy/ export to.
+    let service_port = |host_port: &str| {
+        let (host, port) = host_port.rsplit_once(':').unwrap();
+        let name = host.split('.').next().unwrap();
+        let file = if name == "jaeger" {
+            "jaeger.yaml"
+        } else {
+            "otel-collector.yaml"
+        };
+        let svc = manifest_doc(file, "Service", name);
+        let port: u64 = port.parse().unwrap();
+        assert!(
+            svc["spec"]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"].as_u64() == Some(port)),
+            "Service {name} has no port {port}"
+        );
+    };
+    service_port(gateway["exporters"]["otlp/jaeger"]["endpoint"].as_str().unwrap());
+    let agent = collector_config("otel-agent");
+    check_pipelines("otel-agent", &agent);
+    service_port(agent["exporters"]["otlp"]["endpoint"].as_str().unwrap());
+    assert_eq!(
+        agent["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].as_str(),
+        Some("127.0.0.1:4317")
+    );
+    let ds = manifest_doc("otel-collector.yaml", "DaemonSet", "otel-agent");
+    assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"].as_bool(), Some(true));
+    for config in files_under(&deploy().join("config"), &|p| {
+        p.extension().is_some_and(|e| e == "toml")
+    }) {
+        let c = Config::load(&config).unwrap();
+        assert_eq!(
+            c.export.endpoint.as_deref(),
+            Some("http://127.0.0.1:4317"),
+            "{}",
+            config.display()
+        );
+    }
+}
+
+#[test]
+fn compose_file_runs_jaeger_with_otlp() {
+    let docs = yaml_docs(&deploy().join("compose/docker-compose.yml"));
+    let jaeger = &docs[0]["services"]["jaeger"];
+    assert!(
+        jaeger["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("jaegertracing/all-in-one:")
+    );
+    assert_eq!(jaeger["environment"]["COLLECTOR_OTLP_ENABLED"].as_str(), Some("true"));
+    let ports: Vec<&str> = jaeger["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for port in ["16686", "4317", "4318"] {
+        assert!(
+            ports.iter().any(|p| p.ends_with(&format!(":{port}"))),
+            "port {port}: {ports:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Socket activation with the units' own settings
+
+/// What a socket unit sets: (FileDescriptorName, ListenStream, SocketMode).
+fn socket_unit(path: &Path) -> (String, PathBuf, u32) {
+    let e = unit_entries(path);
+    let mode = u32::from_str_radix(&unit_value(&e, "Socket", "SocketMode"), 8).unwrap();
+    (
+        unit_value(&e, "Socket", "FileDescriptorName"),
+        PathBuf::from(unit_value(&e, "Socket", "ListenStream")),
+        mode,
+    )
+}
+
+/// The deploy config with its paths moved into `dir` (`/run/x/y.sock` -> `dir/run-x-y.sock`).
+fn relocated(config: &Path, dir: &TempDir) -> (String, BTreeMap<PathBuf, PathBuf>) {
+    let c = Config::load(config).unwrap();
+    let mut text = std::fs::read_to_string(config).unwrap();
+    let mut moved = BTreeMap::new();
+    for i in &c.intercepts {
+        for p in [unix_path(&i.listen), unix_path(&i.upstream)] {
+            let to = dir.path(&p.to_string_lossy().trim_start_matches('/').replace('/', "-"));
+            text = text.replace(
+                &format!("\"unix://{}\"", p.display()),
+                &format!("\"unix://{}\"", to.display()),
+            );
+            moved.insert(p.to_path_buf(), to);
+        }
+    }
+    text = text.replace("listen = \"127.0.0.1:9464\"", "listen = \"off\"");
+    let spans = dir.path("spans.jsonl");
+    text = text.replace(
+        "endpoint = \"http://127.0.0.1:4317\"",
+        &format!("file = \"{}\"", spans.display()),
+    );
+    text.push_str("\n[relay]\ngrace_period_secs = 1\n");
+    (text, moved)
+}
+
+/// Log text without terminal colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn wait_log(log: &Path, what: &str) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(what) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no {what:?} in:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn call(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(b"call")?;
+    s.shutdown(Shutdown::Write)?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)?;
+    Ok(got)
+}
+
+fn stop(child: &mut Child) -> Option<i32> {
+    support::signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok().and_then(|s| s.code())
+}
+
+#[test]
+fn socket_activation_as_systemd_socket_activate_does_it() {
+    if !have("systemd-socket-activate") {
+        eprintln!("systemd-socket-activate not installed (Debian: systemd): skipped");
+        return;
+    }
+    // The repoint containerd unit and config: systemd-socket-activate binds the unit's path
+    // (moved into a temp dir), waits for the first connection, then execs runtime-tap with the
+    // listener as descriptor 3 named like FileDescriptorName=.
+    let dir = TempDir::new("deploy-ssa");
+    let (name, listen, _) = socket_unit(&deploy().join("systemd/repoint/runtime-tap-containerd.socket"));
+    let (config, moved) = relocated(&deploy().join("config/containerd-node.toml"), &dir);
+    std::fs::write(dir.path("config.toml"), &config).unwrap();
+    echo_server(&moved[Path::new("/run/containerd/containerd.sock")]);
+    let sock = moved[&listen].clone();
+    let log = dir.path("tap.log");
+    let mut child = Command::new("systemd-socket-activate")
+        .arg(format!("--listen={}", sock.display()))
+        .arg(format!("--fdname={name}"))
+        .args(["-E", "RUST_LOG"])
+        .arg(env!("CARGO_BIN_EXE_runtime-tap"))
+        .args(["run", "--config"])
+        .arg(dir.path("config.toml"))
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "systemd-socket-activate did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // runtime-tap is not running yet: this first call waits in the socket's queue.
+    assert_eq!(call(&sock).unwrap(), b"call");
+    wait_log(&log, "handed over by the service manager");
+    for _ in 0..5 {
+        assert_eq!(call(&sock).unwrap(), b"call");
+    }
+    // systemd-socket-activate became runtime-tap (exec), so the socket ends with it: it cannot
+    // show a restart. The next test keeps the socket as systemd does.
+    assert_eq!(stop(&mut child), Some(0));
+}
+
+/// Start runtime-tap the way a socket unit does, through systemd-socket-activate: the
+/// listener (held by the test, as systemd holds it) is passed in as LISTEN_FDS, and
+/// systemd-socket-activate passes it on in place, names it, waits for a connection and execs.
+fn activate(listener: &UnixListener, name: &str, config: &Path, log: &Path) -> Child {
+    use std::os::fd::AsRawFd;
+    let fd = listener.as_raw_fd();
+    nix::fcntl::fcntl(listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "export LISTEN_PID=$$ LISTEN_FDS=1; unset LISTEN_FDNAMES; exec systemd-socket-activate --fdname={name} -E RUST_LOG '{}' run --config '{}' 3<&{fd}",
+            env!("CARGO_BIN_EXE_runtime-tap"),
+            config.display()
+        ))
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn socket_activated_service_restarts_without_a_refused_connection() {
+    if !have("systemd-socket-activate") {
+        eprintln!("systemd-socket-activate not installed (Debian: systemd): skipped");
+        return;
+    }
+    // The takeover containerd unit and config: the path clients already use.
+    let dir = TempDir::new("deploy-restart");
+    let (name, listen, mode) = socket_unit(&deploy().join("systemd/takeover/runtime-tap-containerd.socket"));
+    let (config, moved) = relocated(&deploy().join("config/containerd-node-takeover.toml"), &dir);
+    std::fs::write(dir.path("config.toml"), &config).unwrap();
+    echo_server(&moved[Path::new("/run/containerd/containerd-real.sock")]);
+    let sock = moved[&listen].clone();
+    // The socket unit's part: bind with SocketMode=, keep it across service restarts.
+    let listener = UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(mode)).unwrap();
+
+    let stop_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop_flag = stop_flag.clone();
+        let sock = sock.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match call(&sock) {
+                    Ok(got) if got == b"call" => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let mut logs = Vec::new();
+    let mut child = None;
+    for round in 0..3 {
+        // `systemctl restart runtime-tap.service`: SIGTERM, exit, start again; meanwhile the
+        // client's new connections wait in the socket.
+        if let Some(mut old) = child.take() {
+            assert_eq!(stop(&mut old), Some(0));
+            assert!(sock.exists(), "runtime-tap removed a handed-over socket");
+        }
+        let log = dir.path(&format!("tap-{round}.log"));
+        child = Some(activate(&listener, &name, &dir.path("config.toml"), &log));
+        wait_log(&log, "handed over by the service manager");
+        std::thread::sleep(Duration::from_millis(300));
+        logs.push(log);
+    }
+    stop_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert_eq!(stop(&mut child.unwrap()), Some(0));
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+    assert!(ok > 10, "only {ok} calls");
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        mode,
+        "a handed-over socket is never chmodded"
+    );
+    for log in logs {
+        let text = plain(&std::fs::read_to_string(&log).unwrap());
+        assert!(
+            text.contains(&format!("handed over by the service manager fd=3 name={name}")),
+            "{text}"
+        );
+    }
 }

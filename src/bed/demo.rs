@@ -31,6 +31,7 @@ pub fn config(bed: &Bed, admin: String) -> Config {
         socket_group: None,
         decode: true,
         capture_payloads: false,
+        propagate_context: false,
     };
     Config {
         intercepts: vec![

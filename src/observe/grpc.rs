@@ -8,11 +8,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use opentelemetry_semantic_conventions::attribute::{RPC_METHOD, RPC_RESPONSE_STATUS_CODE, RPC_SYSTEM_NAME};
 
-use super::session::{Session, SessionCtx};
+use super::session::{Injected, Session, SessionCtx};
+use crate::relay::rewrite::Injection;
 use crate::schema::{self, MethodInfo, Schema, Side};
 use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
-use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, new_span_id};
+use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
 use crate::wire::grpc::{GrpcDecoder, GrpcEvent, Headers, Limits, Message, StreamEnd, StreamId};
 
@@ -68,6 +69,7 @@ struct GrpcCall {
     bytes: [u64; 2],
     status: Option<(u32, String)>,
     remote_parent: Option<RemoteParent>,
+    own_trace: Option<TraceId>,
     shape: Shape,
     event_stream: bool,
     events: Vec<SpanEventRecord>,
@@ -81,17 +83,21 @@ pub struct GrpcSession {
     out: Vec<GrpcEvent>,
     calls: HashMap<StreamId, GrpcCall>,
     gave_up: Option<&'static str>,
+    injected: Injected,
 }
 
 impl GrpcSession {
     pub fn new(ctx: SessionCtx, schema: Schema) -> GrpcSession {
+        let mut decoder = GrpcDecoder::new(Limits::default());
+        decoder.set_interest(interest(schema.clone(), ctx.conn.capture_payloads));
         GrpcSession {
             ctx,
             schema,
-            decoder: GrpcDecoder::new(Limits::default()),
+            decoder,
             out: Vec::new(),
             calls: HashMap::new(),
             gave_up: None,
+            injected: Injected::default(),
         }
     }
 
@@ -134,13 +140,17 @@ impl GrpcSession {
         if let Some(ns) = headers.get("containerd-namespace") {
             attributes.push(Attr::str(names::CONTAINERD_NAMESPACE, ns));
         }
+        // A traceparent propagation added names this call itself, not a remote parent.
+        let identity = self.injected.take(headers.get("traceparent"));
         let remote_parent = headers
             .get("traceparent")
+            .filter(|_| identity.is_none())
             .and_then(|tp| RemoteParent::parse(tp, headers.get("tracestate")));
         let long_lived = LONG_LIVED.contains(&name.as_str());
         let shape = if long_lived { Shape::LongLived } else { Shape::Unary };
         let call = GrpcCall {
-            span_id: new_span_id(),
+            span_id: identity.map_or_else(new_span_id, |(_, span)| span),
+            own_trace: identity.map(|(trace, _)| trace),
             start: at,
             event_stream: long_lived && !name.ends_with("Tasks/Wait"),
             name,
@@ -160,6 +170,7 @@ impl GrpcSession {
             start: self.ctx.clock.wall(at),
             shape,
             remote_parent: call.remote_parent.clone(),
+            own_trace: call.own_trace,
             attributes: Vec::new(),
         });
         // A stream id reused after an unseen end would leave its old call open: end it first.
@@ -284,6 +295,7 @@ impl GrpcSession {
             incomplete,
             shape: call.shape,
             remote_parent: call.remote_parent,
+            own_trace: call.own_trace,
             events: call.events,
         });
     }
@@ -315,6 +327,10 @@ impl Session for GrpcSession {
         self.end_all(at);
     }
 
+    fn injected(&mut self, injection: Injection) {
+        self.injected.push(injection);
+    }
+
     fn payloads(&mut self, on: bool) {
         self.decoder.set_payloads(on);
     }
@@ -322,6 +338,32 @@ impl Session for GrpcSession {
     fn gave_up(&self) -> Option<&'static str> {
         self.gave_up
     }
+}
+
+/// Which payloads of a call to `path` anything needs: the schema's rules, event streams,
+/// payload capture. Remembered per path (bounded), since every call of a method asks the same.
+fn interest(schema: Schema, capture: bool) -> crate::wire::grpc::Interest {
+    const MAX_REMEMBERED: usize = 1024;
+    let mut known: HashMap<String, [bool; 2]> = HashMap::new();
+    Box::new(move |path: &str| {
+        if let Some(want) = known.get(path) {
+            return *want;
+        }
+        let want = match schema.method(path) {
+            Some(m) => {
+                let events = LONG_LIVED.contains(&m.full_name.as_str());
+                [
+                    capture || schema::wants_payload(&m, Side::Request),
+                    capture || events || schema::wants_payload(&m, Side::Response),
+                ]
+            }
+            None => [false, false],
+        };
+        if known.len() < MAX_REMEMBERED {
+            known.insert(path.to_string(), want);
+        }
+        want
+    })
 }
 
 /// The event type of a CRI `GetContainerEvents` message (`CONTAINER_STARTED_EVENT`).

@@ -21,7 +21,8 @@ use opentelemetry_semantic_conventions::attribute::{
 use serde::Deserialize;
 
 use super::docker_ids::{DockerIds, is_full_id};
-use super::session::{Session, SessionCtx};
+use super::session::{Injected, Session, SessionCtx};
+use crate::relay::rewrite::Injection;
 use crate::schema::docker::match_route;
 use crate::schema::docker_rules::{
     self, OnSuccess, PathEntity, QueryRule, RequestBody, ResponseBody, RouteRule, ShapeRule, names as docker_names,
@@ -29,7 +30,7 @@ use crate::schema::docker_rules::{
 use crate::schema::{image_ref, redact};
 use crate::trace::attr::{Attr, names};
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
-use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, new_span_id};
+use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
 use crate::wire::h1::{ExchangeId, H1Decoder, H1Event, Headers};
 
@@ -82,6 +83,8 @@ pub struct HttpSession {
     /// When the chunk carrying the first byte of the next request head was read.
     head_first_at: Option<Instant>,
     stats: HttpStats,
+    /// Identities propagation gave to requests not yet decoded.
+    injected: Injected,
 }
 
 impl fmt::Debug for HttpSession {
@@ -113,6 +116,7 @@ impl HttpSession {
             req_idle: true,
             head_first_at: None,
             stats: HttpStats::default(),
+            injected: Injected::default(),
         }
     }
 
@@ -323,9 +327,15 @@ impl HttpSession {
             ShapeRule::LongLivedIfUpgrade if upgrade_asked => Shape::LongLived,
             _ => Shape::Unary,
         };
-        ex.remote_parent = headers
-            .get("traceparent")
-            .and_then(|tp| RemoteParent::parse(tp, headers.get("tracestate")));
+        // A traceparent propagation added names this call itself, not a remote parent.
+        if let Some((trace, span)) = self.injected.take(headers.get("traceparent")) {
+            ex.span_id = span;
+            ex.own_trace = Some(trace);
+        } else {
+            ex.remote_parent = headers
+                .get("traceparent")
+                .and_then(|tp| RemoteParent::parse(tp, headers.get("tracestate")));
+        }
 
         ex.never_capture = docker_rules::never_capture(&method, route.as_ref().map(|m| m.route));
         ex.capture_on = self.ctx.conn.capture_payloads;
@@ -353,6 +363,7 @@ impl HttpSession {
             start: ex.start,
             shape: ex.shape,
             remote_parent: ex.remote_parent.clone(),
+            own_trace: ex.own_trace,
             attributes: known,
         });
         self.open.push_back(ex);
@@ -412,6 +423,10 @@ impl Session for HttpSession {
         self.closed = true;
     }
 
+    fn injected(&mut self, injection: Injection) {
+        self.injected.push(injection);
+    }
+
     fn payloads(&mut self, on: bool) {
         if self.payloads == on {
             return;
@@ -454,6 +469,7 @@ struct Exchange {
     start: SystemTime,
     shape: Shape,
     remote_parent: Option<RemoteParent>,
+    own_trace: Option<TraceId>,
     attrs: Vec<Attr>,
     rule: Option<&'static RouteRule>,
     /// The `{id}` of a `/containers/{id}/...` path, as sent (id, prefix or name).
@@ -495,6 +511,7 @@ impl Exchange {
             start,
             shape: Shape::Unary,
             remote_parent: None,
+            own_trace: None,
             attrs: Vec::new(),
             rule: None,
             container_ref: None,
@@ -694,6 +711,7 @@ impl Exchange {
             incomplete,
             shape: self.shape,
             remote_parent: self.remote_parent,
+            own_trace: self.own_trace,
             events: self.events,
         }
     }

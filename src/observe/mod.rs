@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::metrics::{InterceptMetrics, Protocol};
+use crate::relay::rewrite::Injection;
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
 use crate::trace::call::{CallSink, Clock, ConnMeta};
@@ -34,8 +35,9 @@ pub struct Observer {
 
 /// The connection's protocol, once known.
 enum State {
-    /// Collecting the first client bytes (bounded by the sniffer's need).
-    Sniffing(BytesMut, Vec<(Direction, Instant, Bytes)>),
+    /// Collecting the first client bytes (bounded by the sniffer's need), and the
+    /// identities propagation gave to requests in them.
+    Sniffing(BytesMut, Vec<(Direction, Instant, Bytes)>, Vec<Injection>),
     Decoding(Box<dyn Session>),
     /// Opaque protocol, or decoding given up: only counted.
     Counting,
@@ -52,7 +54,7 @@ impl Observer {
         const HIGH_WATER: f64 = 0.75;
         const LOW_WATER: f64 = 0.25;
         let mut shedding = false;
-        let mut state = State::Sniffing(BytesMut::new(), Vec::new());
+        let mut state = State::Sniffing(BytesMut::new(), Vec::new(), Vec::new());
         let mut closed_at = None;
         while let Some(event) = rx.recv().await {
             // Step 1 of shedding: payloads off past the high-water mark, back on when drained.
@@ -68,19 +70,25 @@ impl Observer {
                 }
             }
             state = match (state, event) {
-                (State::Sniffing(mut first, mut held), TapEvent::Data { dir, at, bytes }) => {
+                (State::Sniffing(first, held, mut injected), TapEvent::Injected(i)) => {
+                    if injected.len() < MAX_SNIFF_HELD {
+                        injected.push(i);
+                    }
+                    State::Sniffing(first, held, injected)
+                }
+                (State::Sniffing(mut first, mut held, injected), TapEvent::Data { dir, at, bytes }) => {
                     if dir == Direction::ClientToServer {
                         let room = PREFACE.len().saturating_sub(first.len());
                         first.extend_from_slice(&bytes[..bytes.len().min(room)]);
                     }
                     held.push((dir, at, bytes));
                     match sniff::sniff(&first) {
-                        Sniffed::NeedMore if held.len() < MAX_SNIFF_HELD => State::Sniffing(first, held),
-                        verdict => self.start(&conn, &metrics, verdict, held),
+                        Sniffed::NeedMore if held.len() < MAX_SNIFF_HELD => State::Sniffing(first, held, injected),
+                        verdict => self.start(&conn, &metrics, verdict, held, injected),
                     }
                 }
-                (State::Sniffing(_, held), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
-                    let mut state = self.start(&conn, &metrics, Sniffed::Opaque, held);
+                (State::Sniffing(_, held, injected), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
+                    let mut state = self.start(&conn, &metrics, Sniffed::Opaque, held, injected);
                     if let (State::Decoding(s), TapEvent::Closed { at }) = (&mut state, &event_closed_at(&closed_at)) {
                         s.closed(*at);
                     }
@@ -89,6 +97,10 @@ impl Observer {
                 (State::Decoding(mut s), TapEvent::Data { dir, at, bytes }) => {
                     s.data(dir, at, bytes);
                     self.after_feed(s, &metrics)
+                }
+                (State::Decoding(mut s), TapEvent::Injected(i)) => {
+                    s.injected(i);
+                    State::Decoding(s)
                 }
                 (State::Decoding(mut s), TapEvent::Eof { dir, at }) => {
                     s.eof(dir, at);
@@ -120,6 +132,7 @@ impl Observer {
         metrics: &InterceptMetrics,
         verdict: Sniffed,
         held: Vec<(Direction, Instant, Bytes)>,
+        injected: Vec<Injection>,
     ) -> State {
         let protocol = match verdict {
             Sniffed::Http2 => Protocol::Http2,
@@ -136,6 +149,9 @@ impl Observer {
         let Some(mut session) = self.session(protocol, ctx) else {
             return State::Counting;
         };
+        for i in injected {
+            session.injected(i);
+        }
         for (dir, at, bytes) in held {
             session.data(dir, at, bytes);
         }

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::trace::call::{CallSink, Clock, ConnMeta};
+use crate::relay::rewrite::Injection;
+use crate::trace::call::{CallSink, Clock, ConnMeta, RemoteParent};
+use crate::trace::span::{SpanId, TraceId};
 use crate::wire::Direction;
 
 /// What every session of a connection is given.
@@ -21,6 +23,9 @@ pub struct SessionCtx {
 pub trait Session: Send {
     /// A chunk the relay wrote onward, read at `at`.
     fn data(&mut self, dir: Direction, at: Instant, bytes: Bytes);
+    /// Propagation added a `traceparent` with these ids to a request in the client bytes
+    /// that follow: the call that carries it takes this identity (not a remote parent).
+    fn injected(&mut self, injection: Injection);
     /// One direction half-closed at `at`.
     fn eof(&mut self, dir: Direction, at: Instant);
     /// The connection is over at `at`: calls still open end as incomplete.
@@ -30,4 +35,32 @@ pub trait Session: Send {
     fn payloads(&mut self, on: bool);
     /// Why the decoder gave up on this connection, once it has (a metrics label).
     fn gave_up(&self) -> Option<&'static str>;
+}
+
+/// The identities propagation gave to requests not yet seen by the decoder, bounded.
+#[derive(Debug, Default)]
+pub struct Injected(std::collections::VecDeque<Injection>);
+
+/// Identities announced and not yet matched to a request; past it the oldest is dropped
+/// (only when the decoder is far behind; that call then reads its traceparent as remote).
+pub const MAX_PENDING_INJECTED: usize = 1024;
+
+impl Injected {
+    pub fn push(&mut self, injection: Injection) {
+        if self.0.len() >= MAX_PENDING_INJECTED {
+            self.0.pop_front();
+        }
+        self.0.push_back(injection);
+    }
+
+    /// The identity a request's `traceparent` names, when propagation put it there.
+    pub fn take(&mut self, traceparent: Option<&str>) -> Option<(TraceId, SpanId)> {
+        let remote = RemoteParent::parse(traceparent?, None)?;
+        let i = self
+            .0
+            .iter()
+            .position(|j| j.trace_id == remote.trace_id && j.span_id == remote.span_id)?;
+        let j = self.0.remove(i)?;
+        Some((j.trace_id, j.span_id))
+    }
 }

@@ -2,6 +2,10 @@
 //! offered to the tap as it is read (a refcount and a `try_send`) and written onward. Half-closes are propagated:
 //! EOF from one side becomes shutdown(WR) towards the other, and the other direction
 //! keeps flowing until it ends too.
+//!
+//! With propagation on (and only then) the client's chunks pass through the connection's
+//! rewriter (`relay::rewrite`) before they are offered and written: the tap and the upstream
+//! see the same, rewritten, bytes. Without it the path is unchanged.
 
 use std::future::Future;
 use std::io;
@@ -11,6 +15,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::rewrite::{Injection, MAX_HOLD_TIME, Rewriter};
 use super::tap::Tap;
 use crate::wire::Direction;
 
@@ -64,6 +69,7 @@ impl Half {
         reader: &mut R,
         writer: &mut W,
         tap: &mut Tap,
+        mut prop: Option<&mut Propagation>,
     ) -> Poll<Result<(), RelayError>>
     where
         R: AsyncRead + Unpin,
@@ -92,6 +98,14 @@ impl Half {
                 }
                 return Poll::Ready(Ok(()));
             }
+            if self.dir == Direction::ClientToServer
+                && let Some(p) = prop.as_deref_mut()
+                && let Some(held) = p.stalled(cx, tap)
+            {
+                // Bytes held back too long for a head that does not come: sent as they were.
+                self.set_pending(held, tap);
+                continue;
+            }
             if self.buf.capacity() < self.capacity / 4 {
                 // Reclaims the old allocation when the tap has let go of it, else allocates.
                 self.buf.reserve(self.capacity);
@@ -99,18 +113,96 @@ impl Half {
             let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut self.buf))
                 .map_err(|source| RelayError::Read { side: from, source })?;
             if n == 0 {
+                if self.dir == Direction::ClientToServer
+                    && let Some(p) = prop.as_deref_mut()
+                {
+                    // A partial head held at the client's end goes out as it was.
+                    let held = p.rewriter.release(None);
+                    self.set_pending(held, tap);
+                }
                 self.read_done = true;
                 tap.eof(self.dir);
             } else {
                 self.bytes += n as u64;
-                self.pending = self.buf.split().freeze();
-                self.written = 0;
-                // Offered as soon as it is read (a refcount, no copy, never a wait), so the
-                // observer sees the two directions in causal order: a response can only
-                // follow request bytes that were read, and now offered, before it.
-                tap.offer(self.dir, self.pending.clone());
+                let chunk = self.buf.split().freeze();
+                let chunk = match prop.as_deref_mut() {
+                    None => chunk,
+                    Some(p) => p.pass(self.dir, chunk, tap),
+                };
+                self.set_pending(chunk, tap);
             }
         }
+    }
+}
+
+impl Half {
+    /// `chunk` is what goes onward next.
+    fn set_pending(&mut self, chunk: Bytes, tap: &mut Tap) {
+        self.pending = chunk;
+        self.written = 0;
+        if !self.pending.is_empty() {
+            // Offered as soon as it is read (a refcount, no copy, never a wait), so the
+            // observer sees the two directions in causal order: a response can only
+            // follow request bytes that were read, and now offered, before it.
+            tap.offer(self.dir, self.pending.clone());
+        }
+    }
+}
+
+/// Propagation state of a connection: its rewriter and the clock on held bytes.
+struct Propagation {
+    rewriter: Rewriter,
+    injected: Vec<Injection>,
+    /// Armed while the rewriter holds bytes back.
+    hold_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Propagation {
+    /// Run a chunk through the rewriter: client chunks come back rewritten (injections
+    /// announced to the tap first), server chunks are only read.
+    fn pass(&mut self, dir: Direction, chunk: Bytes, tap: &mut Tap) -> Bytes {
+        let out = match dir {
+            Direction::ClientToServer => {
+                let out = self.rewriter.client_bytes(chunk, &mut self.injected);
+                for i in self.injected.drain(..) {
+                    tap.injected(i);
+                }
+                if !out.is_empty() || self.rewriter.held() == 0 {
+                    // Progress: the clock on held bytes starts again.
+                    self.hold_deadline = None;
+                }
+                out
+            }
+            Direction::ServerToClient => {
+                self.rewriter.server_bytes(&chunk);
+                chunk
+            }
+        };
+        if let Some(reason) = self.rewriter.take_give_up() {
+            tap.rewrite_gave_up(reason);
+        }
+        out
+    }
+
+    /// Held bytes to send now when they have waited `MAX_HOLD_TIME` (rewriting then stops);
+    /// otherwise arms or clears the deadline.
+    fn stalled(&mut self, cx: &mut Context<'_>, tap: &mut Tap) -> Option<Bytes> {
+        if self.rewriter.held() == 0 {
+            self.hold_deadline = None;
+            return None;
+        }
+        let deadline = self
+            .hold_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(MAX_HOLD_TIME)));
+        if deadline.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        self.hold_deadline = None;
+        let held = self.rewriter.release(Some("held_too_long"));
+        if let Some(reason) = self.rewriter.take_give_up() {
+            tap.rewrite_gave_up(reason);
+        }
+        Some(held)
     }
 }
 
@@ -129,6 +221,7 @@ pub struct Relay<'a, C, U> {
     tap: &'a mut Tap,
     c2s: Half,
     s2c: Half,
+    prop: Option<Propagation>,
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -143,7 +236,18 @@ where
             tap,
             c2s: Half::new(Direction::ClientToServer, buffer_size),
             s2c: Half::new(Direction::ServerToClient, buffer_size),
+            prop: None,
         }
+    }
+
+    /// Client bytes go through `rewriter` (propagation on): the one mode that changes bytes.
+    pub fn with_rewriter(mut self, rewriter: Rewriter) -> Self {
+        self.prop = Some(Propagation {
+            rewriter,
+            injected: Vec::new(),
+            hold_deadline: None,
+        });
+        self
     }
 
     /// Bytes relayed so far each way.
@@ -162,12 +266,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if !this.c2s.done()
-            && let Poll::Ready(Err(e)) = this.c2s.poll(cx, this.client, this.upstream, this.tap)
+            && let Poll::Ready(Err(e)) = this
+                .c2s
+                .poll(cx, this.client, this.upstream, this.tap, this.prop.as_mut())
         {
             return Poll::Ready(Err(e));
         }
         if !this.s2c.done()
-            && let Poll::Ready(Err(e)) = this.s2c.poll(cx, this.upstream, this.client, this.tap)
+            && let Poll::Ready(Err(e)) = this
+                .s2c
+                .poll(cx, this.upstream, this.client, this.tap, this.prop.as_mut())
         {
             return Poll::Ready(Err(e));
         }

@@ -7,6 +7,7 @@ pub mod copy;
 pub mod listener;
 pub mod ownership;
 pub mod peer;
+pub mod rewrite;
 pub mod stream;
 pub mod tap;
 
@@ -130,6 +131,10 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
         Tap::off(Arc::clone(&shared.metrics))
     };
     let mut relay = copy::Relay::new(&mut client, &mut upstream, &mut tap, shared.buffer_size);
+    if shared.config.propagate_context && shared.config.decode {
+        // The one mode that changes bytes: a traceparent added to requests (README, Propagation).
+        relay = relay.with_rewriter(rewrite::Rewriter::new());
+    }
     let result = tokio::select! {
         r = &mut relay => Some(r),
         _ = cut.cancelled() => None,

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::metrics::InterceptMetrics;
+use crate::relay::rewrite::{GiveUpReason, Injection};
 use crate::wire::Direction;
 
 /// What the observer of a connection receives, in relay order.
@@ -17,6 +18,9 @@ use crate::wire::Direction;
 pub enum TapEvent {
     /// A chunk as the relay read it (already written onward), and when it was read.
     Data { dir: Direction, at: Instant, bytes: Bytes },
+    /// Propagation added a `traceparent` with these ids to a request in the next client
+    /// chunk: the call carrying it is runtime-tap's span with exactly this identity.
+    Injected(Injection),
     /// That direction half-closed.
     Eof { dir: Direction, at: Instant },
     /// The relay of this connection ended (both directions done, or a side failed).
@@ -109,6 +113,18 @@ impl Tap {
             at: Instant::now(),
             bytes,
         });
+    }
+
+    /// Announce a `traceparent` added to the next client chunk (sent before it). Never blocks.
+    pub fn injected(&mut self, injection: Injection) {
+        self.metrics.propagation_injected.inc();
+        self.send(TapEvent::Injected(injection));
+    }
+
+    /// The propagation rewriter of this connection stopped rewriting. Counted and logged.
+    pub fn rewrite_gave_up(&mut self, reason: GiveUpReason) {
+        self.metrics.propagation_give_ups.inc();
+        tracing::debug!(intercept = %self.metrics.name, reason, "propagation stopped on a connection; forwarding unchanged");
     }
 
     /// Offer the end of one direction. Never blocks.

@@ -90,6 +90,9 @@ pub struct CallStart {
     pub start: SystemTime,
     pub shape: Shape,
     pub remote_parent: Option<RemoteParent>,
+    /// Propagation forwarded this call's request with a `traceparent` naming this span in
+    /// this trace: its trace is fixed at start (later evidence only adds links).
+    pub own_trace: Option<TraceId>,
     /// What is known at start that ties calls together (ids in a request path).
     pub attributes: Vec<Attr>,
 }
@@ -111,6 +114,8 @@ pub struct Call {
     pub incomplete: bool,
     pub shape: Shape,
     pub remote_parent: Option<RemoteParent>,
+    /// See [`CallStart::own_trace`].
+    pub own_trace: Option<TraceId>,
     /// Span events (payload capture), already redacted.
     pub events: Vec<SpanEventRecord>,
 }

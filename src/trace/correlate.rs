@@ -114,6 +114,11 @@ struct Node {
     /// False when an incoming trace context said not sampled (inherited by children).
     sampled: bool,
     links: Vec<SpanId>,
+    /// Propagation named this span in the forwarded request: its trace was fixed at start,
+    /// so what the rules find later becomes links, never a parent.
+    fixed: bool,
+    /// For a fixed call: the parent the rules would have given it, as a link.
+    evidence: Vec<(SpanId, Link)>,
     waiting: Vec<SpanId>,
     state: State,
 }
@@ -208,9 +213,8 @@ impl Correlator {
             self.evict_oldest(out);
         }
         let trace_id = s
-            .remote_parent
-            .as_ref()
-            .map(|r| r.trace_id)
+            .own_trace
+            .or(s.remote_parent.as_ref().map(|r| r.trace_id))
             .unwrap_or_else(new_trace_id);
         let mut entities = HashSet::new();
         for (kind, id) in entity_ids(&s.attributes) {
@@ -225,11 +229,14 @@ impl Correlator {
                 shape: s.shape,
                 entities,
                 trace_id,
-                settled: false,
+                // A propagated call's trace left with its request: settled from the start.
+                settled: s.own_trace.is_some(),
                 parent: None,
                 remote: s.remote_parent.clone(),
                 sampled: s.remote_parent.as_ref().is_none_or(|r| r.sampled),
                 links: Vec::new(),
+                fixed: s.own_trace.is_some(),
+                evidence: Vec::new(),
                 waiting: Vec::new(),
                 state: State::Open,
             },
@@ -276,6 +283,7 @@ impl Correlator {
                     start: call.start,
                     shape: call.shape,
                     remote_parent: call.remote_parent.clone(),
+                    own_trace: call.own_trace,
                     attributes: Vec::new(),
                 },
                 out,
@@ -541,13 +549,18 @@ impl Correlator {
         let trace_id = pod.trace_id;
         // The root is synthesized and exported later; its trace is fixed now, so the member is
         // settled at once.
-        if let Some(n) = self.nodes.get_mut(&id) {
+        if let Some(n) = self.nodes.get_mut(&id)
+            && !n.fixed
+        {
             n.trace_id = trace_id;
         }
         Some(root)
     }
 
     fn set_parent(&mut self, id: SpanId, parent: SpanId, link: Link, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        if self.nodes.get(&id).is_some_and(|n| n.fixed) {
+            return self.add_evidence(id, parent, link, now, out);
+        }
         if link == Link::Pod {
             if let Some(n) = self.nodes.get_mut(&id) {
                 n.parent = Some((parent, link));
@@ -585,6 +598,39 @@ impl Correlator {
         }
     }
 
+    /// A fixed call (propagation): the parent the rules found becomes a link. Its export
+    /// waits, like a child's, until that span's trace is settled, so the link names it.
+    fn add_evidence(&mut self, id: SpanId, target: SpanId, link: Link, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        let target_settled = link == Link::Pod || self.nodes.get(&target).is_none_or(|t| t.settled);
+        let Some(n) = self.nodes.get_mut(&id) else { return };
+        n.evidence.push((target, link));
+        if target_settled {
+            return self.export_tree(id, now, out);
+        }
+        let call = match std::mem::replace(&mut n.state, State::Open) {
+            State::Deciding { call, .. } | State::Held { call, .. } => call,
+            other => {
+                n.state = other;
+                return;
+            }
+        };
+        n.state = State::Held {
+            call,
+            deadline: now + MAX_EXPORT_DELAY,
+        };
+        if let Some(t) = self.nodes.get_mut(&target) {
+            t.waiting.push(id);
+        }
+    }
+
+    /// The trace a link to `target` names: its node's, or its pod root's.
+    fn trace_of(&self, target: SpanId) -> Option<TraceId> {
+        self.nodes
+            .get(&target)
+            .map(|n| n.trace_id)
+            .or_else(|| self.pods.iter().find(|p| p.root == target).map(|p| p.trace_id))
+    }
+
     /// A root (or remote-parented) call: its trace is its own.
     fn settle(&mut self, id: SpanId, now: SystemTime, out: &mut Vec<SpanRecord>) {
         if let Some(n) = self.nodes.get_mut(&id) {
@@ -608,8 +654,10 @@ impl Correlator {
                 .unwrap_or_default();
             for w in waiting {
                 if let (Some((t, sampled)), Some(child)) = (parent, self.nodes.get_mut(&w)) {
-                    child.trace_id = t;
-                    child.sampled &= sampled;
+                    if !child.fixed {
+                        child.trace_id = t;
+                        child.sampled &= sampled;
+                    }
                     child.settled = true;
                     tree.push(w);
                 }
@@ -620,6 +668,20 @@ impl Correlator {
         let mut spans = Vec::with_capacity(tree.len());
         let mut is_root = false;
         for (k, cur) in tree.into_iter().enumerate() {
+            let evidence: Vec<LinkRecord> = self
+                .nodes
+                .get(&cur)
+                .map(|n| n.evidence.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|(target, link)| {
+                    Some(LinkRecord {
+                        trace_id: self.trace_of(*target)?,
+                        span_id: *target,
+                        attributes: vec![Attr::str(names::LINK, link.as_str())],
+                    })
+                })
+                .collect();
             let Some(n) = self.nodes.get_mut(&cur) else { continue };
             let call = match std::mem::replace(
                 &mut n.state,
@@ -641,6 +703,7 @@ impl Correlator {
                 continue;
             }
             let mut span = span_of(*call, n);
+            span.links.extend(evidence);
             if k == 0 && n.parent.is_none() && n.remote.is_none() {
                 is_root = true;
                 for (service, ms) in &self_times {

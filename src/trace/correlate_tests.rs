@@ -40,6 +40,8 @@ struct Spec {
     shape: Shape,
     start_attrs: Vec<Attr>,
     end_attrs: Vec<Attr>,
+    /// Propagation fixed this call's trace (and its span id is the spec's index's id).
+    own: Option<TraceId>,
 }
 
 fn cid(id: &str) -> Vec<Attr> {
@@ -71,6 +73,7 @@ fn run(specs: Vec<Spec>) -> (Vec<SpanRecord>, Vec<SpanId>) {
                 incomplete: false,
                 shape: s.shape,
                 remote_parent: None,
+                own_trace: s.own,
                 events: Vec::new(),
             };
             c.ended(call, t(at), &mut out);
@@ -83,6 +86,7 @@ fn run(specs: Vec<Spec>) -> (Vec<SpanRecord>, Vec<SpanId>) {
                     start: t(s.start),
                     shape: s.shape,
                     remote_parent: None,
+                    own_trace: s.own,
                     attributes: s.start_attrs.clone(),
                 },
                 &mut out,
@@ -112,6 +116,7 @@ fn spec(
         shape,
         start_attrs: s,
         end_attrs: e,
+        own: None,
     }
 }
 
@@ -416,7 +421,7 @@ proptest! {
             let e = g.entity.map(|e| cid(&format!("E{e}"))).unwrap_or_default();
             let (s, en) = if late { (vec![], e) } else { (e.clone(), e) };
             Spec { conn: layer_conn(g.layer, k), name: "call", start: g.start, end: g.start + g.len,
-                   shape: if g.long { Shape::LongLived } else { Shape::Unary }, start_attrs: s, end_attrs: en }
+                   shape: if g.long { Shape::LongLived } else { Shape::Unary }, start_attrs: s, end_attrs: en, own: None }
         }).collect();
         let n = specs.len();
         let (out, ids) = run(specs);
@@ -438,4 +443,86 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn propagated_calls_keep_their_trace_and_get_links_and_children() {
+    // dockerd's start (pid 100 -> 200) is open; containerd Tasks/Start (200 -> 300) went out
+    // with a traceparent (propagation on the containerd intercept): its trace is fixed.
+    // A call the containerd side makes under it (300 -> 400) joins that fixed trace.
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let shim = conn("shim", 300, 400);
+    let fixed = new_trace_id();
+    let mut specs = vec![
+        spec(
+            &cli,
+            "POST /containers/{id}/start",
+            0,
+            100,
+            Shape::Unary,
+            cid("c1"),
+            vec![],
+        ),
+        spec(
+            &ctd,
+            "containerd.services.tasks.v1.Tasks/Start",
+            10,
+            50,
+            Shape::Unary,
+            cid("c1"),
+            vec![],
+        ),
+        spec(&shim, "x.Shim/Start", 20, 40, Shape::Unary, vec![], vec![]),
+    ];
+    specs[1].own = Some(fixed);
+    let (out, ids) = run(specs);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    assert_eq!(out.len(), 3);
+    let start = by_id[&ids[0]];
+    let task = by_id[&ids[1]];
+    let shim = by_id[&ids[2]];
+    assert_eq!(task.trace_id, fixed, "the trace named in the forwarded traceparent");
+    assert_eq!(task.parent, None, "late evidence never changes a fixed call's parent");
+    assert_eq!(task.links.len(), 1);
+    assert_eq!(task.links[0].span_id, ids[0]);
+    assert_eq!(task.links[0].trace_id, start.trace_id);
+    assert_eq!(task.links[0].attributes, vec![Attr::str(names::LINK, "entity")]);
+    assert_eq!(shim.trace_id, fixed, "children join the fixed trace");
+    assert_eq!(shim.parent.map(|p| p.span_id), Some(ids[1]));
+}
+
+#[test]
+fn a_propagated_parent_settles_its_children_at_once() {
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let fixed = new_trace_id();
+    let mut specs = vec![
+        spec(
+            &cli,
+            "POST /containers/{id}/start",
+            0,
+            100,
+            Shape::Unary,
+            cid("c1"),
+            vec![],
+        ),
+        spec(
+            &ctd,
+            "containerd.services.tasks.v1.Tasks/Start",
+            10,
+            50,
+            Shape::Unary,
+            cid("c1"),
+            vec![],
+        ),
+    ];
+    specs[0].own = Some(fixed);
+    let (out, ids) = run(specs);
+    // The child is exported before its parent ends: the parent's trace was settled at start.
+    assert_eq!(out[0].span_id, ids[1]);
+    assert_eq!(out[0].trace_id, fixed);
+    assert_eq!(out[0].parent.map(|p| p.span_id), Some(ids[0]));
+    assert_eq!(out[1].trace_id, fixed);
+    assert_eq!(out[1].parent, None);
 }

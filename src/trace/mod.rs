@@ -8,3 +8,4 @@ pub mod red;
 pub mod sample;
 pub mod span;
 pub mod tracer;
+pub mod tree;

@@ -233,6 +233,8 @@ pub struct CallState {
     encoding: [Encoding; 2],
     msg: [MsgState; 2],
     messages: [u64; 2],
+    /// Payloads nobody wants on this stream, per direction: boundaries only, no buffering.
+    skip: [bool; 2],
 }
 
 impl fmt::Debug for CallState {
@@ -251,10 +253,13 @@ impl CallState {
     }
 }
 
-#[derive(Debug)]
+/// Decides, from a request's `:path`, which directions' payloads are wanted.
+pub type Interest = Box<dyn FnMut(&str) -> [bool; 2] + Send>;
+
 struct Shared {
     limits: Limits,
     payloads: bool,
+    interest: Option<Interest>,
     /// Message bytes reserved against `max_buffered_per_conn`.
     reserved: usize,
 }
@@ -279,9 +284,17 @@ impl GrpcDecoder {
             shared: Shared {
                 limits,
                 payloads: true,
+                interest: None,
                 reserved: 0,
             },
         }
+    }
+
+    /// Decide per call which payloads are decoded: `interest(path)` says, for the request and
+    /// the response, whether anything needs them. The others are walked (boundaries, counts,
+    /// sizes) but never buffered or decompressed — a 256 MiB Content/Read costs no copy.
+    pub fn set_interest(&mut self, interest: Interest) {
+        self.shared.interest = Some(interest);
     }
 
     /// Feed one chunk as the relay read it. Appends events to `out`.
@@ -348,6 +361,10 @@ impl Handler for Sink<'_> {
         match role {
             HeaderRole::Request => {
                 st.encoding[i] = Encoding::from_headers(&headers);
+                if let Some(interest) = self.shared.interest.as_mut() {
+                    let want = interest(headers.get(":path").unwrap_or(""));
+                    st.skip = [!want[0], !want[1]];
+                }
                 self.out.push(GrpcEvent::RequestHeaders { stream, headers });
             }
             HeaderRole::Response => {
@@ -488,7 +505,7 @@ impl Sink<'_> {
         let limits = &self.shared.limits;
         let skip = if len_usize > limits.max_message {
             Some(SkipReason::TooLarge)
-        } else if !self.shared.payloads {
+        } else if !self.shared.payloads || st.skip[dir.index()] {
             Some(SkipReason::PayloadsOff)
         } else if compressed && matches!(st.encoding[dir.index()], Encoding::Identity | Encoding::Other) {
             Some(SkipReason::UnsupportedEncoding)
@@ -604,3 +621,14 @@ fn decompress(encoding: Encoding, raw: &[u8], max: usize) -> Result<Bytes, SkipR
 
 #[cfg(test)]
 mod tests;
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("limits", &self.limits)
+            .field("payloads", &self.payloads)
+            .field("interest", &self.interest.is_some())
+            .field("reserved", &self.reserved)
+            .finish()
+    }
+}

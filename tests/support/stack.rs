@@ -21,13 +21,19 @@ pub struct Stack {
 impl Stack {
     /// Start it all; `extra` is appended to runtime-tap's config (an `[export]` section...).
     pub fn start(label: &str, extra: &str) -> Stack {
+        Stack::start_with(label, extra, "")
+    }
+
+    /// As `start`, with `intercept_extra` (TOML lines such as `propagate_context = true`)
+    /// added to both intercepts.
+    pub fn start_with(label: &str, extra: &str, intercept_extra: &str) -> Stack {
         let mut bed = Bed::new(label).expect("test bed");
         bed.start_containerd().expect("containerd");
         let containerd = bed.dir.join("tap/containerd.sock");
         let docker = bed.dir.join("tap/docker.sock");
         let config = format!(
-            "[[intercept]]\nname = \"containerd\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n\n\
-             [[intercept]]\nname = \"dockerd\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n\n\
+            "[[intercept]]\nname = \"containerd\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n{intercept_extra}\n\n\
+             [[intercept]]\nname = \"dockerd\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n{intercept_extra}\n\n\
              [admin]\nlisten = \"127.0.0.1:{}\"\n\n[relay]\ngrace_period_secs = 2\n\n{extra}\n",
             containerd.display(),
             bed.containerd_socket().display(),

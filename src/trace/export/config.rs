@@ -57,7 +57,7 @@ pub struct ExportConfig {
     pub resource_attributes: Vec<(String, String)>,
     /// Span file: JSON lines, one OTLP/JSON `ExportTraceServiceRequest` each.
     pub file: Option<PathBuf>,
-    /// One readable line per span on stderr.
+    /// Each finished trace as a waterfall on stderr (colour on a terminal).
     pub console: bool,
     /// Queue capacity in spans (`OTEL_BSP_MAX_QUEUE_SIZE`).
     pub max_queue: usize,

@@ -1,14 +1,22 @@
-//! Console sink: one readable line per span on stderr (service, name, kind, duration, status,
-//! a few key attributes). The waterfall view comes later; this is the quick look.
+//! Console sink: each finished trace as a waterfall on stderr (see [`super::waterfall`]),
+//! colour only when stderr is a terminal. Spans are grouped per trace by a
+//! [`TraceBuffer`] and a trace is shown once quiet; spans over its per-trace cap are shown at
+//! once as one compact line each (service, name, kind, duration, status, key attributes).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
 
 use opentelemetry_semantic_conventions::attribute::{
     CONTAINER_ID, HTTP_RESPONSE_STATUS_CODE, K8S_POD_NAME, RPC_RESPONSE_STATUS_CODE,
 };
 
+use super::trace_buffer::{Finished, Ready, TraceBuffer};
+use super::waterfall;
 use crate::trace::attr::{AttrValue, names};
 use crate::trace::span::{SpanKind, SpanRecord, SpanStatus, hex};
+
+/// Width of the waterfall: readable on any terminal.
+pub(super) const WIDTH: usize = 80;
 
 /// Attributes shown on the line, in this order, when the span has them.
 const KEY_ATTRIBUTES: &[&str] = &[
@@ -20,26 +28,87 @@ const KEY_ATTRIBUTES: &[&str] = &[
     names::INCOMPLETE,
 ];
 
-/// Writes span lines to stderr (or any writer, for tests).
+/// Writes waterfalls to stderr (or any writer, for tests).
 pub(super) struct ConsoleSink {
     out: Box<dyn Write + Send>,
+    traces: TraceBuffer,
+    color: bool,
+    /// The last thing shown was a lone span: a tree shown next needs a blank line first.
+    after_lone: bool,
 }
 
 impl ConsoleSink {
     pub(super) fn stderr() -> ConsoleSink {
+        let color = std::io::stderr().is_terminal();
+        ConsoleSink::new(Box::new(std::io::stderr()), color)
+    }
+
+    pub(super) fn new(out: Box<dyn Write + Send>, color: bool) -> ConsoleSink {
         ConsoleSink {
-            out: Box::new(std::io::stderr()),
+            out,
+            traces: TraceBuffer::default(),
+            color,
+            after_lone: false,
         }
     }
 
-    /// Writes one line per span. A failed write to stderr is not a lost span: never fails.
-    pub(super) fn export(&mut self, spans: &[SpanRecord]) {
+    /// Takes a batch that arrived at `now` and shows the traces due. A failed write to stderr
+    /// is not a lost span: never fails.
+    pub(super) fn export(&mut self, spans: &[SpanRecord], now: Instant) {
         let mut buf = String::new();
         for s in spans {
-            buf.push_str(&line(s));
-            buf.push('\n');
+            match self.traces.push(s.clone(), now) {
+                None => {}
+                Some(Ready::Overflow(s)) => {
+                    self.after_lone = true;
+                    buf.push_str(&line(&s));
+                    buf.push('\n');
+                }
+                Some(Ready::Trace(t)) => self.show(&t, &mut buf),
+            }
+        }
+        for t in self.traces.due(now) {
+            self.show(&t, &mut buf);
         }
         let _ = self.out.write_all(buf.as_bytes());
+    }
+
+    /// Shows the traces due at `now`.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.export(&[], now);
+    }
+
+    /// When [`ConsoleSink::tick`] has something to show next.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.traces.next_due()
+    }
+
+    /// Shows every trace held (shutdown).
+    pub(super) fn flush(&mut self) {
+        let mut buf = String::new();
+        for t in self.traces.drain() {
+            self.show(&t, &mut buf);
+        }
+        let _ = self.out.write_all(buf.as_bytes());
+    }
+
+    fn show(&mut self, t: &Finished, buf: &mut String) {
+        let tree = t.spans.len() > 1;
+        if tree && self.after_lone {
+            buf.push('\n');
+        }
+        self.after_lone = !tree;
+        buf.push_str(&waterfall::render(&t.spans, WIDTH, self.color));
+        if t.overflow > 0 {
+            buf.push_str(&format!(
+                "  (+{} more spans of this trace shown as lines above)\n",
+                t.overflow
+            ));
+        }
+        // Lone spans run together as a list; a tree stands apart.
+        if tree {
+            buf.push('\n');
+        }
     }
 }
 
@@ -74,4 +143,86 @@ pub(super) fn line(s: &SpanRecord) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::trace::span::ParentRef;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+        }
+    }
+
+    fn span(trace: u8, id: u8, parent: Option<u8>, name: &str) -> SpanRecord {
+        SpanRecord {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent: parent.map(|p| ParentRef {
+                span_id: [p; 8],
+                remote: false,
+            }),
+            trace_state: None,
+            name: name.into(),
+            kind: SpanKind::Server,
+            start: UNIX_EPOCH + Duration::from_millis(u64::from(id)),
+            end: UNIX_EPOCH + Duration::from_millis(100),
+            attributes: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            status: SpanStatus::Unset,
+            service: "containerd".into(),
+        }
+    }
+
+    #[test]
+    fn a_trace_prints_as_one_waterfall_once_quiet() {
+        let out = Shared::default();
+        let mut sink = ConsoleSink::new(Box::new(out.clone()), false);
+        let t0 = Instant::now();
+        // The children arrive first, the root later, in separate batches.
+        sink.export(&[span(1, 2, Some(1), "child-a"), span(1, 3, Some(1), "child-b")], t0);
+        sink.export(&[span(1, 1, None, "root")], t0 + Duration::from_millis(500));
+        assert_eq!(out.take(), "");
+        assert_eq!(sink.next_due(), Some(t0 + Duration::from_millis(1500)));
+        sink.tick(t0 + Duration::from_millis(1499));
+        assert_eq!(out.take(), "");
+        sink.tick(t0 + Duration::from_millis(1500));
+        let text = out.take();
+        assert!(text.starts_with("trace 01010101"), "{text}");
+        let root = text.find("  root ").unwrap();
+        let a = text.find("├─ child-a").unwrap();
+        let b = text.find("└─ child-b").unwrap();
+        assert!(root < a && a < b, "{text}");
+        assert_eq!(sink.next_due(), None);
+    }
+
+    #[test]
+    fn flush_prints_what_is_held() {
+        let out = Shared::default();
+        let mut sink = ConsoleSink::new(Box::new(out.clone()), false);
+        sink.export(&[span(1, 1, None, "one"), span(2, 1, None, "two")], Instant::now());
+        sink.flush();
+        let text = out.take();
+        assert!(text.contains("  one ") && text.contains("  two "), "{text}");
+    }
 }

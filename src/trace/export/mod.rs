@@ -17,6 +17,8 @@ mod file;
 mod otlp;
 #[cfg(test)]
 mod tests;
+pub mod trace_buffer;
+pub mod waterfall;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -286,6 +288,14 @@ async fn shutdown_signal(rx: &mut Option<oneshot::Receiver<Instant>>) -> Instant
     std::future::pending().await
 }
 
+/// Sleeps until `at`, or forever when `None`. Cancel safe.
+async fn sleep_until_some(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => sleep_until(Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Worker {
     async fn run(mut self) {
         let mut buf: Vec<SpanRecord> = Vec::with_capacity(self.max_batch);
@@ -309,6 +319,9 @@ impl Worker {
             }
             self.export(&mut buf, deadline).await;
         }
+        if let Some(c) = &mut self.console {
+            c.flush();
+        }
         let c = self.counters.snapshot(0);
         tracing::info!(
             exported = c.exported,
@@ -327,10 +340,18 @@ impl Worker {
         shutdown: &mut Option<oneshot::Receiver<Instant>>,
     ) -> Option<Instant> {
         loop {
+            // The console shows a trace once it is quiet: wake for that too.
+            let console_due = self.console.as_ref().and_then(|c| c.next_due());
             tokio::select! {
                 biased;
                 at = shutdown_signal(shutdown) => return Some(at),
                 n = self.rx.recv_many(buf, self.max_batch) => if n == 0 { return None },
+                () = sleep_until_some(console_due) => {
+                    if let Some(c) = &mut self.console {
+                        c.tick(Instant::now().into_std());
+                    }
+                    continue;
+                }
             }
             let flush_at = Instant::now() + self.scheduled_delay;
             while buf.len() < self.max_batch {
@@ -376,7 +397,7 @@ impl Worker {
         }
         let mut failed: Vec<Option<DropReason>> = vec![None; buf.len()];
         if let Some(console) = &mut self.console {
-            console.export(buf);
+            console.export(buf, Instant::now().into_std());
         }
         if let Some(file) = &mut self.file
             && !file.export(buf).await

@@ -5,9 +5,9 @@
 
 use std::fmt;
 
-mod body;
+pub(crate) mod body;
 mod conn;
-mod head;
+pub(crate) mod head;
 #[cfg(test)]
 mod tests;
 
