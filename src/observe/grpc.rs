@@ -366,6 +366,16 @@ fn interest(schema: Schema, capture: bool) -> crate::wire::grpc::Interest {
     })
 }
 
+impl Drop for GrpcSession {
+    /// A session dropped without `closed` (its observer task cancelled): its open calls still
+    /// end, once, as incomplete, as an HTTP session's do (found by fuzzing).
+    fn drop(&mut self) {
+        if !self.calls.is_empty() {
+            self.end_all(Instant::now());
+        }
+    }
+}
+
 /// The event type of a CRI `GetContainerEvents` message (`CONTAINER_STARTED_EVENT`).
 fn cri_event_type(schema: &Schema, method: &MethodInfo, data: &[u8]) -> String {
     let _ = schema;

@@ -198,3 +198,34 @@ fn grpc_message_is_percent_decoded() {
     assert_eq!(percent_decode("%e2%82"), "\u{fffd}");
     assert_eq!(percent_decode("é%4"), "é%4");
 }
+
+/// Regression (fuzz target `grpc_session`): a session dropped without `closed` (its observer
+/// task cancelled) never ended its open calls; now they end, once, as incomplete.
+#[test]
+fn dropped_session_ends_its_open_calls() {
+    let sink = Arc::new(Collect::default());
+    let ctx = SessionCtx {
+        conn: conn(false),
+        sink: sink.clone(),
+        clock: Clock::new(),
+    };
+    let mut session = GrpcSession::new(ctx, Schema::builtin());
+    let mut at = Instant::now();
+    // The plugins connection's Events/Subscribe never ends; half-closes are left out.
+    for (dir, seg) in load_capture(&capture_path("dockerd-to-containerd-plugins.jsonl")) {
+        at += Duration::from_micros(10);
+        if let Segment::Data(bytes) = seg {
+            session.data(dir, at, Bytes::from(bytes));
+        }
+    }
+    let open = sink.started.lock().unwrap().len() - sink.ended.lock().unwrap().len();
+    assert!(open > 0, "the capture should leave a call open");
+    drop(session);
+    let started = sink.started.lock().unwrap();
+    let ended = sink.ended.lock().unwrap();
+    assert_eq!(started.len(), ended.len());
+    assert_eq!(ended.iter().filter(|c| c.incomplete).count(), open);
+    for call in ended.iter() {
+        assert_eq!(started.iter().filter(|s| s.span_id == call.span_id).count(), 1);
+    }
+}

@@ -1483,3 +1483,26 @@ proptest! {
         prop_assert_eq!(run(&rechunk(&chunks, 1), false), events);
     }
 }
+
+/// Regression (fuzz target `grpc_frames`): a direction that ended inside a frame while a
+/// header block waited for its CONTINUATION kept that block buffered after its EOF.
+#[test]
+fn eof_mid_frame_releases_a_pending_header_block() {
+    let mut d = GrpcDecoder::new(Limits::default());
+    let mut out = Vec::new();
+    d.feed(C, &t::client_start(), &mut out);
+    d.feed(S, &t::settings(&[]), &mut out);
+    // HEADERS without END_HEADERS: its block waits for a CONTINUATION...
+    d.feed(C, &t::frame(FrameType::Headers, 0, 1, &[0x83, 0x86]), &mut out);
+    // ...and the client ends inside the next frame header.
+    d.feed(C, &[0, 0, 4], &mut out);
+    assert!(d.buffered_bytes() > 0);
+    d.eof(C, &mut out);
+    assert_eq!(d.buffered_bytes(), 0, "pending header block kept after EOF");
+    assert_eq!(
+        out.iter()
+            .filter(|e| matches!(e, GrpcEvent::Anomaly(Anomaly::TruncatedFrame)))
+            .count(),
+        1
+    );
+}

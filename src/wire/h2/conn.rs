@@ -447,7 +447,10 @@ impl<S: Default> H2Conn<S> {
             _ => true,
         };
         d.read = READ_HEADER;
-        if mid_frame || d.block.take().is_some() {
+        // Both are released whatever the other says (no short-circuit: found by fuzzing, a
+        // pending header block outlived the EOF when a frame was cut too).
+        let mid_block = d.block.take().is_some();
+        if mid_frame || mid_block {
             h.anomaly(Anomaly::TruncatedFrame);
         }
         let mut ids: Vec<StreamId> = self.streams.keys().copied().collect();
