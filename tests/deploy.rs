@@ -905,3 +905,38 @@ fn socket_activated_service_restarts_without_a_refused_connection() {
         );
     }
 }
+
+#[test]
+fn grafana_dashboard_queries_metrics_runtime_tap_serves() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/runtime-tap-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6);
+    // Every metric a panel queries is one runtime-tap renders on /metrics.
+    let served = [
+        "runtime_tap_call_duration_seconds_count",
+        "runtime_tap_call_duration_seconds_bucket",
+        "runtime_tap_bytes_total",
+        "runtime_tap_connections_active",
+        "runtime_tap_spans_dropped_total",
+        "runtime_tap_tap_give_ups_total",
+        "runtime_tap_decoder_give_ups_total",
+        "runtime_tap_upstream_connect_failures_total",
+        "runtime_tap_connections_accepted_total",
+    ];
+    let src = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs")).unwrap()
+        + &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/trace/red.rs")).unwrap();
+    for p in panels {
+        let expr = p["targets"][0]["expr"].as_str().expect("expr");
+        let used: Vec<&str> = served.iter().copied().filter(|m| expr.contains(m)).collect();
+        assert!(
+            !used.is_empty(),
+            "panel {} queries no runtime-tap metric: {expr}",
+            p["title"]
+        );
+    }
+    for m in served {
+        let family = m.trim_end_matches("_count").trim_end_matches("_bucket");
+        assert!(src.contains(family), "{family} is not rendered by runtime-tap");
+    }
+}

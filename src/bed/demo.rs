@@ -72,7 +72,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let result = (|| -> anyhow::Result<String> {
             // dockerd's containerd calls go through the containerd intercept.
             bed.start_dockerd(&tap_containerd)?;
-            bed.make_images(&tap_docker)?;
+            let images = bed.make_images(&tap_docker)?;
+            // The CRI plugin works in containerd's k8s.io namespace and needs its sandbox image.
+            super::run(
+                bed.ctr(&tap_containerd)
+                    .args(["-n", "k8s.io", "images", "import"])
+                    .arg(&images),
+            )?;
             let out = super::run(bed.docker(&tap_docker).args([
                 "run",
                 "--rm",
@@ -89,16 +95,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     bed = bed_back;
     let sample = sample?;
+    let pod = cri_pod(&bed.dir.join("tap/containerd.sock"))
+        .await
+        .context("CRI pod through runtime-tap")?;
     let tap = bed.dir.join("tap");
     println!(
         "\nruntime-tap is in front of a private containerd and dockerd.\n\
          A container ran through it and printed: {}\n\
+         A CRI pod started and stopped through it, as kubelet does: sandbox {}\n\
+         Their traces are the waterfalls above (stderr); OTEL_EXPORTER_OTLP_ENDPOINT sends them on.\n\
          Send more traffic through it:\n  \
            export DOCKER_HOST=unix://{}/docker.sock DOCKER_CONFIG={}\n  \
            docker run --rm --network none bb:latest echo hi\n  \
            ctr -a {}/containerd.sock -n moby containers ls\n\
          Metrics: curl -s http://{}/metrics\n",
         sample.trim(),
+        &pod[..pod.len().min(12)],
         tap.display(),
         bed.docker_config_dir().display(),
         tap.display(),
@@ -112,4 +124,63 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let result = proxy.await.context("runtime-tap task")?;
     tokio::task::spawn_blocking(move || drop(bed)).await?;
     result
+}
+
+/// Start a pod as kubelet does (sandbox, container, start), then stop and remove it, through
+/// the containerd intercept; the sandbox id.
+async fn cri_pod(socket: &std::path::Path) -> anyhow::Result<String> {
+    use serde_json::json;
+    let mut c = super::cri::GrpcClient::connect(socket).await?;
+    let rs = "runtime.v1.RuntimeService";
+    c.unary(&format!("{rs}/Version"), json!({}), &[]).await?;
+    let config = json!({
+        "metadata": {"name": "demo-pod", "namespace": "demo", "uid": "demo-pod-uid", "attempt": 0},
+        "log_directory": "/tmp",
+        "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}
+    });
+    c.unary(
+        "runtime.v1.ImageService/ImageStatus",
+        json!({"image": {"image": "registry.k8s.io/pause:3.6"}}),
+        &[],
+    )
+    .await?;
+    let run = c
+        .unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[])
+        .await?;
+    let sandbox = run["podSandboxId"].as_str().unwrap_or_default().to_string();
+    let create = c
+        .unary(
+            &format!("{rs}/CreateContainer"),
+            json!({
+                "pod_sandbox_id": sandbox,
+                "config": {
+                    "metadata": {"name": "hello"},
+                    "image": {"image": "registry.k8s.io/pause:3.6"},
+                    "command": ["/bin/echo", "hello from a pod"],
+                    "log_path": "hello.log"
+                },
+                "sandbox_config": config
+            }),
+            &[],
+        )
+        .await?;
+    let container = create["containerId"].as_str().unwrap_or_default().to_string();
+    c.unary(&format!("{rs}/StartContainer"), json!({"container_id": container}), &[])
+        .await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.unary(
+        &format!("{rs}/ContainerStatus"),
+        json!({"container_id": container}),
+        &[],
+    )
+    .await?;
+    c.unary(&format!("{rs}/StopPodSandbox"), json!({"pod_sandbox_id": sandbox}), &[])
+        .await?;
+    c.unary(
+        &format!("{rs}/RemovePodSandbox"),
+        json!({"pod_sandbox_id": sandbox}),
+        &[],
+    )
+    .await?;
+    Ok(sandbox)
 }

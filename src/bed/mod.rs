@@ -5,6 +5,7 @@
 //! the daemons, the shims they started (found by the bed's path in their command line) and
 //! the containers under those shims. A watchdog process does the same if the owner dies.
 
+pub mod cri;
 pub mod demo;
 
 use std::io::Write as _;

@@ -1,0 +1,141 @@
+//! A CRI (and generic gRPC) client built from proto/: request and response messages are the
+//! descriptors runtime-tap embeds, encoded with prost-reflect from JSON, sent over one HTTP/2
+//! connection with the h2 crate, as kubelet does over its unix socket. Used by the demo and
+//! the tests; not part of the proxy.
+
+use std::path::Path;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message as _;
+use prost_reflect::DynamicMessage;
+
+use crate::schema::Schema;
+
+/// A failed call: grpc-status and grpc-message (transport failures are UNAVAILABLE, 14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub code: u32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "grpc-status {}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Status {}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
+    Status {
+        code: 14,
+        message: format!("{what}: {e}"),
+    }
+}
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> Status {
+    Status {
+        code: 3,
+        message: format!("{what}: {e}"),
+    }
+}
+
+pub struct GrpcClient {
+    send: h2::client::SendRequest<Bytes>,
+    schema: Schema,
+}
+
+impl GrpcClient {
+    /// Connect over a unix socket and do the HTTP/2 handshake.
+    ///
+    /// # Errors
+    /// UNAVAILABLE when the socket cannot be reached or the handshake fails.
+    pub async fn connect(socket: &Path) -> Result<GrpcClient, Status> {
+        let io = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| unavailable("connect", e))?;
+        let (send, conn) = h2::client::handshake(io)
+            .await
+            .map_err(|e| unavailable("h2 handshake", e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(GrpcClient {
+            send,
+            schema: Schema::builtin(),
+        })
+    }
+
+    /// Call `method` ("runtime.v1.RuntimeService/Version") with a request given as JSON
+    /// (proto3 JSON mapping) and extra metadata; the response as JSON.
+    ///
+    /// # Errors
+    /// The call's grpc-status when not OK; INVALID_ARGUMENT for a request that does not match
+    /// the method's input type; UNAVAILABLE for transport failures.
+    pub async fn unary(
+        &mut self,
+        method: &str,
+        request: serde_json::Value,
+        metadata: &[(&str, &str)],
+    ) -> Result<serde_json::Value, Status> {
+        let info = self
+            .schema
+            .method(&format!("/{method}"))
+            .ok_or_else(|| invalid(method, "not a method in proto/"))?;
+        let msg = DynamicMessage::deserialize(info.input.clone(), request).map_err(|e| invalid(method, e))?;
+        let payload = msg.encode_to_vec();
+        let mut frame = BytesMut::with_capacity(payload.len() + 5);
+        frame.put_u8(0);
+        frame.put_u32(payload.len() as u32);
+        frame.put_slice(&payload);
+        let mut req = http::Request::post(format!("http://localhost/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("user-agent", "runtime-tap-cri/1.0");
+        for (k, v) in metadata {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(()).map_err(|e| invalid("request", e))?;
+        let mut send = self.send.clone().ready().await.map_err(|e| unavailable("h2", e))?;
+        let (response, mut stream) = send.send_request(req, false).map_err(|e| unavailable("send", e))?;
+        stream
+            .send_data(frame.freeze(), true)
+            .map_err(|e| unavailable("send", e))?;
+        let response = response.await.map_err(|e| unavailable("response", e))?;
+        let headers = response.headers().clone();
+        let mut body = response.into_body();
+        let mut data = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|e| unavailable("body", e))?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let trailers = body
+            .trailers()
+            .await
+            .map_err(|e| unavailable("trailers", e))?
+            .unwrap_or_default();
+        let get = |name: &str| {
+            trailers
+                .get(name)
+                .or_else(|| headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let code: u32 = get("grpc-status").and_then(|s| s.parse().ok()).unwrap_or(2);
+        if code != 0 {
+            return Err(Status {
+                code,
+                message: get("grpc-message").unwrap_or_default(),
+            });
+        }
+        let mut data = data.freeze();
+        if data.len() < 5 {
+            return Ok(serde_json::Value::Object(Default::default()));
+        }
+        data.advance(1);
+        let len = (data.get_u32() as usize).min(data.len());
+        let reply = DynamicMessage::decode(info.output.clone(), &data[..len]).map_err(|e| invalid("response", e))?;
+        serde_json::to_value(&reply).map_err(|e| invalid("response", e))
+    }
+}
