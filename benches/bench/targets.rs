@@ -214,7 +214,12 @@ impl Relay {
             Target::TapExport | Target::TapRelay => {
                 let cfg = env.dir.join(format!("{name}.toml"));
                 let export = if target == Target::TapExport {
-                    format!("[export]\nendpoint = \"{}\"\nconsole = false\n", env.otlp_endpoint)
+                    // Every call exported (no poll thinning): the worst case for export cost, and
+                    // the spans column then accounts for every call.
+                    format!(
+                        "[export]\nendpoint = \"{}\"\nconsole = false\n\n[sampling]\ndefault_rules = false\n",
+                        env.otlp_endpoint
+                    )
                 } else {
                     // No [export]: with decoding off there is nothing to export (and an export
                     // section with no sink is refused).
