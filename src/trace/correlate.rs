@@ -113,7 +113,7 @@ struct Node {
     remote: Option<RemoteParent>,
     /// False when an incoming trace context said not sampled (inherited by children).
     sampled: bool,
-    links: Vec<SpanId>,
+    links: Vec<(SpanId, TraceId)>,
     /// Propagation named this span in the forwarded request: its trace was fixed at start,
     /// so what the rules find later becomes links, never a parent.
     fixed: bool,
@@ -482,7 +482,10 @@ impl Correlator {
             }
             _ => {
                 self.counts.ambiguous += 1;
-                let mut links = temporal;
+                let mut links: Vec<(SpanId, TraceId)> = temporal
+                    .iter()
+                    .map(|k| (*k, self.nodes.get(k).map(|c| c.trace_id).unwrap_or_default()))
+                    .collect();
                 links.sort();
                 if let Some(n) = self.nodes.get_mut(&id) {
                     n.links = links;
@@ -808,10 +811,11 @@ fn span_of(call: Call, node: &Node) -> SpanRecord {
     let mut links = Vec::new();
     if !node.links.is_empty() {
         attributes.push(Attr::str(names::LINK, Link::Ambiguous.as_str()));
-        for l in &node.links {
+        for (span_id, trace_id) in &node.links {
+            // Each candidate in its own trace (provisional if not settled yet).
             links.push(LinkRecord {
-                trace_id: node.trace_id,
-                span_id: *l,
+                trace_id: *trace_id,
+                span_id: *span_id,
                 attributes: vec![Attr::str(names::LINK, "candidate")],
             });
         }

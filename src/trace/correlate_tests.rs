@@ -246,6 +246,11 @@ fn two_concurrent_starts_are_not_cross_wired() {
     assert!(lease.parent.is_none());
     assert_eq!(link_of(lease), Some("ambiguous"));
     assert_eq!(lease.links.len(), 2);
+    // Each link names its candidate in the candidate's own trace.
+    for l in &lease.links {
+        let target = by_id[&l.span_id];
+        assert_eq!(l.trace_id, target.trace_id, "link to {}", target.name);
+    }
     // A call about container A is never placed by time under a request about another one.
     assert!(by_id[&ids[6]].parent.is_none());
 }
