@@ -73,7 +73,7 @@ fuzz_target!(|input: &[u8]| {
         let (mut up_proxy, up_app) = tokio::io::duplex(pipe);
         let metrics = InterceptMetrics::new("fuzz");
         let (mut tap, rx) = if tap_on {
-            let (tap, rx) = Tap::new(depth, Arc::clone(&metrics));
+            let (tap, rx) = Tap::new(depth, 8 << 20, Arc::clone(&metrics));
             (tap, Some(rx))
         } else {
             (Tap::off(Arc::clone(&metrics)), None)
