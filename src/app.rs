@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::capture::{Capture, CaptureConfig};
 use crate::config::{Config, Endpoint};
 use crate::metrics::{InterceptMetrics, Registry};
 use crate::observe::Observer;
@@ -94,9 +95,33 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     let tracer_stop = CancellationToken::new();
     let tracer_task = tokio::spawn(Arc::clone(&tracer).run(tracer_stop.clone()));
     let sink: Arc<dyn CallSink> = tracer.clone();
+    let clock = Clock::new();
+    // Raw capture (opt-in): one writer per intercept, its first file opened now so that an
+    // unwritable directory fails the start.
+    let mut captures = Vec::new();
+    for ic in &config.intercepts {
+        let capture = match &ic.capture_dir {
+            Some(dir) => {
+                let c = Capture::start(
+                    CaptureConfig {
+                        name: ic.name.clone(),
+                        dir: dir.clone(),
+                        max_bytes: ic.capture_max_bytes,
+                        files: ic.capture_files,
+                    },
+                    clock,
+                )
+                .with_context(|| format!("intercept {}: capture_dir {}", ic.name, dir.display()))?;
+                tracing::warn!(intercept = %ic.name, dir = %dir.display(), "raw capture on: connection bytes are written unredacted");
+                Some(c)
+            }
+            None => None,
+        };
+        captures.push(capture);
+    }
     let observer = Arc::new(Observer {
         sink,
-        clock: Clock::new(),
+        clock,
         schema,
         docker_ids: Default::default(),
     });
@@ -127,7 +152,13 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let servers = Arc::new(ServerResolver::default());
     let mut loops = Vec::new();
-    for ((ic, listener), metrics) in config.intercepts.iter().zip(listeners).zip(&registry.intercepts) {
+    for (((ic, listener), metrics), capture) in config
+        .intercepts
+        .iter()
+        .zip(listeners)
+        .zip(&registry.intercepts)
+        .zip(captures.iter().cloned())
+    {
         let shared = Arc::new(Intercepted {
             config: ic.clone(),
             metrics: Arc::clone(metrics),
@@ -137,6 +168,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             servers: Arc::clone(&servers),
             observer: Arc::clone(&observer),
             service: Arc::from(ic.name.as_str()),
+            capture,
         });
         loops.push(tokio::spawn(relay::serve(
             shared,
@@ -171,6 +203,25 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         tracing::info!(open = tracker.len(), "grace period over; closing open connections");
         cut.cancel();
         tracker.wait().await;
+    }
+    // Raw captures: every connection has ended, write out what is queued.
+    for capture in captures.into_iter().flatten() {
+        let flushed = tokio::task::spawn_blocking(move || {
+            let ok = capture.flush(std::time::Duration::from_secs(5));
+            (ok, capture.stats(), capture.name().to_string())
+        })
+        .await;
+        if let Ok((ok, stats, name)) = flushed {
+            tracing::info!(
+                intercept = %name,
+                flushed = ok,
+                segments = stats.segments,
+                dropped_segments = stats.dropped_segments,
+                dropped_bytes = stats.dropped_bytes,
+                files = stats.files_opened,
+                "capture written"
+            );
+        }
     }
     // 8. Spans of finished calls (and of calls cut above, marked incomplete) are flushed
     //    within what is left of the grace period, at least a moment.

@@ -54,6 +54,12 @@ struct RunArgs {
     /// One-intercept shorthand: admin endpoint address, or "off".
     #[arg(long, default_value = crate::config::DEFAULT_ADMIN_LISTEN)]
     admin: String,
+    /// Raw capture for offline analysis: write every intercept's connections to pcapng files
+    /// in DIR (`<intercept>-<n>.pcapng`, created 0600, rotated per intercept as configured,
+    /// default 4 files of 64 MiB), readable by Wireshark and tshark. The bytes are NOT
+    /// redacted: use it for debugging on trusted machines. Overrides `capture_dir` in the file.
+    #[arg(long, value_name = "DIR")]
+    capture: Option<PathBuf>,
 }
 
 /// Parse arguments and run; the process's exit code.
@@ -99,26 +105,36 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn run_config(args: RunArgs) -> Result<Config, String> {
-    if let Some(file) = args.config {
+    let mut config = base_config(args.config, args.name, args.listen, args.upstream, args.admin)?;
+    if let Some(dir) = args.capture {
+        for ic in &mut config.intercepts {
+            ic.capture_dir = Some(dir.clone());
+        }
+    }
+    Ok(config)
+}
+
+fn base_config(
+    file: Option<PathBuf>,
+    name: Option<String>,
+    listen: Option<String>,
+    upstream: Option<String>,
+    admin: String,
+) -> Result<Config, String> {
+    if let Some(file) = file {
         return Config::load(&file).map_err(|e| e.to_string());
     }
-    let (Some(name), Some(listen), Some(upstream)) = (args.name, args.listen, args.upstream) else {
+    let (Some(name), Some(listen), Some(upstream)) = (name, listen, upstream) else {
         return Err("give --config FILE, or --name, --listen and --upstream".into());
     };
     let parse = |flag: &str, v: &str| v.parse::<Endpoint>().map_err(|e| format!("--{flag}: {e}"));
     let config = Config {
-        intercepts: vec![Intercept {
+        intercepts: vec![Intercept::new(
             name,
-            listen: parse("listen", &listen)?,
-            upstream: parse("upstream", &upstream)?,
-            socket_mode: None,
-            socket_owner: None,
-            socket_group: None,
-            decode: true,
-            capture_payloads: false,
-            propagate_context: false,
-        }],
-        admin: Admin { listen: args.admin },
+            parse("listen", &listen)?,
+            parse("upstream", &upstream)?,
+        )],
+        admin: Admin { listen: admin },
         relay: Relay::default(),
         export: Default::default(),
         descriptor_sets: Vec::new(),

@@ -105,6 +105,37 @@ pub struct Intercept {
     /// "Propagation"). Needs `decode` (the span it names is the decoded call's).
     #[serde(default)]
     pub propagate_context: bool,
+    /// Raw capture (off by default): write every connection's bytes to pcapng files in this
+    /// directory, `<name>-<n>.pcapng`, with synthesized TCP/IPv4 framing for Wireshark.
+    /// Not redacted: for debugging on trusted machines; files are created 0600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_dir: Option<PathBuf>,
+    /// A capture file is closed and the next one started past this size (bytes).
+    #[serde(default = "default_capture_max_bytes")]
+    pub capture_max_bytes: u64,
+    /// Capture files kept per intercept; the oldest is deleted when a new one starts.
+    #[serde(default = "default_capture_files")]
+    pub capture_files: usize,
+}
+
+impl Intercept {
+    /// An intercept with the defaults for everything but its name and addresses.
+    pub fn new(name: impl Into<String>, listen: Endpoint, upstream: Endpoint) -> Intercept {
+        Intercept {
+            name: name.into(),
+            listen,
+            upstream,
+            socket_mode: None,
+            socket_owner: None,
+            socket_group: None,
+            decode: true,
+            capture_payloads: false,
+            propagate_context: false,
+            capture_dir: None,
+            capture_max_bytes: crate::capture::DEFAULT_MAX_BYTES,
+            capture_files: crate::capture::DEFAULT_FILES,
+        }
+    }
 }
 
 /// The admin endpoint.
@@ -173,6 +204,12 @@ fn default_tap_queue() -> usize {
 }
 fn default_tap_queue_bytes() -> usize {
     DEFAULT_TAP_QUEUE_BYTES
+}
+fn default_capture_max_bytes() -> u64 {
+    crate::capture::DEFAULT_MAX_BYTES
+}
+fn default_capture_files() -> usize {
+    crate::capture::DEFAULT_FILES
 }
 fn default_grace_secs() -> u64 {
     DEFAULT_GRACE_PERIOD.as_secs()
@@ -335,6 +372,12 @@ impl Config {
                     key("propagate_context"),
                     "needs decode = true: the traceparent names the span of the decoded call".into(),
                 ));
+            }
+            if ic.capture_max_bytes < 64 * 1024 {
+                return Err(invalid(key("capture_max_bytes"), "must be at least 65536".into()));
+            }
+            if ic.capture_files == 0 {
+                return Err(invalid(key("capture_files"), "must be at least 1".into()));
             }
             if matches!(ic.listen, Endpoint::Tcp(_)) {
                 for (field, value) in unix_only {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod bed;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod metrics;

@@ -22,16 +22,8 @@ pub struct DemoArgs {
 /// The demo's config: runtime-tap on its own paths in front of the bed's daemons.
 pub fn config(bed: &Bed, admin: String) -> Config {
     let tap = bed.dir.join("tap");
-    let intercept = |name: &str, listen: PathBuf, upstream: PathBuf| Intercept {
-        name: name.to_string(),
-        listen: Endpoint::Unix(listen),
-        upstream: Endpoint::Unix(upstream),
-        socket_mode: None,
-        socket_owner: None,
-        socket_group: None,
-        decode: true,
-        capture_payloads: false,
-        propagate_context: false,
+    let intercept = |name: &str, listen: PathBuf, upstream: PathBuf| {
+        Intercept::new(name, Endpoint::Unix(listen), Endpoint::Unix(upstream))
     };
     Config {
         intercepts: vec![

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::capture::CaptureConn;
 use crate::metrics::{InterceptMetrics, Protocol};
 use crate::relay::rewrite::Injection;
 use crate::relay::tap::{TapEvent, TapReceiver};
@@ -49,7 +50,19 @@ const MAX_SNIFF_HELD: usize = 64;
 
 impl Observer {
     /// Observe one connection until its tap closes.
-    pub async fn run(self: Arc<Self>, conn: Arc<ConnMeta>, mut rx: TapReceiver, metrics: Arc<InterceptMetrics>) {
+    pub async fn run(self: Arc<Self>, conn: Arc<ConnMeta>, rx: TapReceiver, metrics: Arc<InterceptMetrics>) {
+        self.run_captured(conn, rx, metrics, None).await;
+    }
+
+    /// As `run`, also handing every event to the connection's raw capture, if any (it never
+    /// blocks: what its queue cannot take is dropped and counted).
+    pub async fn run_captured(
+        self: Arc<Self>,
+        conn: Arc<ConnMeta>,
+        mut rx: TapReceiver,
+        metrics: Arc<InterceptMetrics>,
+        mut capture: Option<CaptureConn>,
+    ) {
         // Shedding thresholds, as a fraction of the tap queue (events or bytes).
         const HIGH_WATER: f64 = 0.75;
         const LOW_WATER: f64 = 0.25;
@@ -57,6 +70,9 @@ impl Observer {
         let mut state = State::Sniffing(BytesMut::new(), Vec::new(), Vec::new());
         let mut closed_at = None;
         while let Some(event) = rx.recv().await {
+            if let Some(c) = capture.as_mut() {
+                c.event(&event);
+            }
             // Step 1 of shedding: payloads off past the high-water mark, back on when drained.
             let backlog = rx.fill();
             if let State::Decoding(session) = &mut state {

@@ -44,6 +44,8 @@ pub struct Intercepted {
     pub observer: Arc<Observer>,
     /// The intercept's name as `service.name`, shared by its spans.
     pub service: Arc<str>,
+    /// Raw capture of this intercept's connections (`capture_dir`), if on.
+    pub capture: Option<crate::capture::Capture>,
 }
 
 /// Accept connections on `listener` until `stop` is cancelled; each connection runs in
@@ -112,6 +114,8 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
         server.pid = server_process.as_ref().map(|p| p.pid), server.exe = server_process.as_ref().and_then(|p| p.executable.as_deref()),
         "connection open"
     );
+    // Raw capture is fed from the observer's side of the tap, never from the relay.
+    let capture = shared.capture.as_ref().map(|c| c.connection(id));
     let mut tap = if shared.config.decode {
         let (tap, rx) = Tap::new(shared.tap_queue, shared.tap_queue_bytes, Arc::clone(&shared.metrics));
         let conn = Arc::new(ConnMeta {
@@ -125,7 +129,12 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
             capture_payloads: shared.config.capture_payloads,
         });
         // The observer runs beside the relay and may fall behind; the relay never waits for it.
-        tracker.spawn(Arc::clone(&shared.observer).run(conn, rx, Arc::clone(&shared.metrics)));
+        tracker.spawn(Arc::clone(&shared.observer).run_captured(conn, rx, Arc::clone(&shared.metrics), capture));
+        tap
+    } else if let Some(capture) = capture {
+        // Not decoded, but captured: the tap feeds only the capture.
+        let (tap, rx) = Tap::new(shared.tap_queue, shared.tap_queue_bytes, Arc::clone(&shared.metrics));
+        tracker.spawn(crate::capture::follow(rx, capture));
         tap
     } else {
         Tap::off(Arc::clone(&shared.metrics))
