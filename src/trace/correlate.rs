@@ -745,29 +745,12 @@ impl Correlator {
         for id in tree {
             let Some(n) = self.nodes.get(id) else { continue };
             let Some(end) = n.end else { continue };
-            let mut kids: Vec<(SystemTime, SystemTime)> = tree
+            let kids = tree
                 .iter()
                 .filter_map(|c| self.nodes.get(c))
                 .filter(|c| c.parent.map(|(p, _)| p) == Some(*id))
-                .filter_map(|c| Some((c.start.max(n.start), c.end?.min(end))))
-                .filter(|(s, e)| s < e)
-                .collect();
-            kids.sort();
-            let mut covered = Duration::ZERO;
-            let mut cur: Option<(SystemTime, SystemTime)> = None;
-            for (s, e) in kids {
-                match cur {
-                    Some((cs, ce)) if s <= ce => cur = Some((cs, ce.max(e))),
-                    Some((cs, ce)) => {
-                        covered += ce.duration_since(cs).unwrap_or_default();
-                        cur = Some((s, e));
-                    }
-                    None => cur = Some((s, e)),
-                }
-            }
-            if let Some((cs, ce)) = cur {
-                covered += ce.duration_since(cs).unwrap_or_default();
-            }
+                .filter_map(|c| Some((c.start, c.end?)));
+            let covered = crate::trace::tree::covered(n.start, end, kids);
             let total = end.duration_since(n.start).unwrap_or_default();
             let own = total.saturating_sub(covered).as_millis() as i64;
             match per.iter_mut().find(|(s, _)| *s == n.conn.service) {
@@ -845,23 +828,7 @@ fn pod_root(pod: PodGroup) -> SpanRecord {
         Attr::str(names::CRI_POD_SANDBOX_ID, pod.sandbox.clone()),
     ];
     // Self time of the CRI layer: the pod's span minus the union of its calls.
-    let mut spans: Vec<(SystemTime, SystemTime)> = pod.members.iter().map(|(_, s, e)| (*s, *e)).collect();
-    spans.sort();
-    let mut covered = Duration::ZERO;
-    let mut cur: Option<(SystemTime, SystemTime)> = None;
-    for (s, e) in spans {
-        match cur {
-            Some((cs, ce)) if s <= ce => cur = Some((cs, ce.max(e))),
-            Some((cs, ce)) => {
-                covered += ce.duration_since(cs).unwrap_or_default();
-                cur = Some((s, e));
-            }
-            None => cur = Some((s, e)),
-        }
-    }
-    if let Some((cs, ce)) = cur {
-        covered += ce.duration_since(cs).unwrap_or_default();
-    }
+    let covered = crate::trace::tree::covered(pod.start, pod.end, pod.members.iter().map(|(_, s, e)| (*s, *e)));
     let total = pod.end.duration_since(pod.start).unwrap_or_default();
     attributes.push(Attr::int(
         format!("runtime_tap.self_time_ms.{}", pod.service),
