@@ -148,6 +148,9 @@ impl HpackDecoder {
             if truncated {
                 return;
             }
+            // Counted after the lossy UTF-8 conversion: an invalid byte becomes a 3-byte
+            // U+FFFD, and the bound is on what is kept, not on what was on the wire.
+            let (name, value) = (lossy(name), lossy(value));
             size = size
                 .saturating_add(name.len())
                 .saturating_add(value.len())
@@ -156,7 +159,7 @@ impl HpackDecoder {
                 truncated = true;
                 return;
             }
-            headers.push((lossy(name), lossy(value)));
+            headers.push((name, value));
         });
         if self.raw.capacity() > SCRATCH_KEEP {
             self.raw = Vec::new();

@@ -219,3 +219,17 @@ proptest::proptest! {
         proptest::prop_assert_eq!(a, b);
     }
 }
+
+#[test]
+fn hpack_header_list_cap_counts_what_is_kept() {
+    // A 20-byte value of invalid UTF-8 is kept as 20 U+FFFD (60 bytes): the cap is on that.
+    let mut b = vec![0x40, 3];
+    b.extend(b"x-a");
+    b.push(20);
+    b.extend([0xff; 20]);
+    let d = HpackDecoder::new(4096).decode(&b, 3 + 20 + 32).expect("decodes");
+    assert!(d.truncated);
+    assert!(d.headers.is_empty());
+    let d = HpackDecoder::new(4096).decode(&b, 3 + 60 + 32).expect("decodes");
+    assert_eq!(d.headers.get("x-a").map(str::len), Some(60));
+}
