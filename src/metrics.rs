@@ -356,6 +356,13 @@ fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {
         "Event spans made from event streams.",
     );
     let _ = writeln!(out, "runtime_tap_event_spans_total {}", c.events.get());
+    header(
+        out,
+        "runtime_tap_pod_spans_total",
+        "counter",
+        "Synthesized pod start root spans (no call of their own).",
+    );
+    let _ = writeln!(out, "runtime_tap_pod_spans_total {}", tracer.correlation().pod_roots);
     let e = tracer.exporter().counters();
     header(
         out,

@@ -78,6 +78,23 @@ impl GrpcClient {
         request: serde_json::Value,
         metadata: &[(&str, &str)],
     ) -> Result<serde_json::Value, Status> {
+        let Some(reply) = self.server_stream(method, request, metadata).await?.into_iter().next() else {
+            return Ok(serde_json::Value::Object(Default::default()));
+        };
+        serde_json::to_value(&reply).map_err(|e| invalid("response", e))
+    }
+
+    /// Call a unary or server-streaming `method`; every response message, decoded. For
+    /// streams that carry bytes (Content/Read), the messages give them without a JSON detour.
+    ///
+    /// # Errors
+    /// As [`unary`](Self::unary).
+    pub async fn server_stream(
+        &mut self,
+        method: &str,
+        request: serde_json::Value,
+        metadata: &[(&str, &str)],
+    ) -> Result<Vec<DynamicMessage>, Status> {
         let info = self
             .schema
             .method(&format!("/{method}"))
@@ -130,12 +147,14 @@ impl GrpcClient {
             });
         }
         let mut data = data.freeze();
-        if data.len() < 5 {
-            return Ok(serde_json::Value::Object(Default::default()));
+        let mut replies = Vec::new();
+        while data.len() >= 5 {
+            data.advance(1);
+            let len = (data.get_u32() as usize).min(data.len());
+            let reply =
+                DynamicMessage::decode(info.output.clone(), data.split_to(len)).map_err(|e| invalid("response", e))?;
+            replies.push(reply);
         }
-        data.advance(1);
-        let len = (data.get_u32() as usize).min(data.len());
-        let reply = DynamicMessage::decode(info.output.clone(), &data[..len]).map_err(|e| invalid("response", e))?;
-        serde_json::to_value(&reply).map_err(|e| invalid("response", e))
+        Ok(replies)
     }
 }

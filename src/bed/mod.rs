@@ -317,7 +317,9 @@ fn teardown_dir(dir: &Path) {
     let _ = Command::new("sh").arg(&script).arg(dir).stdin(Stdio::null()).status();
 }
 
-fn docker_command(socket: &Path, config: &Path) -> Command {
+/// A docker CLI command against `socket` with the CLI config directory `config` (a bed's
+/// [`Bed::docker_config_dir`]), for callers that cannot hold the bed.
+pub fn docker_command(socket: &Path, config: &Path) -> Command {
     let mut c = Command::new("docker");
     c.env("DOCKER_HOST", format!("unix://{}", socket.display()))
         .env("DOCKER_CONFIG", config)

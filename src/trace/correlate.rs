@@ -80,6 +80,8 @@ pub struct CorrelateCounts {
     pub not_sampled: u64,
     /// Calls dropped by the sampling rules.
     pub sampled_out: u64,
+    /// `pod start` root spans synthesized (spans that are no call).
+    pub pod_roots: u64,
 }
 
 enum State {
@@ -336,6 +338,7 @@ impl Correlator {
             .collect();
         for i in quiet.into_iter().rev() {
             let pod = self.pods.remove(i);
+            self.counts.pod_roots += 1;
             out.push(pod_root(pod));
         }
         while let Some(front) = self.order.front().copied() {
@@ -372,6 +375,7 @@ impl Correlator {
         for id in held {
             self.export_tree(id, now, out);
         }
+        self.counts.pod_roots += self.pods.len() as u64;
         for pod in self.pods.drain(..) {
             out.push(pod_root(pod));
         }

@@ -22,4 +22,13 @@ impl GrpcClient {
     ) -> Result<serde_json::Value, Status> {
         self.0.unary(method, request, metadata).await
     }
+
+    pub async fn server_stream(
+        &mut self,
+        method: &str,
+        request: serde_json::Value,
+        metadata: &[(&str, &str)],
+    ) -> Result<Vec<prost_reflect::DynamicMessage>, Status> {
+        self.0.server_stream(method, request, metadata).await
+    }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cri;
+pub mod http1;
 pub mod otlp;
 pub mod stack;
 
@@ -145,6 +146,44 @@ impl Tap {
         let (_, body) = self.admin_get("/metrics");
         body.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+    }
+
+    /// Every series on /metrics (`name{labels}` as written) and its value.
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let (status, body) = self.admin_get("/metrics");
+        assert_eq!(status, 200, "/metrics: {body}");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Resident set size of the runtime-tap process (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// CPU time (user + system) the runtime-tap process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // After the command (which may hold spaces) come fields 3...; utime and stime are
+        // fields 14 and 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        // /proc counts in USER_HZ ticks, 100 per second on Linux whatever the kernel's HZ.
+        Duration::from_millis(ticks * 10)
     }
 
     /// SIGTERM and wait for exit; returns the exit code.

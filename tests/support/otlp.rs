@@ -83,11 +83,14 @@ pub const STATUS_UNSET: i32 = 0;
 pub const STATUS_ERROR: i32 = 2;
 
 type Store = Arc<Mutex<Vec<ResourceSpans>>>;
+/// Spans received per (service, span name).
+type Counts = Arc<Mutex<BTreeMap<(String, String), u64>>>;
 
 /// A running receiver; stops when dropped.
 pub struct OtlpReceiver {
     endpoint: String,
     store: Store,
+    counts: Counts,
     requests: Arc<Mutex<usize>>,
     task: JoinHandle<()>,
 }
@@ -98,16 +101,34 @@ impl Drop for OtlpReceiver {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Collect {
     store: Store,
+    counts: Counts,
     requests: Arc<Mutex<usize>>,
+    /// Count spans only, keep none (long runs).
+    count_only: bool,
 }
 
 impl Collect {
     fn take(&self, req: ExportTraceServiceRequest) {
         *self.requests.lock().unwrap() += 1;
-        self.store.lock().unwrap().extend(req.resource_spans);
+        {
+            let mut counts = self.counts.lock().unwrap();
+            for r in &req.resource_spans {
+                let resource = attr_map(r.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+                let service = match resource.get("service.name") {
+                    Some(Val::Str(s)) => s.clone(),
+                    _ => String::new(),
+                };
+                for s in r.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                    *counts.entry((service.clone(), s.name.clone())).or_default() += 1;
+                }
+            }
+        }
+        if !self.count_only {
+            self.store.lock().unwrap().extend(req.resource_spans);
+        }
     }
 }
 
@@ -133,11 +154,21 @@ async fn listen() -> (TcpListener, String) {
 impl OtlpReceiver {
     /// An OTLP/gRPC receiver; [`endpoint`](Self::endpoint) is `http://127.0.0.1:PORT`.
     pub async fn start() -> OtlpReceiver {
+        OtlpReceiver::start_grpc(Collect::default()).await
+    }
+
+    /// An OTLP/gRPC receiver that counts spans per service and name and keeps none, so that
+    /// its memory stays flat however long it runs; [`spans`](Self::spans) is always empty.
+    pub async fn start_counting() -> OtlpReceiver {
+        OtlpReceiver::start_grpc(Collect {
+            count_only: true,
+            ..Collect::default()
+        })
+        .await
+    }
+
+    async fn start_grpc(collect: Collect) -> OtlpReceiver {
         let (listener, endpoint) = listen().await;
-        let collect = Collect {
-            store: Store::default(),
-            requests: Default::default(),
-        };
         let svc = TraceServiceServer::new(collect.clone());
         let task = tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -149,6 +180,7 @@ impl OtlpReceiver {
         OtlpReceiver {
             endpoint,
             store: collect.store,
+            counts: collect.counts,
             requests: collect.requests,
             task,
         }
@@ -158,10 +190,7 @@ impl OtlpReceiver {
     /// is the base `http://127.0.0.1:PORT` (exporters append `/v1/traces`).
     pub async fn start_http() -> OtlpReceiver {
         let (listener, endpoint) = listen().await;
-        let collect = Collect {
-            store: Store::default(),
-            requests: Default::default(),
-        };
+        let collect = Collect::default();
         let c = collect.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -180,6 +209,7 @@ impl OtlpReceiver {
         OtlpReceiver {
             endpoint,
             store: collect.store,
+            counts: collect.counts,
             requests: collect.requests,
             task,
         }
@@ -197,6 +227,7 @@ impl OtlpReceiver {
         OtlpReceiver {
             endpoint,
             store: Store::default(),
+            counts: Counts::default(),
             requests: Default::default(),
             task,
         }
@@ -209,6 +240,16 @@ impl OtlpReceiver {
     /// Export requests received so far.
     pub fn requests(&self) -> usize {
         *self.requests.lock().unwrap()
+    }
+
+    /// Spans received so far per (service, span name), kept or not.
+    pub fn counts(&self) -> BTreeMap<(String, String), u64> {
+        self.counts.lock().unwrap().clone()
+    }
+
+    /// Spans received so far, kept or not.
+    pub fn span_count(&self) -> u64 {
+        self.counts.lock().unwrap().values().sum()
     }
 
     /// Every `ResourceSpans` received so far, as received.

@@ -27,6 +27,12 @@ impl Stack {
     /// As `start`, with `intercept_extra` (TOML lines such as `propagate_context = true`)
     /// added to both intercepts.
     pub fn start_with(label: &str, extra: &str, intercept_extra: &str) -> Stack {
+        Stack::start_custom(label, intercept_extra, |_| extra.to_string())
+    }
+
+    /// As `start_with`, with the appended config made from the bed once it exists (further
+    /// `[[intercept]]` tables in front of the bed's sockets...).
+    pub fn start_custom(label: &str, intercept_extra: &str, extra: impl FnOnce(&Bed) -> String) -> Stack {
         let mut bed = Bed::new(label).expect("test bed");
         bed.start_containerd().expect("containerd");
         let containerd = bed.dir.join("tap/containerd.sock");
@@ -39,7 +45,8 @@ impl Stack {
             bed.containerd_socket().display(),
             docker.display(),
             bed.docker_socket().display(),
-            free_port()
+            free_port(),
+            extra = extra(&bed),
         );
         let tap = Tap::start(&bed.dir, &config);
         bed.start_dockerd(&containerd)
