@@ -92,13 +92,13 @@ fn shared() -> &'static Shared {
                 .args(["-n", "faults", "content", "ls"]),
         )
         .unwrap();
-        // `content ls` columns: DIGEST SIZE AGE LABELS; the layer is the one over 16 MiB.
+        // `content ls` columns: DIGEST SIZE AGE LABELS; the layer is the one in megabytes.
         let big_layer = String::from_utf8_lossy(&list.stdout)
             .lines()
             .find(|l| {
                 l.split_whitespace()
                     .nth(1)
-                    .is_some_and(|s| s.ends_with("MiB") && s.starts_with("16"))
+                    .is_some_and(|s| s.starts_with("16.") && s.ends_with("MB"))
             })
             .and_then(|l| l.split_whitespace().next())
             .map(str::to_string)
@@ -946,6 +946,7 @@ fn clients_that_reset_mid_stream_leave_other_clients_and_the_daemons_unharmed() 
         );
     }
     let back = fds_return_to(&tap, baseline, Duration::from_secs(10));
+    let fds_after = tap.fd_count();
     let metric = |m: &str, i: &str| {
         tap.metric(&format!("runtime_tap_{m}{{intercept=\"{i}\"}}"))
             .unwrap_or(0)
@@ -956,7 +957,7 @@ fn clients_that_reset_mid_stream_leave_other_clients_and_the_daemons_unharmed() 
         metric("relay_errors_total", "grpc"),
         metric("connections_accepted_total", "http"),
         metric("relay_errors_total", "http"),
-        tap.fd_count()
+        fds_after
     );
     assert!(
         back.is_some(),
@@ -1112,4 +1113,106 @@ fn socket_activated_restarts_under_real_load_refuse_no_connection() {
     assert!(t.failed.is_empty(), "failed: {:?}", t.failed);
     assert!(t.ok > 40, "only {} calls", t.ok);
     assert_eq!(tap.stop(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. A slow collector (answers each export after a delay) under real traffic.
+
+#[test]
+fn a_slow_collector_costs_clients_nothing_and_every_span_is_accounted_for() {
+    const CRI_CALLS: usize = 300;
+    let sh = shared();
+    let bed = &sh.stack.bed;
+    let rt = runtime();
+    let receiver = rt.block_on(support::otlp::OtlpReceiver::start_slow(Duration::from_secs(1)));
+    let dir = TempDir::new("slow-collector");
+    let sock = dir.path("containerd.sock");
+    let config = one_intercept(
+        "slowcol",
+        &sock,
+        &bed.containerd_socket(),
+        &format!("127.0.0.1:{}", free_port()),
+    ) + &format!(
+        "\n[export]\nendpoint = \"{}\"\nconsole = false\n\n[sampling]\ndefault_rules = false\n",
+        receiver.endpoint()
+    );
+    // A small queue and batch, so a one-second collector falls behind within the test.
+    let tap = Tap::start_with(&dir.0, &config, |cmd| {
+        cmd.env("OTEL_BSP_MAX_QUEUE_SIZE", "64")
+            .env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "16");
+    });
+    let rss_before = rss_kib(tap.pid());
+
+    // Real traffic: two CRI clients and ctr, every call must succeed.
+    let cri: Vec<_> = (0..2)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                runtime().block_on(async move {
+                    let mut c = runtime_tap::bed::cri::GrpcClient::connect(&sock).await.unwrap();
+                    for i in 0..CRI_CALLS / 2 {
+                        let method = if i % 2 == 0 {
+                            "runtime.v1.RuntimeService/Version"
+                        } else {
+                            "runtime.v1.ImageService/ListImages"
+                        };
+                        let r = tokio::time::timeout(CRI_DEADLINE, c.unary(method, json!({}), &[])).await;
+                        assert!(matches!(r, Ok(Ok(_))), "{method}: {r:?}");
+                    }
+                })
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        let out = run_with_deadline(
+            bed.ctr(&sock).args(["-n", "faults", "content", "ls", "-q"]),
+            CLIENT_DEADLINE,
+        );
+        assert!(out.is_ok(), "ctr content ls: {out:?}");
+    }
+    for c in cri {
+        c.join().unwrap();
+    }
+    let rss_after = rss_kib(tap.pid());
+
+    // Every call is accounted for: exported (and received) or dropped with a reason.
+    let m = |series: &str| tap.metric(series).unwrap_or(0);
+    let balanced = eventually(Duration::from_secs(30), || {
+        m("runtime_tap_export_queue_spans") == 0
+            && m("runtime_tap_spans_submitted_total")
+                == m("runtime_tap_spans_exported_total")
+                    + m("runtime_tap_spans_dropped_total{reason=\"queue_full\"}")
+                    + m("runtime_tap_spans_dropped_total{reason=\"export_failed\"}")
+            && receiver.spans().len() as u64 == m("runtime_tap_spans_exported_total")
+    });
+    let (calls, submitted, exported) = (
+        m("runtime_tap_calls_total"),
+        m("runtime_tap_spans_submitted_total"),
+        m("runtime_tap_spans_exported_total"),
+    );
+    let (queue_full, failed) = (
+        m("runtime_tap_spans_dropped_total{reason=\"queue_full\"}"),
+        m("runtime_tap_spans_dropped_total{reason=\"export_failed\"}"),
+    );
+    eprintln!(
+        "slow collector: {calls} calls observed, {submitted} spans submitted, {exported} exported ({} received in {} requests), dropped queue_full {queue_full} export_failed {failed}; VmRSS {rss_before} -> {rss_after} KiB",
+        receiver.spans().len(),
+        receiver.requests()
+    );
+    assert!(balanced, "spans not accounted for");
+    assert!(calls >= CRI_CALLS as u64 + 20, "{calls} calls observed");
+    assert!(
+        queue_full > 0,
+        "a 1 s collector behind a 64-span queue drops, counted as queue_full"
+    );
+    assert_eq!(
+        failed, 0,
+        "slow is not failed: every export was answered within its timeout"
+    );
+    assert!(exported > 0);
+    assert_eq!(submitted, calls, "one span per call, none lost before the queue");
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "VmRSS grew from {rss_before} to {rss_after} KiB"
+    );
 }
