@@ -182,7 +182,7 @@ fn cri_loop(socket: PathBuf, calls: Calls, stop: Arc<AtomicBool>) -> std::thread
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let start = Instant::now();
-                let method = if n % 2 == 0 {
+                let method = if n.is_multiple_of(2) {
                     "runtime.v1.RuntimeService/ListPodSandbox"
                 } else {
                     "runtime.v1.RuntimeService/Version"
@@ -1151,7 +1151,7 @@ fn a_slow_collector_costs_clients_nothing_and_every_span_is_accounted_for() {
                 runtime().block_on(async move {
                     let mut c = runtime_tap::bed::cri::GrpcClient::connect(&sock).await.unwrap();
                     for i in 0..CRI_CALLS / 2 {
-                        let method = if i % 2 == 0 {
+                        let method = if i.is_multiple_of(2) {
                             "runtime.v1.RuntimeService/Version"
                         } else {
                             "runtime.v1.ImageService/ListImages"
