@@ -2,6 +2,7 @@
 //! byte relay with its tap. Vocabulary as in pingora: the client is downstream, the daemon's
 //! socket is upstream. Nothing here waits on decoding.
 
+pub mod accept;
 pub mod activation;
 pub mod copy;
 pub mod listener;
@@ -13,7 +14,6 @@ pub mod tap;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,10 +25,6 @@ use crate::trace::call::ConnMeta;
 use listener::Listener;
 use peer::{Process, ServerResolver};
 use tap::Tap;
-
-/// After a failed accept (out of descriptors, most often), wait this long before the next,
-/// so the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Connection ids, unique in the process, for logs.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -59,6 +55,8 @@ pub async fn serve(
 ) {
     shared.metrics.listening.store(true, Ordering::Relaxed);
     tracing::info!(intercept = %shared.config.name, listen = %shared.config.listen, upstream = %shared.config.upstream, owner = ?listener.owner(), "intercept listening");
+    let mut errors = accept::AcceptErrors::new();
+    let (name, listen) = (shared.config.name.as_str(), shared.config.listen.to_string());
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -66,6 +64,7 @@ pub async fn serve(
         };
         match accepted {
             Ok(client) => {
+                errors.accepted(name, &listen);
                 shared.metrics.accepted.inc();
                 let shared = Arc::clone(&shared);
                 let cut = cut.clone();
@@ -78,8 +77,12 @@ pub async fn serve(
             }
             Err(e) => {
                 shared.metrics.accept_errors.inc();
-                tracing::error!(intercept = %shared.config.name, listen = %shared.config.listen, error = %e, "accept failed; existing connections go on, retrying");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                errors.failed(name, &listen, &e);
+                // A stop during the backoff ends the loop at once.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = errors.backoff() => {}
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod cri;
 pub mod otlp;
+pub mod proc;
 pub mod stack;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,21 +80,46 @@ impl Tap {
         cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         adjust(&mut cmd);
         let child = cmd.spawn().expect("start runtime-tap");
-        let admin = config
-            .lines()
-            .skip_while(|l| l.trim() != "[admin]")
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("listen = ")
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-            .filter(|a| a != "off");
+        let admin = admin_of(config);
         let intercepts = config.matches("[[intercept]]").count();
         let tap = Tap { child, admin, log };
         tap.wait_log(
             |log| log.matches("intercept listening").count() >= intercepts,
             Duration::from_secs(20),
         );
+        tap
+    }
+
+    /// Start runtime-tap with `listener` handed over the way systemd does (descriptor 3,
+    /// LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES = `name`), through `bash` so LISTEN_PID can
+    /// name the exec'd process; `config` (TOML) is written into `dir`. Waits until it listens.
+    pub fn start_activated(dir: &Path, listener: &UnixListener, name: &str, config: &str) -> Tap {
+        use std::os::fd::AsRawFd;
+        let fd = listener.as_raw_fd();
+        // Let the descriptor survive exec into bash, which moves it to 3 for runtime-tap.
+        nix::fcntl::fcntl(listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join(format!("{name}-{}.log", rand::random::<u32>()));
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES={name} RUST_LOG=debug; exec '{}' run --config '{}' 3<&{fd}",
+                env!("CARGO_BIN_EXE_runtime-tap"),
+                path.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let tap = Tap {
+            child,
+            admin: admin_of(config),
+            log,
+        };
+        tap.wait_log(|l| l.contains("intercept listening"), Duration::from_secs(20));
+        assert!(tap.log_text().contains("handed over by the service manager"));
         tap
     }
 
@@ -168,6 +194,19 @@ impl Drop for Tap {
             self.stop();
         }
     }
+}
+
+/// The admin address a config names, unless it is off.
+fn admin_of(config: &str) -> Option<String> {
+    config
+        .lines()
+        .skip_while(|l| l.trim() != "[admin]")
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("listen = ")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .filter(|a| a != "off")
 }
 
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {

@@ -102,6 +102,8 @@ impl Drop for OtlpReceiver {
 struct Collect {
     store: Store,
     requests: Arc<Mutex<usize>>,
+    /// How long each export waits before it is answered (a slow collector).
+    delay: Duration,
 }
 
 impl Collect {
@@ -117,6 +119,7 @@ impl TraceService for Collect {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        tokio::time::sleep(self.delay).await;
         self.take(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -133,10 +136,16 @@ async fn listen() -> (TcpListener, String) {
 impl OtlpReceiver {
     /// An OTLP/gRPC receiver; [`endpoint`](Self::endpoint) is `http://127.0.0.1:PORT`.
     pub async fn start() -> OtlpReceiver {
+        OtlpReceiver::start_slow(Duration::ZERO).await
+    }
+
+    /// An OTLP/gRPC receiver that answers each export after `delay`: a slow collector.
+    pub async fn start_slow(delay: Duration) -> OtlpReceiver {
         let (listener, endpoint) = listen().await;
         let collect = Collect {
             store: Store::default(),
             requests: Default::default(),
+            delay,
         };
         let svc = TraceServiceServer::new(collect.clone());
         let task = tokio::spawn(async move {
@@ -161,6 +170,7 @@ impl OtlpReceiver {
         let collect = Collect {
             store: Store::default(),
             requests: Default::default(),
+            delay: Duration::ZERO,
         };
         let c = collect.clone();
         let task = tokio::spawn(async move {
