@@ -4,7 +4,9 @@
 
 pub mod accept;
 pub mod activation;
+pub mod budget;
 pub mod copy;
+pub mod limit;
 pub mod listener;
 pub mod ownership;
 pub mod peer;
@@ -42,6 +44,10 @@ pub struct Intercepted {
     pub service: Arc<str>,
     /// Raw capture of this intercept's connections (`capture_dir`), if on.
     pub capture: Option<crate::capture::Capture>,
+    /// `max_connections`: open connections against the optional limit.
+    pub limit: Arc<limit::ConnectionLimit>,
+    /// The process-wide decode memory budget the tap queues count against.
+    pub decode_budget: Arc<budget::DecodeBudget>,
 }
 
 /// Accept connections on `listener` until `stop` is cancelled; each connection runs in
@@ -66,6 +72,8 @@ pub async fn serve(
             Ok(client) => {
                 errors.accepted(name, &listen);
                 shared.metrics.accepted.inc();
+                // Beyond `max_connections` the client is closed at once (counted, logged).
+                let Some(permit) = shared.limit.admit() else { continue };
                 let shared = Arc::clone(&shared);
                 let cut = cut.clone();
                 let conn_tracker = tracker.clone();
@@ -73,6 +81,7 @@ pub async fn serve(
                     shared.metrics.active.inc();
                     handle(&shared, client, cut, &conn_tracker).await;
                     shared.metrics.active.dec();
+                    drop(permit);
                 });
             }
             Err(e) => {
@@ -120,7 +129,12 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
     // Raw capture is fed from the observer's side of the tap, never from the relay.
     let capture = shared.capture.as_ref().map(|c| c.connection(id));
     let mut tap = if shared.config.decode {
-        let (tap, rx) = Tap::new(shared.tap_queue, shared.tap_queue_bytes, Arc::clone(&shared.metrics));
+        let (tap, rx) = Tap::with_budget(
+            shared.tap_queue,
+            shared.tap_queue_bytes,
+            Arc::clone(&shared.metrics),
+            Arc::clone(&shared.decode_budget),
+        );
         let conn = Arc::new(ConnMeta {
             id,
             service: Arc::clone(&shared.service),

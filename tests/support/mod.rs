@@ -5,6 +5,7 @@
 pub mod cri;
 pub mod otlp;
 pub mod proc;
+pub mod replay;
 pub mod stack;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,10 +69,23 @@ impl Tap {
 
     /// As `start`, with a hook to adjust the command (environment, descriptors).
     pub fn start_with(dir: &Path, config: &str, adjust: impl FnOnce(&mut Command)) -> Tap {
+        Tap::start_via(dir, config, &[], adjust)
+    }
+
+    /// As `start_with`, run through `wrapper` (a program and its arguments that execs the
+    /// rest, such as `setpriv --reuid=65534 ...`) when it is not empty.
+    pub fn start_via(dir: &Path, config: &str, wrapper: &[&str], adjust: impl FnOnce(&mut Command)) -> Tap {
         let path = dir.join("tap.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.join(format!("tap-{}.log", Instant::now().elapsed().as_nanos()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime-tap"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_runtime-tap"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_runtime-tap")),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&path)
