@@ -21,14 +21,19 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serve admin requests until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, registry: Registry, stop: CancellationToken) {
+    let mut errors = crate::relay::accept::AcceptErrors::new();
+    let listen = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
             a = listener.accept() => match a {
-                Ok(a) => a,
+                Ok(a) => {
+                    errors.accepted("admin", listen.as_str());
+                    a
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    errors.failed("admin", listen.as_str(), &e);
+                    errors.backoff().await;
                     continue;
                 }
             },

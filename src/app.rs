@@ -12,6 +12,8 @@ use crate::config::{Config, Endpoint};
 use crate::metrics::{InterceptMetrics, Registry};
 use crate::observe::Observer;
 use crate::relay::activation::Handed;
+use crate::relay::budget::DecodeBudget;
+use crate::relay::limit::ConnectionLimit;
 use crate::relay::listener::{Listener, Owner};
 use crate::relay::ownership::{self, Access};
 use crate::relay::peer::ServerResolver;
@@ -69,7 +71,10 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
                 Endpoint::Unix(p) => Some(p.clone()),
                 Endpoint::Tcp(_) => None,
             };
-            ownership::apply(path.clone(), upstream, access).await;
+            ownership::apply(path.clone(), upstream, access)
+                .await
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("intercept {}", ic.name))?;
         }
         listeners.push(listener);
     }
@@ -79,6 +84,10 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
 
     // 4. Decoding and export: the descriptor pool (built in, plus the user's sets), the
     //    exporter with its own bounded queue, the tracer that turns calls into spans.
+    //    Redaction rules the config adds go in first: nothing is decoded before them.
+    if crate::schema::redact::install(config.redact.clone()).is_err() {
+        tracing::warn!("redaction rules were installed before; keeping the first ones");
+    }
     let mut schema = Schema::builtin();
     for path in &config.descriptor_sets {
         let bytes = std::fs::read(path).with_context(|| format!("descriptor_sets: {}", path.display()))?;
@@ -127,6 +136,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     });
 
     // 5. Admin endpoint.
+    let decode_budget = DecodeBudget::new(config.relay.decode_memory_limit_bytes());
     let registry = Registry {
         intercepts: config
             .intercepts
@@ -134,6 +144,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             .map(|ic| InterceptMetrics::new(&ic.name))
             .collect(),
         tracer: Some(Arc::clone(&tracer)),
+        decode_budget: Some(Arc::clone(&decode_budget)),
     };
     let stop = CancellationToken::new();
     let cut = CancellationToken::new();
@@ -169,6 +180,8 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             observer: Arc::clone(&observer),
             service: Arc::from(ic.name.as_str()),
             capture,
+            limit: ConnectionLimit::new(ic.max_connections, Arc::clone(metrics)),
+            decode_budget: Arc::clone(&decode_budget),
         });
         loops.push(tokio::spawn(relay::serve(
             shared,

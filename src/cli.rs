@@ -70,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
                 print!("{}", c.to_toml());
+                println!("{}", crate::schema::redact::BUILTIN_NOTE);
                 eprintln!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -139,6 +140,7 @@ fn base_config(
         export: Default::default(),
         descriptor_sets: Vec::new(),
         sampling: Default::default(),
+        redact: Default::default(),
     };
     config.validate("command line").map_err(|e| e.to_string())?;
     Ok(config)

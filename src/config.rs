@@ -46,6 +46,9 @@ pub struct Config {
     /// such as plugins; the built-in CRI and containerd definitions are always loaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub descriptor_sets: Vec<PathBuf>,
+    /// Redaction rules added to the built-in ones (which cannot be turned off).
+    #[serde(default)]
+    pub redact: crate::schema::redact::AddedRules,
 }
 
 /// Span export. With no OTLP endpoint (here or in the environment) and no file, spans are
@@ -116,6 +119,11 @@ pub struct Intercept {
     /// Capture files kept per intercept; the oldest is deleted when a new one starts.
     #[serde(default = "default_capture_files")]
     pub capture_files: usize,
+    /// At most this many open client connections (off by default: refusing kubelet is worse
+    /// than not tracing it). Beyond it a new connection is accepted and closed at once,
+    /// counted in `runtime_tap_connections_refused_total` and logged at a bounded rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 impl Intercept {
@@ -134,6 +142,7 @@ impl Intercept {
             capture_dir: None,
             capture_max_bytes: crate::capture::DEFAULT_MAX_BYTES,
             capture_files: crate::capture::DEFAULT_FILES,
+            max_connections: None,
         }
     }
 }
@@ -171,6 +180,11 @@ pub struct Relay {
     /// Seconds open connections may run after SIGTERM before they are closed.
     #[serde(default = "default_grace_secs")]
     pub grace_period_secs: u64,
+    /// Process-wide bound on buffered decode state (tap queues plus decoder buffers), such as
+    /// `"256MiB"`: past 75% of it payloads are no longer decoded, at it a connection that
+    /// needs more gives up decoding (counted); bytes are relayed either way.
+    #[serde(default = "default_decode_memory_limit")]
+    pub decode_memory_limit: String,
 }
 
 impl Default for Relay {
@@ -180,6 +194,7 @@ impl Default for Relay {
             tap_queue: DEFAULT_TAP_QUEUE,
             tap_queue_bytes: DEFAULT_TAP_QUEUE_BYTES,
             grace_period_secs: DEFAULT_GRACE_PERIOD.as_secs(),
+            decode_memory_limit: default_decode_memory_limit(),
         }
     }
 }
@@ -188,6 +203,16 @@ impl Relay {
     pub fn grace_period(&self) -> Duration {
         Duration::from_secs(self.grace_period_secs)
     }
+
+    /// `decode_memory_limit` in bytes (validated at load).
+    pub fn decode_memory_limit_bytes(&self) -> usize {
+        crate::relay::budget::parse_size(&self.decode_memory_limit)
+            .unwrap_or(crate::relay::budget::DEFAULT_DECODE_MEMORY_LIMIT)
+    }
+}
+
+fn default_decode_memory_limit() -> String {
+    "256MiB".to_string()
 }
 
 fn default_true() -> bool {
@@ -288,6 +313,9 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// The file, or a file it names, could be changed by users other than its owner.
+    #[error("{0}")]
+    Permissions(#[from] permissions::PermissionError),
     #[error("{origin}: {key}: {message}")]
     Invalid {
         origin: String,
@@ -297,17 +325,37 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Read, parse and validate a config file.
+    /// Read, parse and validate a config file. The file, and each descriptor set it lists,
+    /// must not be writable by others (see [`permissions`]).
     ///
     /// # Errors
-    /// When the file cannot be read, is not valid TOML of this schema, or fails validation;
-    /// the error names the file and the key.
+    /// When the file cannot be read, is writable by others, is not valid TOML of this schema,
+    /// or fails validation; the error names the file and the key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let read_error = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        permissions::check(path).map_err(read_error)??;
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let config = Config::parse(&text, &path.display().to_string())?;
+        for set in &config.descriptor_sets {
+            match permissions::check(set) {
+                Ok(verdict) => verdict?,
+                // A missing set is reported when it is loaded, with its read error.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: set.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parse and validate config text; `origin` names it in errors (a file path).
@@ -376,6 +424,12 @@ impl Config {
             if ic.capture_max_bytes < 64 * 1024 {
                 return Err(invalid(key("capture_max_bytes"), "must be at least 65536".into()));
             }
+            if ic.max_connections == Some(0) {
+                return Err(invalid(
+                    key("max_connections"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                ));
+            }
             if ic.capture_files == 0 {
                 return Err(invalid(key("capture_files"), "must be at least 1".into()));
             }
@@ -405,6 +459,21 @@ impl Config {
         self.sampling.validate().map_err(|m| ConfigError::Invalid {
             origin: origin.to_string(),
             key: "sampling".into(),
+            message: m,
+        })?;
+        match crate::relay::budget::parse_size(&self.relay.decode_memory_limit) {
+            Ok(n) if n < 64 * 1024 => {
+                return Err(invalid(
+                    "relay.decode_memory_limit".into(),
+                    "must be at least 64KiB".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(m) => return Err(invalid("relay.decode_memory_limit".into(), m)),
+        }
+        self.redact.validate().map_err(|m| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: "redact".into(),
             message: m,
         })?;
         if self.relay.tap_queue == 0 {
@@ -476,6 +545,8 @@ pub mod env {
         Some((pid, fds, names))
     }
 }
+
+pub mod permissions;
 
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,8 @@ impl Gauge {
 pub struct TapGiveUps {
     /// The tap queue overflowed: the observer fell behind the relay.
     pub queue_full: Counter,
+    /// The process-wide decode memory budget could not take more (shedding step 2).
+    pub decode_memory: Counter,
 }
 
 /// Protocols the sniffer tells apart.
@@ -88,6 +90,8 @@ pub struct InterceptMetrics {
     pub propagation_injected: Counter,
     /// Connections whose propagation rewriter stopped rewriting (bytes forwarded unchanged).
     pub propagation_give_ups: Counter,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: Counter,
     /// Connections whose decoder gave up, by the decoder's reason label.
     decoder_give_ups: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -108,6 +112,7 @@ impl InterceptMetrics {
             payload_sheds: Counter::default(),
             propagation_injected: Counter::default(),
             propagation_give_ups: Counter::default(),
+            connections_refused: Counter::default(),
             decoder_give_ups: Mutex::new(BTreeMap::new()),
         })
     }
@@ -150,6 +155,8 @@ pub struct Registry {
     pub intercepts: Vec<Arc<InterceptMetrics>>,
     /// Call and span accounting, when decoding runs.
     pub tracer: Option<Arc<crate::trace::tracer::Tracer>>,
+    /// The process-wide decode memory budget.
+    pub decode_budget: Option<Arc<crate::relay::budget::DecodeBudget>>,
 }
 
 impl Registry {
@@ -196,6 +203,20 @@ impl Registry {
         }
         header(
             &mut out,
+            "runtime_tap_connections_refused_total",
+            "counter",
+            "Client connections closed at once without relaying, by reason (limit = max_connections open).",
+        );
+        for m in &self.intercepts {
+            let _ = writeln!(
+                out,
+                "runtime_tap_connections_refused_total{{intercept=\"{}\",reason=\"limit\"}} {}",
+                m.name,
+                m.connections_refused.get()
+            );
+        }
+        header(
+            &mut out,
             "runtime_tap_bytes_total",
             "counter",
             "Bytes relayed, by direction (c2s = client to upstream).",
@@ -224,6 +245,15 @@ impl Registry {
                 m.name,
                 m.tap_give_ups.queue_full.get()
             );
+            let _ = writeln!(
+                out,
+                "runtime_tap_tap_give_ups_total{{intercept=\"{}\",reason=\"decode_memory\"}} {}",
+                m.name,
+                m.tap_give_ups.decode_memory.get()
+            );
+        }
+        if let Some(budget) = &self.decode_budget {
+            render_budget(&mut out, budget);
         }
         header(
             &mut out,
@@ -330,6 +360,29 @@ type Family = (&'static str, &'static str, &'static str, fn(&InterceptMetrics) -
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn render_budget(out: &mut String, budget: &crate::relay::budget::DecodeBudget) {
+    for (name, help, value) in [
+        (
+            "runtime_tap_decode_memory_bytes",
+            "Decode state buffered now, all connections: tap queues plus decoder buffers.",
+            budget.used(),
+        ),
+        (
+            "runtime_tap_decode_memory_peak_bytes",
+            "The most decode state ever buffered at once.",
+            budget.peak(),
+        ),
+        (
+            "runtime_tap_decode_memory_limit_bytes",
+            "relay.decode_memory_limit: past 75% payloads are shed, at it connections give up decoding.",
+            budget.limit(),
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {

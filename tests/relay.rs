@@ -456,38 +456,14 @@ fn check_config_prints_the_effective_config_and_names_errors() {
     assert!(err.contains("bad.toml: intercept[0].listen:"), "{err}");
 }
 
-/// Hand a listening socket to runtime-tap the way systemd does (descriptor 3, LISTEN_PID,
-/// LISTEN_FDS, LISTEN_FDNAMES), through `sh` so LISTEN_PID can name the exec'd process.
+/// Hand a listening socket to runtime-tap as systemd does, for the upstream `upstream`.
 fn start_activated(dir: &TempDir, listener: &UnixListener, upstream: &std::path::Path) -> Tap {
-    use std::os::fd::AsRawFd;
-    let fd = listener.as_raw_fd();
-    // Let the descriptor survive exec into sh, which moves it to 3 for runtime-tap.
-    nix::fcntl::fcntl(listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
     let config = format!(
         "[[intercept]]\nname = \"act\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n[admin]\nlisten = \"off\"\n[relay]\ngrace_period_secs = 1\n",
         dir.path("act.sock").display(),
         upstream.display()
     );
-    std::fs::write(dir.path("act.toml"), &config).unwrap();
-    let log = dir.path(&format!("act-{}.log", rand::random::<u32>()));
-    let child = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=act RUST_LOG=debug; exec '{}' run --config '{}' 3<&{fd}",
-            env!("CARGO_BIN_EXE_runtime-tap"),
-            dir.path("act.toml").display()
-        ))
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let tap = Tap {
-        child,
-        admin: None,
-        log,
-    };
-    tap.wait_log(|l| l.contains("intercept listening"), Duration::from_secs(20));
-    assert!(tap.log_text().contains("handed over by the service manager"));
-    tap
+    Tap::start_activated(&dir.0, listener, "act", &config)
 }
 
 #[test]

@@ -35,6 +35,7 @@ pub fn config(bed: &Bed, admin: String) -> Config {
         export: Default::default(),
         descriptor_sets: Vec::new(),
         sampling: Default::default(),
+        redact: Default::default(),
     }
 }
 

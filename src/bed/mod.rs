@@ -142,7 +142,11 @@ state = "{d}/state"
 "#
         );
         std::fs::write(self.dir.join("containerd.toml"), config)?;
-        let log = std::fs::File::create(self.dir.join("containerd.log"))?;
+        // Appended to: a restart after `kill_containerd` keeps the first run's log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))?;
         let child = Command::new("containerd")
             .arg("--config")
             .arg(self.dir.join("containerd.toml"))
@@ -163,6 +167,21 @@ state = "{d}/state"
                 .status()
                 .is_ok_and(|s| s.success())
         })
+    }
+
+    /// containerd's pid, while the bed runs it.
+    pub fn containerd_pid(&self) -> Option<u32> {
+        self.containerd.as_ref().map(Child::id)
+    }
+
+    /// Kill containerd with SIGKILL, as a crash would (no cleanup: its socket file stays,
+    /// its shims and their containers live on), and reap it. `start_containerd` starts it
+    /// again on the same socket and state.
+    pub fn kill_containerd(&mut self) {
+        if let Some(mut c) = self.containerd.take() {
+            signal(&c, nix::sys::signal::Signal::SIGKILL);
+            let _ = c.wait();
+        }
     }
 
     /// Start dockerd on the containerd socket `containerd` (containerd's own, or an

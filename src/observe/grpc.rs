@@ -112,7 +112,12 @@ impl GrpcSession {
                 GrpcEvent::Trailers { stream, headers, .. } => {
                     if let Some(call) = self.calls.get_mut(&stream) {
                         let code = headers.get("grpc-status").and_then(|s| s.trim().parse::<u32>().ok());
-                        let message = headers.get("grpc-message").map(percent_decode).unwrap_or_default();
+                        let message = match headers.get("grpc-message") {
+                            Some(_) if crate::schema::redact::is_secret_header("grpc-message") => {
+                                crate::schema::redact::REDACTED.to_owned()
+                            }
+                            m => m.map(percent_decode).unwrap_or_default(),
+                        };
                         if let Some(code) = code {
                             call.status = Some((code, message));
                         }
@@ -337,6 +342,10 @@ impl Session for GrpcSession {
 
     fn gave_up(&self) -> Option<&'static str> {
         self.gave_up
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.decoder.buffered_bytes()
     }
 }
 

@@ -278,6 +278,11 @@ impl HttpSession {
             ));
         }
         if let Some(ua) = headers.get("user-agent") {
+            let ua = if redact::is_secret_header("user-agent") {
+                redact::REDACTED
+            } else {
+                ua
+            };
             attrs.push(Attr::str(USER_AGENT_ORIGINAL, capped(ua, MAX_ATTR_VALUE)));
         }
         if let Some(v) = route.as_ref().and_then(|m| m.api_version) {
@@ -442,6 +447,15 @@ impl Session for HttpSession {
 
     fn gave_up(&self) -> Option<&'static str> {
         self.gave_up
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        let kept: usize = self
+            .open
+            .iter()
+            .map(|ex| ex.req_keep.held() + ex.resp_keep.held())
+            .sum();
+        self.decoder.buffered_bytes() + kept
     }
 }
 
@@ -792,6 +806,15 @@ enum Keep {
 }
 
 impl Keep {
+    /// Bytes this keep holds.
+    fn held(&self) -> usize {
+        match self {
+            Keep::Json(buf) => buf.len(),
+            Keep::Lines(lines) => lines.buf.len(),
+            Keep::Nothing | Keep::Skipped => 0,
+        }
+    }
+
     /// The keep for a body that a rule or capture `wants`, whose declared length is `length`.
     fn start(wants: bool, payloads: bool, length: Option<u64>, stats: &mut HttpStats) -> Keep {
         if !wants {

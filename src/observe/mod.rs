@@ -69,12 +69,16 @@ impl Observer {
         let mut shedding = false;
         let mut state = State::Sniffing(BytesMut::new(), Vec::new(), Vec::new());
         let mut closed_at = None;
+        // The decoder's buffered bytes reserved against the process-wide budget.
+        let budget = Arc::clone(rx.budget());
+        let mut held = 0;
         while let Some(event) = rx.recv().await {
             if let Some(c) = capture.as_mut() {
                 c.event(&event);
             }
-            // Step 1 of shedding: payloads off past the high-water mark, back on when drained.
-            let backlog = rx.fill();
+            // Step 1 of shedding: payloads off past the high-water mark of this connection's
+            // queue or of the process-wide budget, back on when both drained.
+            let backlog = rx.fill().max(budget.fill());
             if let State::Decoding(session) = &mut state {
                 if !shedding && backlog >= HIGH_WATER {
                     shedding = true;
@@ -133,7 +137,28 @@ impl Observer {
                 }
                 (state, _) => state,
             };
+            // Step 2 at the process-wide limit: a decoder that needs more than the budget has
+            // left gives up (counted); its calls end incomplete, bytes keep flowing.
+            state = match state {
+                State::Decoding(mut s) => {
+                    let wanted = s.buffered_bytes();
+                    if budget.resize(held, wanted) {
+                        held = wanted;
+                        State::Decoding(s)
+                    } else {
+                        metrics.tap_give_ups.decode_memory.inc();
+                        tracing::debug!(intercept = %conn.service, conn = conn.id, wanted, "decode memory limit reached; decoding of this connection given up");
+                        s.closed(Instant::now());
+                        State::Counting
+                    }
+                }
+                other => other,
+            };
+            if !matches!(state, State::Decoding(_)) {
+                budget.release(std::mem::take(&mut held));
+            }
         }
+        budget.release(held);
         // The queue closed without `Closed`: the tap overflowed and gave up on this connection
         // (counted there). Open calls end now, incomplete, so each is still accounted for.
         if let State::Decoding(mut s) = state {

@@ -35,6 +35,11 @@ pub trait Session: Send {
     fn payloads(&mut self, on: bool);
     /// Why the decoder gave up on this connection, once it has (a metrics label).
     fn gave_up(&self) -> Option<&'static str>;
+    /// Bytes the session buffers now (partial frames and heads, messages, bodies), counted
+    /// against the process-wide decode budget.
+    fn buffered_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// The identities propagation gave to requests not yet seen by the decoder, bounded.

@@ -2,8 +2,11 @@
 //! byte relay with its tap. Vocabulary as in pingora: the client is downstream, the daemon's
 //! socket is upstream. Nothing here waits on decoding.
 
+pub mod accept;
 pub mod activation;
+pub mod budget;
 pub mod copy;
+pub mod limit;
 pub mod listener;
 pub mod ownership;
 pub mod peer;
@@ -13,7 +16,6 @@ pub mod tap;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,10 +27,6 @@ use crate::trace::call::ConnMeta;
 use listener::Listener;
 use peer::{Process, ServerResolver};
 use tap::Tap;
-
-/// After a failed accept (out of descriptors, most often), wait this long before the next,
-/// so the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Connection ids, unique in the process, for logs.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -46,6 +44,10 @@ pub struct Intercepted {
     pub service: Arc<str>,
     /// Raw capture of this intercept's connections (`capture_dir`), if on.
     pub capture: Option<crate::capture::Capture>,
+    /// `max_connections`: open connections against the optional limit.
+    pub limit: Arc<limit::ConnectionLimit>,
+    /// The process-wide decode memory budget the tap queues count against.
+    pub decode_budget: Arc<budget::DecodeBudget>,
 }
 
 /// Accept connections on `listener` until `stop` is cancelled; each connection runs in
@@ -59,6 +61,8 @@ pub async fn serve(
 ) {
     shared.metrics.listening.store(true, Ordering::Relaxed);
     tracing::info!(intercept = %shared.config.name, listen = %shared.config.listen, upstream = %shared.config.upstream, owner = ?listener.owner(), "intercept listening");
+    let mut errors = accept::AcceptErrors::new();
+    let (name, listen) = (shared.config.name.as_str(), shared.config.listen.to_string());
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -66,7 +70,10 @@ pub async fn serve(
         };
         match accepted {
             Ok(client) => {
+                errors.accepted(name, &listen);
                 shared.metrics.accepted.inc();
+                // Beyond `max_connections` the client is closed at once (counted, logged).
+                let Some(permit) = shared.limit.admit() else { continue };
                 let shared = Arc::clone(&shared);
                 let cut = cut.clone();
                 let conn_tracker = tracker.clone();
@@ -74,12 +81,17 @@ pub async fn serve(
                     shared.metrics.active.inc();
                     handle(&shared, client, cut, &conn_tracker).await;
                     shared.metrics.active.dec();
+                    drop(permit);
                 });
             }
             Err(e) => {
                 shared.metrics.accept_errors.inc();
-                tracing::error!(intercept = %shared.config.name, listen = %shared.config.listen, error = %e, "accept failed; existing connections go on, retrying");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                errors.failed(name, &listen, &e);
+                // A stop during the backoff ends the loop at once.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = errors.backoff() => {}
+                }
             }
         }
     }
@@ -117,7 +129,12 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
     // Raw capture is fed from the observer's side of the tap, never from the relay.
     let capture = shared.capture.as_ref().map(|c| c.connection(id));
     let mut tap = if shared.config.decode {
-        let (tap, rx) = Tap::new(shared.tap_queue, shared.tap_queue_bytes, Arc::clone(&shared.metrics));
+        let (tap, rx) = Tap::with_budget(
+            shared.tap_queue,
+            shared.tap_queue_bytes,
+            Arc::clone(&shared.metrics),
+            Arc::clone(&shared.decode_budget),
+        );
         let conn = Arc::new(ConnMeta {
             id,
             service: Arc::clone(&shared.service),

@@ -68,13 +68,19 @@ impl Access {
 
 /// Apply access to `listen` now; when the upstream socket is missing and something must be
 /// copied from it, keep looking for it in the background and apply it when it appears.
-pub async fn apply(listen: PathBuf, upstream: Option<PathBuf>, access: Access) {
+///
+/// # Errors
+/// When an owner or group given in the config (`socket_owner`, `socket_group`) cannot be set
+/// (without CAP_CHOWN): the message names the socket and the missing capability. An owner
+/// copied from the upstream that cannot be set is only logged: the socket then stays the
+/// proxy's own, which grants no one more than before.
+pub async fn apply(listen: PathBuf, upstream: Option<PathBuf>, access: Access) -> Result<(), String> {
     let upstream_meta = upstream.as_deref().and_then(|p| std::fs::metadata(p).ok());
-    set(&listen, &access, upstream_meta.as_ref());
+    set(&listen, &access, upstream_meta.as_ref())?;
     if upstream_meta.is_some() || access.fully_configured() {
-        return;
+        return Ok(());
     }
-    let Some(upstream) = upstream else { return };
+    let Some(upstream) = upstream else { return Ok(()) };
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(UPSTREAM_POLL).await;
@@ -83,14 +89,17 @@ pub async fn apply(listen: PathBuf, upstream: Option<PathBuf>, access: Access) {
             }
             if let Ok(meta) = std::fs::metadata(&upstream) {
                 tracing::info!(listen = %listen.display(), upstream = %upstream.display(), "upstream socket appeared; copying its access");
-                set(&listen, &access, Some(&meta));
+                if let Err(e) = set(&listen, &access, Some(&meta)) {
+                    tracing::error!(error = %e, "socket access not applied");
+                }
                 return;
             }
         }
     });
+    Ok(())
 }
 
-fn set(listen: &Path, access: &Access, upstream: Option<&std::fs::Metadata>) {
+fn set(listen: &Path, access: &Access, upstream: Option<&std::fs::Metadata>) -> Result<(), String> {
     let mode = access
         .mode
         .or(upstream.map(|m| m.mode() & 0o777))
@@ -100,10 +109,25 @@ fn set(listen: &Path, access: &Access, upstream: Option<&std::fs::Metadata>) {
     if (uid.is_some() || gid.is_some())
         && let Err(e) = nix::unistd::chown(listen, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
     {
-        tracing::warn!(path = %listen.display(), error = %e, "cannot set socket owner");
+        let hint = if e == nix::errno::Errno::EPERM {
+            " (needs CAP_CHOWN: run as root, or grant it, e.g. AmbientCapabilities=CAP_CHOWN)"
+        } else {
+            ""
+        };
+        let message = format!(
+            "{}: cannot set socket owner uid {} group gid {}: {e}{hint}",
+            listen.display(),
+            uid.map_or("-".to_string(), |u| u.to_string()),
+            gid.map_or("-".to_string(), |g| g.to_string()),
+        );
+        if access.uid.is_some() || access.gid.is_some() {
+            return Err(message);
+        }
+        tracing::warn!(error = %message, "socket keeps runtime-tap's own owner, not the upstream's");
     }
     if let Err(e) = std::fs::set_permissions(listen, std::fs::Permissions::from_mode(mode)) {
         tracing::warn!(path = %listen.display(), error = %e, "cannot set socket mode");
     }
     tracing::debug!(path = %listen.display(), mode = format!("{mode:o}"), ?uid, ?gid, "socket access set");
+    Ok(())
 }

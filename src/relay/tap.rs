@@ -1,6 +1,8 @@
 //! The tap: a connection's ordered chunks, offered to its observer through a bounded queue.
 //! The relay never waits on it: `offer` is a `try_send`, and a full queue gives up decoding
-//! of that connection for good (counted) while its bytes keep flowing.
+//! of that connection for good (counted) while its bytes keep flowing. Queued bytes also count
+//! against the process-wide [`DecodeBudget`]: a chunk the budget cannot take gives up the
+//! connection's decoding the same way (`reason="decode_memory"`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::budget::DecodeBudget;
 use crate::metrics::InterceptMetrics;
 use crate::relay::rewrite::{GiveUpReason, Injection};
 use crate::wire::Direction;
@@ -35,6 +38,7 @@ pub struct Tap {
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
     metrics: Arc<InterceptMetrics>,
+    budget: Arc<DecodeBudget>,
 }
 
 /// The observer's side: events in relay order, with the queue's fill level.
@@ -42,6 +46,19 @@ pub struct TapReceiver {
     rx: mpsc::Receiver<TapEvent>,
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
+    budget: Arc<DecodeBudget>,
+}
+
+impl Drop for TapReceiver {
+    /// Chunks still queued when the observer stops go back to the budget.
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(event) = self.rx.try_recv() {
+            if let TapEvent::Data { bytes, .. } = &event {
+                self.budget.release(bytes.len());
+            }
+        }
+    }
 }
 
 impl TapReceiver {
@@ -50,8 +67,14 @@ impl TapReceiver {
         let event = self.rx.recv().await?;
         if let TapEvent::Data { bytes, .. } = &event {
             self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+            self.budget.release(bytes.len());
         }
         Some(event)
+    }
+
+    /// The process-wide budget this queue's bytes count against.
+    pub fn budget(&self) -> &Arc<DecodeBudget> {
+        &self.budget
     }
 
     /// How full the queue is, 0.0 to 1.0, by events or bytes, whichever is fuller.
@@ -66,12 +89,23 @@ impl Tap {
     /// A tap feeding a new queue of at most `depth` events and `max_bytes` bytes; the
     /// receiver goes to the observer.
     pub fn new(depth: usize, max_bytes: usize, metrics: Arc<InterceptMetrics>) -> (Tap, TapReceiver) {
+        Tap::with_budget(depth, max_bytes, metrics, DecodeBudget::unlimited())
+    }
+
+    /// As [`new`](Self::new), the queued bytes also counted against the process-wide `budget`.
+    pub fn with_budget(
+        depth: usize,
+        max_bytes: usize,
+        metrics: Arc<InterceptMetrics>,
+        budget: Arc<DecodeBudget>,
+    ) -> (Tap, TapReceiver) {
         let (tx, rx) = mpsc::channel(depth.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let receiver = TapReceiver {
             rx,
             queued: Arc::clone(&queued),
             max_bytes,
+            budget: Arc::clone(&budget),
         };
         (
             Tap {
@@ -79,6 +113,7 @@ impl Tap {
                 queued,
                 max_bytes,
                 metrics,
+                budget,
             },
             receiver,
         )
@@ -91,6 +126,7 @@ impl Tap {
             queued: Arc::new(AtomicUsize::new(0)),
             max_bytes: 0,
             metrics,
+            budget: DecodeBudget::unlimited(),
         }
     }
 
@@ -107,18 +143,29 @@ impl Tap {
             self.tx = None;
             return;
         }
+        if !self.budget.try_reserve(len) {
+            // The process-wide decode budget is spent: this connection stops decoding
+            // (shedding step 2) rather than the process growing.
+            self.metrics.tap_give_ups.decode_memory.inc();
+            self.tx = None;
+            return;
+        }
         self.queued.fetch_add(len, Ordering::Relaxed);
-        self.send(TapEvent::Data {
+        let sent = self.send(TapEvent::Data {
             dir,
             at: Instant::now(),
             bytes,
         });
+        if !sent {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.budget.release(len);
+        }
     }
 
     /// Announce a `traceparent` added to the next client chunk (sent before it). Never blocks.
     pub fn injected(&mut self, injection: Injection) {
         self.metrics.propagation_injected.inc();
-        self.send(TapEvent::Injected(injection));
+        let _ = self.send(TapEvent::Injected(injection));
     }
 
     /// The propagation rewriter of this connection stopped rewriting. Counted and logged.
@@ -129,7 +176,7 @@ impl Tap {
 
     /// Offer the end of one direction. Never blocks.
     pub fn eof(&mut self, dir: Direction) {
-        self.send(TapEvent::Eof {
+        let _ = self.send(TapEvent::Eof {
             dir,
             at: Instant::now(),
         });
@@ -137,14 +184,15 @@ impl Tap {
 
     /// The relay is over. Never blocks.
     pub fn close(&mut self) {
-        self.send(TapEvent::Closed { at: Instant::now() });
+        let _ = self.send(TapEvent::Closed { at: Instant::now() });
         self.tx = None;
     }
 
-    fn send(&mut self, event: TapEvent) {
-        let Some(tx) = &self.tx else { return };
+    /// Whether the event was queued.
+    fn send(&mut self, event: TapEvent) -> bool {
+        let Some(tx) = &self.tx else { return false };
         match tx.try_send(event) {
-            Ok(()) => {}
+            Ok(()) => return true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // The observer fell behind past its queue: it can no longer see every byte,
                 // so it must stop decoding this connection. Dropping the sender tells it.
@@ -156,5 +204,6 @@ impl Tap {
                 self.tx = None;
             }
         }
+        false
     }
 }

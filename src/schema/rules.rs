@@ -224,10 +224,14 @@ pub fn extract(
 /// Applies one rule to a decoded message.
 pub(crate) fn apply(schema: &Schema, rule: &Rule, msg: &DynamicMessage, out: &mut Vec<Attr>) {
     debug_assert!(
-        !redact::path_is_sensitive(rule.field_path),
+        !rule.field_path.split('.').any(redact::is_builtin_secret_name),
         "rule names a secret: {}",
         rule.field_path
     );
+    // A field name the config added to the redaction rules never becomes an attribute either.
+    if redact::path_is_sensitive(rule.field_path) {
+        return;
+    }
     if let Some(when) = rule.when {
         match lookup(schema, msg, when.field_path) {
             Some((Kind::Enum(e), Value::EnumNumber(n)))

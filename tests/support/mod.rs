@@ -5,6 +5,8 @@
 pub mod cri;
 pub mod http1;
 pub mod otlp;
+pub mod proc;
+pub mod replay;
 pub mod stack;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,10 +70,23 @@ impl Tap {
 
     /// As `start`, with a hook to adjust the command (environment, descriptors).
     pub fn start_with(dir: &Path, config: &str, adjust: impl FnOnce(&mut Command)) -> Tap {
+        Tap::start_via(dir, config, &[], adjust)
+    }
+
+    /// As `start_with`, run through `wrapper` (a program and its arguments that execs the
+    /// rest, such as `setpriv --reuid=65534 ...`) when it is not empty.
+    pub fn start_via(dir: &Path, config: &str, wrapper: &[&str], adjust: impl FnOnce(&mut Command)) -> Tap {
         let path = dir.join("tap.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.join(format!("tap-{}.log", Instant::now().elapsed().as_nanos()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime-tap"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_runtime-tap"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_runtime-tap")),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&path)
@@ -80,21 +95,46 @@ impl Tap {
         cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         adjust(&mut cmd);
         let child = cmd.spawn().expect("start runtime-tap");
-        let admin = config
-            .lines()
-            .skip_while(|l| l.trim() != "[admin]")
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("listen = ")
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-            .filter(|a| a != "off");
+        let admin = admin_of(config);
         let intercepts = config.matches("[[intercept]]").count();
         let tap = Tap { child, admin, log };
         tap.wait_log(
             |log| log.matches("intercept listening").count() >= intercepts,
             Duration::from_secs(20),
         );
+        tap
+    }
+
+    /// Start runtime-tap with `listener` handed over the way systemd does (descriptor 3,
+    /// LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES = `name`), through `bash` so LISTEN_PID can
+    /// name the exec'd process; `config` (TOML) is written into `dir`. Waits until it listens.
+    pub fn start_activated(dir: &Path, listener: &UnixListener, name: &str, config: &str) -> Tap {
+        use std::os::fd::AsRawFd;
+        let fd = listener.as_raw_fd();
+        // Let the descriptor survive exec into bash, which moves it to 3 for runtime-tap.
+        nix::fcntl::fcntl(listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join(format!("{name}-{}.log", rand::random::<u32>()));
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES={name} RUST_LOG=debug; exec '{}' run --config '{}' 3<&{fd}",
+                env!("CARGO_BIN_EXE_runtime-tap"),
+                path.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let tap = Tap {
+            child,
+            admin: admin_of(config),
+            log,
+        };
+        tap.wait_log(|l| l.contains("intercept listening"), Duration::from_secs(20));
+        assert!(tap.log_text().contains("handed over by the service manager"));
         tap
     }
 
@@ -123,9 +163,7 @@ impl Tap {
 
     /// Open file descriptors of the runtime-tap process.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        proc::fd_count(self.pid())
     }
 
     /// Threads of the runtime-tap process (tasks do not show; a thread per connection would).
@@ -163,27 +201,12 @@ impl Tap {
 
     /// Resident set size of the runtime-tap process (VmRSS), in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        proc::rss_kib(self.pid())
     }
 
     /// CPU time (user + system) the runtime-tap process has used so far.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // After the command (which may hold spaces) come fields 3...; utime and stime are
-        // fields 14 and 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-            .sum();
-        // /proc counts in USER_HZ ticks, 100 per second on Linux whatever the kernel's HZ.
-        Duration::from_millis(ticks * 10)
+        proc::cpu_time(self.pid())
     }
 
     /// SIGTERM and wait for exit; returns the exit code.
@@ -207,6 +230,19 @@ impl Drop for Tap {
             self.stop();
         }
     }
+}
+
+/// The admin address a config names, unless it is off.
+fn admin_of(config: &str) -> Option<String> {
+    config
+        .lines()
+        .skip_while(|l| l.trim() != "[admin]")
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("listen = ")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .filter(|a| a != "off")
 }
 
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {

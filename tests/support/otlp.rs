@@ -108,6 +108,8 @@ struct Collect {
     requests: Arc<Mutex<usize>>,
     /// Count spans only, keep none (long runs).
     count_only: bool,
+    /// How long each export waits before it is answered (a slow collector).
+    delay: Duration,
 }
 
 impl Collect {
@@ -138,6 +140,7 @@ impl TraceService for Collect {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        tokio::time::sleep(self.delay).await;
         self.take(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -155,6 +158,15 @@ impl OtlpReceiver {
     /// An OTLP/gRPC receiver; [`endpoint`](Self::endpoint) is `http://127.0.0.1:PORT`.
     pub async fn start() -> OtlpReceiver {
         OtlpReceiver::start_grpc(Collect::default()).await
+    }
+
+    /// An OTLP/gRPC receiver that answers each export after `delay`: a slow collector.
+    pub async fn start_slow(delay: Duration) -> OtlpReceiver {
+        OtlpReceiver::start_grpc(Collect {
+            delay,
+            ..Collect::default()
+        })
+        .await
     }
 
     /// An OTLP/gRPC receiver that counts spans per service and name and keeps none, so that

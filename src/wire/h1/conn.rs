@@ -325,18 +325,10 @@ impl H1Decoder {
             if self.gave_up.is_some() {
                 return;
             }
-            if self.req.stashed && matches!(self.req.phase, ReqPhase::Head) {
-                let stash = self.req.buf.split().freeze();
-                self.req.clear_buf();
-                self.req.stashed = false;
-                self.run_c2s(&Src::Shared(&stash), out);
+            if self.run_req_stash(out) {
                 continue;
             }
-            if self.resp.stashed && matches!(self.resp.phase, RespPhase::Head) && !self.pending.is_empty() {
-                let stash = self.resp.buf.split().freeze();
-                self.resp.clear_buf();
-                self.resp.stashed = false;
-                self.run_s2c(&Src::Shared(&stash), out);
+            if self.run_resp_stash(out) {
                 continue;
             }
             if self.eof_seen[S2C.index()] && !self.eof_done[S2C.index()] {
@@ -365,6 +357,32 @@ impl H1Decoder {
                 open,
             });
         }
+    }
+
+    /// Runs client bytes that waited behind a request that might have switched protocols,
+    /// once its response said it did not; false when there are none or it is not known yet.
+    fn run_req_stash(&mut self, out: &mut Vec<H1Event>) -> bool {
+        if !(self.req.stashed && matches!(self.req.phase, ReqPhase::Head)) {
+            return false;
+        }
+        let stash = self.req.buf.split().freeze();
+        self.req.clear_buf();
+        self.req.stashed = false;
+        self.run_c2s(&Src::Shared(&stash), out);
+        true
+    }
+
+    /// Runs server bytes that arrived before the request they answer, once that request is
+    /// open; false when there are none or it is not open yet.
+    fn run_resp_stash(&mut self, out: &mut Vec<H1Event>) -> bool {
+        if !(self.resp.stashed && matches!(self.resp.phase, RespPhase::Head) && !self.pending.is_empty()) {
+            return false;
+        }
+        let stash = self.resp.buf.split().freeze();
+        self.resp.clear_buf();
+        self.resp.stashed = false;
+        self.run_s2c(&Src::Shared(&stash), out);
+        true
     }
 
     fn apply_eof_c2s(&mut self, out: &mut Vec<H1Event>) {
@@ -424,6 +442,11 @@ impl H1Decoder {
         let data = src.as_slice();
         let mut pos = 0;
         while pos < data.len() && self.gave_up.is_none() {
+            // Held server bytes go first, as soon as the request they answer is open, so
+            // the order of events does not depend on where the client's reads split.
+            if self.run_resp_stash(out) {
+                continue;
+            }
             match mem::replace(&mut self.req.phase, ReqPhase::Head) {
                 ReqPhase::Raw => {
                     self.req.phase = ReqPhase::Raw;
@@ -578,6 +601,11 @@ impl H1Decoder {
         let data = src.as_slice();
         let mut pos = 0;
         while pos < data.len() && self.gave_up.is_none() {
+            // Client bytes held behind a parked request go first once it is unparked (the
+            // mirror of `run_c2s`).
+            if self.run_req_stash(out) {
+                continue;
+            }
             match mem::replace(&mut self.resp.phase, RespPhase::Head) {
                 RespPhase::Raw => {
                     self.resp.phase = RespPhase::Raw;

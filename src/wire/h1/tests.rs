@@ -1284,3 +1284,57 @@ fn event_debug_prints_lengths_not_bytes() {
     d.feed(C2S, b"POST /auth HTTP/1.1\r\nAuthorization: Basic c2VjcmV0", &mut out);
     assert!(!format!("{d:?}").contains("c2VjcmV0"));
 }
+
+/// Server bytes that arrived before the request they answer run as soon as that request is
+/// open: the events come in the same order whether the client's bytes come in one read or
+/// are cut after the head (found by the `h1` fuzz target).
+#[test]
+fn early_response_events_do_not_depend_on_client_read_splits() {
+    let resp: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let head: &[u8] = b"POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\n";
+    let whole = [head, b"ab"].concat();
+    let one = run_segments(&[(S2C, Segment::Data(resp.to_vec())), (C2S, Segment::Data(whole))]);
+    let cut = run_segments(&[
+        (S2C, Segment::Data(resp.to_vec())),
+        (C2S, Segment::Data(head.to_vec())),
+        (C2S, Segment::Data(b"ab".to_vec())),
+    ]);
+    assert_eq!(normalize(one.clone()), normalize(cut));
+    let kinds: Vec<&str> = one
+        .iter()
+        .map(|e| match e {
+            H1Event::RequestHead { .. } => "req-head",
+            H1Event::ResponseHead { .. } => "resp-head",
+            H1Event::ResponseEnd { .. } => "resp-end",
+            H1Event::RequestBody { .. } => "req-body",
+            H1Event::RequestEnd { .. } => "req-end",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["req-head", "resp-head", "resp-end", "req-body", "req-end"]);
+}
+
+/// Client bytes held behind a possible hijack (attach) run as soon as the response says
+/// there was none, whether the response body came in the same read as its head or not.
+#[test]
+fn held_pipelined_request_events_do_not_depend_on_server_read_splits() {
+    let attach: &[u8] = b"POST /v1.41/containers/c1/attach?stream=1 HTTP/1.1\r\nHost: d\r\n\r\n";
+    let next: &[u8] = b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n";
+    let head: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n";
+    let client = [attach, next].concat();
+    let whole = [head, b"{}"].concat();
+    let one = run_segments(&[(C2S, Segment::Data(client.clone())), (S2C, Segment::Data(whole))]);
+    let cut = run_segments(&[
+        (C2S, Segment::Data(client)),
+        (S2C, Segment::Data(head.to_vec())),
+        (S2C, Segment::Data(b"{}".to_vec())),
+    ]);
+    assert_eq!(normalize(one.clone()), normalize(cut));
+    let second = one.iter().position(|e| matches!(e, H1Event::RequestHead { id: 1, .. }));
+    let first_end = one.iter().position(|e| matches!(e, H1Event::ResponseEnd { id: 0, .. }));
+    assert!(second.is_some() && first_end.is_some(), "{one:?}");
+    assert!(
+        second < first_end,
+        "the held request runs right after the response head: {one:?}"
+    );
+}
