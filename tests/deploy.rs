@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use runtime_tap::config::{Config, Endpoint};
 use serde_yaml_ng::Value;
+use support::proc::plain;
 use support::{TempDir, echo_server};
 
 fn deploy() -> PathBuf {
@@ -714,24 +715,6 @@ fn relocated(config: &Path, dir: &TempDir) -> (String, BTreeMap<PathBuf, PathBuf
     );
     text.push_str("\n[relay]\ngrace_period_secs = 1\n");
     (text, moved)
-}
-
-/// Log text without terminal colour codes.
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn wait_log(log: &Path, what: &str) {

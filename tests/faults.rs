@@ -111,15 +111,6 @@ fn shared() -> &'static Shared {
     })
 }
 
-/// A runtime on two threads for the CRI client.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Descriptors of runtime-tap once it is idle: waits for the count to stay put (an admin
 /// request's connection closing, a connection's tasks ending).
 fn settled_fds(tap: &Tap) -> usize {

@@ -27,14 +27,6 @@ fn config(name: &str, listen: &Path, upstream: &Path, propagate: bool, endpoint:
     )
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// (trace id, span id) of a version-00 traceparent.
 fn ids(traceparent: &str) -> (String, String) {
     let parts: Vec<&str> = traceparent.split('-').collect();

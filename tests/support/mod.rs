@@ -245,6 +245,15 @@ fn admin_of(config: &str) -> Option<String> {
         .filter(|a| a != "off")
 }
 
+/// A tokio runtime on two threads, for the async clients (CRI, OTLP receiver) of a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
