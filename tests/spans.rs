@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use runtime_tap::bed::Bed;
 use serde_json::json;
 use support::cri::GrpcClient;
 use support::otlp::{KIND_INTERNAL, KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val};
@@ -28,20 +29,20 @@ fn setup() -> &'static Setup {
             .build()
             .unwrap();
         let receiver = rt.block_on(OtlpReceiver::start());
-        let stack = Stack::start(
-            "spans",
-            &format!(
+        let stack = Stack::start_custom("spans", "", |bed| {
+            format!(
                 "[export]\nendpoint = \"{}\"\nfile = \"{}\"\n\n[sampling]\ndefault_rules = false\n",
                 receiver.endpoint(),
-                span_file().display()
-            ),
-        );
+                span_file(bed).display()
+            )
+        });
         Setup { rt, receiver, stack }
     })
 }
 
-fn span_file() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("rtap-spans-{}.jsonl", std::process::id()))
+/// In the bed's directory, so it goes with the bed.
+fn span_file(bed: &Bed) -> std::path::PathBuf {
+    bed.dir.join("spans.jsonl")
 }
 
 /// Wait until the receiver holds spans matching `pred`, return them all.
@@ -361,7 +362,7 @@ fn dockerd_calls_in_the_moby_namespace_carry_the_container_id() {
     assert!(create.iter().any(|c| str_attr(c, "container.id") == Some(id)));
     // dockerd's event subscription delivers events as INTERNAL event spans linked to it.
     // The same spans went to the OTLP/JSON file, one ExportTraceServiceRequest per line.
-    let text = std::fs::read_to_string(span_file()).unwrap();
+    let text = std::fs::read_to_string(span_file(&s.stack.bed)).unwrap();
     let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert!(
         line["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
