@@ -94,6 +94,9 @@ pub struct InterceptMetrics {
     pub connections_refused: Counter,
     /// Connections whose decoder gave up, by the decoder's reason label.
     decoder_give_ups: Mutex<BTreeMap<&'static str, u64>>,
+    /// Payloads (gRPC messages, HTTP bodies and stream lines) a rule or capture wanted but
+    /// that were not decoded, by the session's reason label.
+    payloads_skipped: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl InterceptMetrics {
@@ -114,6 +117,7 @@ impl InterceptMetrics {
             propagation_give_ups: Counter::default(),
             connections_refused: Counter::default(),
             decoder_give_ups: Mutex::new(BTreeMap::new()),
+            payloads_skipped: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -131,22 +135,34 @@ impl InterceptMetrics {
 
     /// Count a decoder giving up on a connection; `reason` is one of a decoder's fixed labels.
     pub fn decoder_give_up(&self, reason: &'static str) {
-        *self
-            .decoder_give_ups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+        count(&self.decoder_give_ups, reason, 1);
     }
 
     fn decoder_give_ups(&self) -> Vec<(&'static str, u64)> {
-        self.decoder_give_ups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect()
+        snapshot(&self.decoder_give_ups)
     }
+
+    /// Count `n` payloads skipped for `reason`, one of a session's fixed labels.
+    pub fn payloads_skipped(&self, reason: &'static str, n: u64) {
+        count(&self.payloads_skipped, reason, n);
+    }
+
+    /// Payloads skipped so far, by reason.
+    pub fn payloads_skipped_by_reason(&self) -> Vec<(&'static str, u64)> {
+        snapshot(&self.payloads_skipped)
+    }
+}
+
+fn count(map: &Mutex<BTreeMap<&'static str, u64>>, label: &'static str, n: u64) {
+    *map.lock().unwrap_or_else(|p| p.into_inner()).entry(label).or_default() += n;
+}
+
+fn snapshot(map: &Mutex<BTreeMap<&'static str, u64>>) -> Vec<(&'static str, u64)> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect()
 }
 
 /// Every metric source of the process, for the admin endpoint.
@@ -329,6 +345,22 @@ impl Registry {
                 );
             }
         }
+        header(
+            &mut out,
+            "runtime_tap_payloads_skipped_total",
+            "counter",
+            "Payloads a rule or capture wanted but that were not decoded (too large, not \
+             decompressible, load shedding...), by reason; their calls are still spans.",
+        );
+        for m in &self.intercepts {
+            for (reason, n) in m.payloads_skipped_by_reason() {
+                let _ = writeln!(
+                    out,
+                    "runtime_tap_payloads_skipped_total{{intercept=\"{}\",reason=\"{reason}\"}} {n}",
+                    m.name
+                );
+            }
+        }
         if let Some(tracer) = &self.tracer {
             render_tracer(&mut out, tracer);
         }
@@ -480,4 +512,30 @@ fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {
         "Spans waiting in the export queue.",
     );
     let _ = writeln!(out, "runtime_tap_export_queue_spans {}", e.queued);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_payloads_add_up_per_intercept_and_reason() {
+        let m = InterceptMetrics::new("dockerd");
+        m.payloads_skipped("too_large", 2);
+        m.payloads_skipped("body_not_decoded", 1);
+        m.payloads_skipped("too_large", 3);
+        let text = Registry {
+            intercepts: vec![m],
+            ..Registry::default()
+        }
+        .render();
+        assert!(
+            text.contains("# TYPE runtime_tap_payloads_skipped_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("runtime_tap_payloads_skipped_total{intercept=\"dockerd\",reason=\"too_large\"} 5\n"));
+        assert!(
+            text.contains("runtime_tap_payloads_skipped_total{intercept=\"dockerd\",reason=\"body_not_decoded\"} 1\n")
+        );
+    }
 }

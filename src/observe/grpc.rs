@@ -15,7 +15,7 @@ use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
-use crate::wire::grpc::{GrpcDecoder, GrpcEvent, Headers, Limits, Message, StreamEnd, StreamId};
+use crate::wire::grpc::{GrpcDecoder, GrpcEvent, Headers, Limits, Message, SkipReason, StreamEnd, StreamId};
 
 /// Largest rendered payload attached to a span when payload capture is on.
 pub const CAPTURE_CAP: usize = 16 * 1024;
@@ -84,6 +84,8 @@ pub struct GrpcSession {
     calls: HashMap<StreamId, GrpcCall>,
     gave_up: Option<&'static str>,
     injected: Injected,
+    /// Messages not decoded since the last `take_skipped`, by reason (a handful of labels).
+    skipped: Vec<(&'static str, u64)>,
 }
 
 impl GrpcSession {
@@ -98,6 +100,7 @@ impl GrpcSession {
             calls: HashMap::new(),
             gave_up: None,
             injected: Injected::default(),
+            skipped: Vec::new(),
         }
     }
 
@@ -194,6 +197,14 @@ impl GrpcSession {
         };
         call.messages[i] += 1;
         call.bytes[i] += message.len;
+        // Skipped for want of interest is not a loss, and shedding is counted on its own.
+        if let Some(reason) = message.skipped.filter(|r| *r != SkipReason::PayloadsOff) {
+            let label = reason.as_str();
+            match self.skipped.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, n)) => *n += 1,
+                None => self.skipped.push((label, 1)),
+            }
+        }
         let (Some(method), Some(data)) = (&call.method, &message.data) else {
             return;
         };
@@ -342,6 +353,12 @@ impl Session for GrpcSession {
 
     fn gave_up(&self) -> Option<&'static str> {
         self.gave_up
+    }
+
+    fn take_skipped(&mut self, report: &mut dyn FnMut(&'static str, u64)) {
+        for (label, n) in self.skipped.drain(..) {
+            report(label, n);
+        }
     }
 
     fn buffered_bytes(&self) -> usize {

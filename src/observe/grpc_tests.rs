@@ -229,3 +229,40 @@ fn dropped_session_ends_its_open_calls() {
         assert_eq!(started.iter().filter(|s| s.span_id == call.span_id).count(), 1);
     }
 }
+
+/// A message over the decode cap is skipped (the call is still a span) and handed over once
+/// for /metrics as `too_large`; messages skipped for want of interest are not losses.
+#[test]
+fn skipped_messages_are_handed_over_by_reason_once() {
+    use crate::wire::h2::testutil as t;
+    let sink = Arc::new(Collect::default());
+    let ctx = SessionCtx {
+        conn: conn(false),
+        sink: sink.clone(),
+        clock: Clock::new(),
+    };
+    let mut session = GrpcSession::new(ctx, Schema::builtin());
+    let block = t::literal_block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/runtime.v1.RuntimeService/RunPodSandbox"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+    ]);
+    let mut c2s = t::client_start();
+    c2s.extend(t::headers(1, 0, &block));
+    c2s.extend(t::data(1, 0, &t::grpc_msg(false, &[]))); // nothing to skip
+    let big = t::grpc_msg(false, &vec![0u8; crate::wire::grpc::DEFAULT_MAX_MESSAGE + 1]);
+    for piece in big.chunks(16 * 1024) {
+        c2s.extend(t::data(1, 0, piece));
+    }
+    let at = Instant::now();
+    session.data(Direction::ClientToServer, at, Bytes::from(c2s));
+    let mut reported = Vec::new();
+    session.take_skipped(&mut |label, n| reported.push((label, n)));
+    assert_eq!(reported, [("too_large", 1)]);
+    session.take_skipped(&mut |label, n| reported.push((label, n)));
+    assert_eq!(reported.len(), 1);
+    session.closed(at);
+    assert_eq!(sink.ended.lock().unwrap().len(), 1);
+}

@@ -83,6 +83,8 @@ pub struct HttpSession {
     /// When the chunk carrying the first byte of the next request head was read.
     head_first_at: Option<Instant>,
     stats: HttpStats,
+    /// `stats` as handed over by the last `take_skipped`.
+    reported: HttpStats,
     /// Identities propagation gave to requests not yet decoded.
     injected: Injected,
 }
@@ -116,6 +118,7 @@ impl HttpSession {
             req_idle: true,
             head_first_at: None,
             stats: HttpStats::default(),
+            reported: HttpStats::default(),
             injected: Injected::default(),
         }
     }
@@ -456,6 +459,19 @@ impl Session for HttpSession {
             .map(|ex| ex.req_keep.held() + ex.resp_keep.held())
             .sum();
         self.decoder.buffered_bytes() + kept
+    }
+
+    fn take_skipped(&mut self, report: &mut dyn FnMut(&'static str, u64)) {
+        let (now, before) = (self.stats, self.reported);
+        self.reported = now;
+        for (label, n) in [
+            ("body_not_decoded", now.skipped_bodies - before.skipped_bodies),
+            ("line_too_long", now.skipped_lines - before.skipped_lines),
+        ] {
+            if n > 0 {
+                report(label, n);
+            }
+        }
     }
 }
 

@@ -751,6 +751,12 @@ fn a_huge_body_is_counted_not_buffered() {
         );
     }
     assert_eq!(rig.session.stats().skipped_bodies, 1);
+    // Handed over once for /metrics, then forgotten.
+    let mut reported = Vec::new();
+    rig.session.take_skipped(&mut |label, n| reported.push((label, n)));
+    assert_eq!(reported, [("body_not_decoded", 1)]);
+    rig.session.take_skipped(&mut |label, n| reported.push((label, n)));
+    assert_eq!(reported.len(), 1);
     // A chunked body without a declared length is cut at the cap too.
     rig.close();
     let create = rig.sink.call("POST /containers/create");

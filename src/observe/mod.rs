@@ -129,6 +129,7 @@ impl Observer {
                 (State::Decoding(mut s), TapEvent::Closed { at }) => {
                     closed_at = Some(at);
                     s.closed(at);
+                    s.take_skipped(&mut |reason, n| metrics.payloads_skipped(reason, n));
                     State::Counting
                 }
                 (State::Counting, TapEvent::Closed { at }) => {
@@ -208,7 +209,8 @@ impl Observer {
     }
 
     /// After feeding: a session whose decoder gave up is dropped to counting (reason counted).
-    fn after_feed(&self, session: Box<dyn Session>, metrics: &InterceptMetrics) -> State {
+    fn after_feed(&self, mut session: Box<dyn Session>, metrics: &InterceptMetrics) -> State {
+        session.take_skipped(&mut |reason, n| metrics.payloads_skipped(reason, n));
         match session.gave_up() {
             None => State::Decoding(session),
             Some(reason) => {

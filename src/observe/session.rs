@@ -40,6 +40,9 @@ pub trait Session: Send {
     fn buffered_bytes(&self) -> usize {
         0
     }
+    /// Hands over the payloads skipped since the last call, as (reason label, count), and
+    /// forgets them.
+    fn take_skipped(&mut self, _report: &mut dyn FnMut(&'static str, u64)) {}
 }
 
 /// The identities propagation gave to requests not yet seen by the decoder, bounded.
