@@ -159,6 +159,10 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         Some(tokio::spawn(crate::admin::serve(l, registry.clone(), stop.clone())))
     };
 
+    // Before the first connection is served: a SIGTERM that arrives once clients got answers
+    // must be a clean stop, never the default action (death with sockets left behind).
+    let signals = wait_for_signal();
+
     // 6. One accept loop per intercept; connections are tracked for the grace period.
     let tracker = TaskTracker::new();
     let servers = Arc::new(ServerResolver::default());
@@ -198,7 +202,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     // 7. Shutdown: stop accepting (own sockets removed), let connections finish within the
     //    grace period, then cut the rest (HTTP/2 connections never end on their own).
     tokio::select! {
-        _ = wait_for_signal() => {}
+        _ = signals => {}
         _ = external_stop.cancelled() => tracing::info!("stop requested"),
     }
     tracing::info!(
@@ -259,15 +263,19 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future ends when one arrives.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+        }
     }
 }
 

@@ -52,6 +52,11 @@ struct Opts {
     /// Label of the run, in the JSON file's name. Default: "run" (quick: "quick").
     #[arg(long)]
     label: Option<String>,
+    /// The OTLP collector tap-export sends to: ok (answers at once), slow (answers each export
+    /// after 1 s), down (nothing listens), blackhole (accepts and never answers). The other
+    /// modes measure what a collector in trouble costs the clients (issue: reliability).
+    #[arg(long, default_value = "ok")]
+    collector: otlp::Mode,
     /// A runtime-tap binary to measure instead of building target/release/runtime-tap.
     #[arg(long)]
     tap_bin: Option<PathBuf>,
@@ -172,7 +177,7 @@ fn main() -> anyhow::Result<()> {
     let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     // The upstreams: a private containerd (and dockerd on it), the bulk servers, the blob.
-    let receiver = Arc::new(otlp::Receiver::start()?);
+    let receiver = Arc::new(otlp::Receiver::start(opts.collector)?);
     let mut bed = runtime_tap::bed::Bed::new("bench")?;
     eprintln!("bed: {}", bed.dir.display());
     bed.start_containerd()?;
@@ -378,6 +383,7 @@ fn main() -> anyhow::Result<()> {
         "date": date,
         "time": time,
         "label": label,
+        "collector": format!("{:?}", opts.collector).to_lowercase(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "quick": opts.quick,
         "rounds": rounds,

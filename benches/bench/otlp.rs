@@ -1,5 +1,6 @@
 //! The OTLP/gRPC receiver runtime-tap exports to during the benchmark: the generated tonic
-//! `TraceService` on 127.0.0.1, on its own thread and runtime, counting spans and nothing else.
+//! `TraceService` on 127.0.0.1, on its own thread and runtime, counting spans and nothing else;
+//! or, to measure a collector in trouble, one that is slow, down or a black hole.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,8 +8,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
+/// How the collector behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Answers every export at once.
+    Ok,
+    /// Answers every export after [`SLOW_DELAY`].
+    Slow,
+    /// Nothing listens on the endpoint: connections are refused.
+    Down,
+    /// Accepts connections and never reads or answers.
+    Blackhole,
+}
+
+/// How long a slow collector takes to answer an export.
+pub const SLOW_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Clone, Default)]
-struct Count(Arc<AtomicU64>);
+struct Count(Arc<AtomicU64>, Option<std::time::Duration>);
 
 #[tonic::async_trait]
 impl TraceService for Count {
@@ -16,6 +33,9 @@ impl TraceService for Count {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if let Some(delay) = self.1 {
+            tokio::time::sleep(delay).await;
+        }
         let n: usize = request
             .into_inner()
             .resource_spans
@@ -37,12 +57,32 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn start() -> anyhow::Result<Receiver> {
+    pub fn start(mode: Mode) -> anyhow::Result<Receiver> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let count = Count::default();
-        let spans = count.0.clone();
+        let spans = Arc::new(AtomicU64::new(0));
+        match mode {
+            Mode::Ok | Mode::Slow => {}
+            Mode::Down => {
+                // The port was free a moment ago and nothing listens on it now.
+                drop(listener);
+                return Ok(Receiver { endpoint, spans });
+            }
+            Mode::Blackhole => {
+                std::thread::Builder::new()
+                    .name("otlp-blackhole".into())
+                    .spawn(move || {
+                        // Held, never read: the exporter's requests sit in the socket buffers.
+                        let mut held = Vec::new();
+                        for conn in listener.incoming().flatten() {
+                            held.push(conn);
+                        }
+                    })?;
+                return Ok(Receiver { endpoint, spans });
+            }
+        }
+        listener.set_nonblocking(true)?;
+        let count = Count(spans.clone(), (mode == Mode::Slow).then_some(SLOW_DELAY));
         std::thread::Builder::new()
             .name("otlp-receiver".into())
             .spawn(move || {
