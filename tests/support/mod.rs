@@ -78,7 +78,7 @@ impl Tap {
     pub fn start_via(dir: &Path, config: &str, wrapper: &[&str], adjust: impl FnOnce(&mut Command)) -> Tap {
         let path = dir.join("tap.toml");
         std::fs::write(&path, config).unwrap();
-        let log = dir.join(format!("tap-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = dir.join(format!("tap-{}.log", rand::random::<u32>()));
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
