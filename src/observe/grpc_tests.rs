@@ -38,15 +38,20 @@ fn conn(capture: bool) -> Arc<ConnMeta> {
     })
 }
 
-/// Replay a recorded connection through a gRPC session, then close it.
-fn replay(file: &str, capture: bool) -> Arc<Collect> {
+/// A gRPC session on a connection of its own, and the sink its calls go to.
+fn session(capture: bool) -> (Arc<Collect>, GrpcSession) {
     let sink = Arc::new(Collect::default());
     let ctx = SessionCtx {
         conn: conn(capture),
         sink: sink.clone(),
         clock: Clock::new(),
     };
-    let mut session = GrpcSession::new(ctx, Schema::builtin());
+    (sink, GrpcSession::new(ctx, Schema::builtin()))
+}
+
+/// Replay a recorded connection through a gRPC session, then close it.
+fn replay(file: &str, capture: bool) -> Arc<Collect> {
+    let (sink, mut session) = session(capture);
     let t0 = Instant::now();
     let mut at = t0;
     for (dir, seg) in load_capture(&capture_path(file)) {
@@ -203,13 +208,7 @@ fn grpc_message_is_percent_decoded() {
 /// task cancelled) never ended its open calls; now they end, once, as incomplete.
 #[test]
 fn dropped_session_ends_its_open_calls() {
-    let sink = Arc::new(Collect::default());
-    let ctx = SessionCtx {
-        conn: conn(false),
-        sink: sink.clone(),
-        clock: Clock::new(),
-    };
-    let mut session = GrpcSession::new(ctx, Schema::builtin());
+    let (sink, mut session) = session(false);
     let mut at = Instant::now();
     // The plugins connection's Events/Subscribe never ends; half-closes are left out.
     for (dir, seg) in load_capture(&capture_path("dockerd-to-containerd-plugins.jsonl")) {
@@ -235,13 +234,7 @@ fn dropped_session_ends_its_open_calls() {
 #[test]
 fn skipped_messages_are_handed_over_by_reason_once() {
     use crate::wire::h2::testutil as t;
-    let sink = Arc::new(Collect::default());
-    let ctx = SessionCtx {
-        conn: conn(false),
-        sink: sink.clone(),
-        clock: Clock::new(),
-    };
-    let mut session = GrpcSession::new(ctx, Schema::builtin());
+    let (sink, mut session) = session(false);
     let block = t::literal_block(&[
         (":method", "POST"),
         (":scheme", "http"),
