@@ -3,6 +3,7 @@
 //! attributes from `schema`, and one event per delivered message of an event stream.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -63,7 +64,7 @@ struct GrpcCall {
     span_id: SpanId,
     start: Instant,
     name: String,
-    method: Option<MethodInfo>,
+    method: Option<Arc<MethodInfo>>,
     attributes: Vec<Attr>,
     messages: [u64; 2],
     bytes: [u64; 2],
@@ -86,7 +87,13 @@ pub struct GrpcSession {
     injected: Injected,
     /// Messages not decoded since the last `take_skipped`, by reason (a handful of labels).
     skipped: Vec<(&'static str, u64)>,
+    /// Methods by `:path`: a connection calls the same few methods again and again, and
+    /// resolving one (descriptor lookups, its rules) costs more than the rest of a call's start.
+    methods: HashMap<String, Option<Arc<MethodInfo>>>,
 }
+
+/// Paths a session remembers; calls past it resolve their method each time.
+const MAX_REMEMBERED_METHODS: usize = 1024;
 
 impl GrpcSession {
     pub fn new(ctx: SessionCtx, schema: Schema) -> GrpcSession {
@@ -101,7 +108,19 @@ impl GrpcSession {
             gave_up: None,
             injected: Injected::default(),
             skipped: Vec::new(),
+            methods: HashMap::new(),
         }
+    }
+
+    fn method(&mut self, path: &str) -> Option<Arc<MethodInfo>> {
+        if let Some(known) = self.methods.get(path) {
+            return known.clone();
+        }
+        let method = self.schema.method(path).map(Arc::new);
+        if self.methods.len() < MAX_REMEMBERED_METHODS {
+            self.methods.insert(path.to_owned(), method.clone());
+        }
+        method
     }
 
     fn handle(&mut self, at: Instant) {
@@ -139,12 +158,16 @@ impl GrpcSession {
 
     fn request_headers(&mut self, stream: StreamId, headers: &Headers, at: Instant) {
         let path = headers.get(":path").unwrap_or("");
-        let method = self.schema.method(path);
+        let method = self.method(path);
         let name = match &method {
             Some(m) => m.full_name.clone(),
             None => path.trim_start_matches('/').to_string(),
         };
-        let mut attributes = vec![Attr::str(RPC_SYSTEM_NAME, "grpc"), Attr::str(RPC_METHOD, name.clone())];
+        // Room for what `finish` adds (status, message, four counts) and the transport and
+        // peer attributes added at export, so the list is allocated once.
+        let mut attributes = Vec::with_capacity(18);
+        attributes.push(Attr::str(RPC_SYSTEM_NAME, "grpc"));
+        attributes.push(Attr::str(RPC_METHOD, name.clone()));
         if let Some(ns) = headers.get("containerd-namespace") {
             attributes.push(Attr::str(names::CONTAINERD_NAMESPACE, ns));
         }

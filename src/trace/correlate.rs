@@ -27,7 +27,8 @@ use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, ConnMeta, RemoteParent, Shape};
 use crate::trace::sample::Sampler;
 use crate::trace::span::{
-    LinkRecord, ParentRef, SpanId, SpanKind, SpanRecord, SpanStatus, TraceId, new_span_id, new_trace_id,
+    LinkRecord, ParentRef, SpanId, SpanIdMap, SpanIdSet, SpanKind, SpanRecord, SpanStatus, TraceId, new_span_id,
+    new_trace_id,
 };
 
 /// How long a finished call waits for open candidates to learn their ids.
@@ -146,14 +147,17 @@ pub const MAX_DROPPED_TRACES: usize = 4096;
 
 /// The correlator of one process: every intercept's calls.
 pub struct Correlator {
-    nodes: HashMap<SpanId, Node>,
+    nodes: SpanIdMap<Node>,
     order: VecDeque<SpanId>,
     pods: Vec<PodGroup>,
     sampler: Sampler,
     /// Tracked calls by the pid of the process serving them: a call's parent candidates.
-    served: HashMap<u32, HashSet<SpanId>>,
-    /// Ended calls still waiting for late facts.
-    deciding: HashSet<SpanId>,
+    served: HashMap<u32, SpanIdSet>,
+    /// Ended calls still waiting for late facts (may name calls that moved on since).
+    deciding: SpanIdSet,
+    /// Calls in `State::Held`. With these two sets a tick visits only what waits, not every
+    /// call tracked (tens of thousands at high call rates, most of them retained as done).
+    held: SpanIdSet,
     dropped_traces: HashSet<TraceId>,
     dropped_order: VecDeque<TraceId>,
     pub counts: CorrelateCounts,
@@ -192,12 +196,13 @@ impl Correlator {
     /// A correlator whose finished traces pass `sampler`.
     pub fn with_sampler(sampler: Sampler) -> Correlator {
         Correlator {
-            nodes: HashMap::new(),
+            nodes: SpanIdMap::default(),
             order: VecDeque::new(),
             pods: Vec::new(),
             sampler,
             served: HashMap::new(),
-            deciding: HashSet::new(),
+            deciding: SpanIdSet::default(),
+            held: SpanIdSet::default(),
             dropped_traces: HashSet::new(),
             dropped_order: VecDeque::new(),
             counts: CorrelateCounts::default(),
@@ -261,6 +266,7 @@ impl Correlator {
             }
         }
         self.deciding.remove(&id);
+        self.held.remove(&id);
     }
 
     /// An open call learned entity ids (from its request payload, say).
@@ -314,20 +320,24 @@ impl Correlator {
 
     /// The passage of time: deadlines, pod roots after their quiet period, retention.
     pub fn tick(&mut self, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        let nodes = &self.nodes;
         let due: Vec<SpanId> = self
-            .nodes
+            .deciding
             .iter()
-            .filter(|(_, n)| matches!(&n.state, State::Deciding { deadline, .. } if *deadline <= now))
-            .map(|(k, _)| *k)
+            .filter(|&k| matches!(nodes.get(k).map(|n| &n.state), Some(State::Deciding { deadline, .. }) if *deadline <= now))
+            .copied()
             .collect();
         for id in due {
             self.try_decide(id, now, true, out);
         }
+        let nodes = &self.nodes;
         let late: Vec<SpanId> = self
-            .nodes
+            .held
             .iter()
-            .filter(|(_, n)| matches!(&n.state, State::Held { deadline, .. } if *deadline <= now))
-            .map(|(k, _)| *k)
+            .filter(
+                |&k| matches!(nodes.get(k).map(|n| &n.state), Some(State::Held { deadline, .. }) if *deadline <= now),
+            )
+            .copied()
             .collect();
         for id in late {
             self.counts.late += 1;
@@ -599,6 +609,7 @@ impl Correlator {
                 call,
                 deadline: now + MAX_EXPORT_DELAY,
             };
+            self.held.insert(id);
             if let Some(p) = self.nodes.get_mut(&parent) {
                 p.waiting.push(id);
             }
@@ -625,6 +636,7 @@ impl Correlator {
             call,
             deadline: now + MAX_EXPORT_DELAY,
         };
+        self.held.insert(id);
         if let Some(t) = self.nodes.get_mut(&target) {
             t.waiting.push(id);
         }
@@ -689,6 +701,7 @@ impl Correlator {
                     })
                 })
                 .collect();
+            self.held.remove(&cur);
             let Some(n) = self.nodes.get_mut(&cur) else { continue };
             let call = match std::mem::replace(
                 &mut n.state,

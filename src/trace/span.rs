@@ -11,6 +11,34 @@ pub type TraceId = [u8; 16];
 /// A W3C span id: 8 bytes, never all zero.
 pub type SpanId = [u8; 8];
 
+/// Hashes span ids for the correlator's maps. Its keys are ids this process drew at random
+/// ([`new_span_id`]), never chosen by a peer, so their bytes are already a good hash and
+/// SipHash's flooding resistance buys nothing; it cost a tenth of the correlator's time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpanIdHasher(u64);
+
+impl std::hash::Hasher for SpanIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {
+        // The length prefix of an array key is always 8: nothing to mix in.
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map or set keyed by span ids (see [`SpanIdHasher`]).
+pub type SpanIdMap<V> = std::collections::HashMap<SpanId, V, std::hash::BuildHasherDefault<SpanIdHasher>>;
+pub type SpanIdSet = std::collections::HashSet<SpanId, std::hash::BuildHasherDefault<SpanIdHasher>>;
+
 /// One finished span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanRecord {

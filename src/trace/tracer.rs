@@ -150,6 +150,7 @@ impl CallSink for Tracer {
 
 /// Transport and peer attributes every span of a connection carries.
 pub fn conn_attributes(conn: &ConnMeta, out: &mut Vec<Attr>) {
+    out.reserve(7);
     out.push(Attr::str(NETWORK_TRANSPORT, conn.transport));
     out.push(Attr::str(SERVER_ADDRESS, conn.upstream.clone()));
     out.push(Attr::str(names::LISTEN, conn.listen.clone()));

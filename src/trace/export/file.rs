@@ -11,7 +11,7 @@ use opentelemetry_proto::transform::common::tonic::{Attributes, ResourceAttribut
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 
 use super::ExportError;
-use super::otlp::{group_by_service, resource_attributes, span_data};
+use super::sdk::{group_by_service, resource_attributes, span_data};
 use crate::trace::span::SpanRecord;
 
 /// Appends batches to the span file.

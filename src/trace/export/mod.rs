@@ -4,7 +4,7 @@
 //! The rule it keeps: [`Exporter::submit`] never blocks and never waits. A span is either
 //! exported or counted as dropped with a reason (`queue_full`, `export_failed`, `shutdown`):
 //! a down or slow collector costs at most the queue's memory and shows in the counters.
-//! Only this module knows the opentelemetry crates.
+//! Only this module knows OTLP and the opentelemetry crates.
 //!
 //! While the collector keeps failing, the task backs off ([`MIN_BACKOFF`] doubling to
 //! [`MAX_BACKOFF`]) and spans wait in the queue meanwhile (the span file and console wait too);
@@ -15,6 +15,8 @@ mod config;
 mod console;
 mod file;
 mod otlp;
+mod otlp_encode;
+mod sdk;
 #[cfg(test)]
 mod tests;
 pub mod trace_buffer;

@@ -424,7 +424,7 @@ fn console_line_is_readable() {
 
 #[test]
 fn span_data_keeps_ids_parent_and_scope() {
-    let d = otlp::span_data(&rich());
+    let d = sdk::span_data(&rich());
     assert_eq!(d.span_context.trace_id().to_bytes(), rich().trace_id);
     assert_eq!(d.span_context.span_id().to_bytes(), rich().span_id);
     assert!(d.span_context.is_sampled());
@@ -432,7 +432,44 @@ fn span_data_keeps_ids_parent_and_scope() {
     assert!(d.parent_span_is_remote);
     assert_eq!(d.span_context.trace_state().header(), "vendor=abc");
     assert_eq!(d.instrumentation_scope.name(), SCOPE_NAME);
-    let root = otlp::span_data(&span("containerd", "x"));
+    let root = sdk::span_data(&span("containerd", "x"));
     assert_eq!(root.parent_span_id, opentelemetry::trace::SpanId::INVALID);
     assert!(!root.parent_span_is_remote);
+}
+
+/// What the OTLP sink sends, decoded with opentelemetry-proto's types, equals what the SDK's
+/// conversion of the same records gives (the span file's path): every field, every value
+/// kind, several services in one request, and a tracestate the SDK would drop.
+#[test]
+fn otlp_encoding_equals_the_sdk_conversion() {
+    use prost::Message as _;
+    let mut odd = span("containerd", "containerd.services.tasks.v1.Tasks/Start");
+    odd.parent = Some(ParentRef {
+        span_id: [9; 8],
+        remote: false,
+    });
+    odd.trace_state = Some("not a tracestate".to_owned());
+    odd.kind = SpanKind::Internal;
+    odd.status = SpanStatus::Error(String::new());
+    odd.attributes = vec![
+        Attr::str("empty", ""),
+        Attr::int("negative", -3),
+        Attr::int("big", i64::MAX),
+        Attr::bool("no", false),
+        Attr::list("none", Vec::new()),
+        Attr::list("two", vec![String::new(), "b".repeat(300)]),
+        Attr::str("long", "x".repeat(20_000)),
+    ];
+    let spans = vec![rich(), span("containerd", "x"), odd, span("dockerd", "GET /_ping")];
+    let extra = vec![("deployment.environment".to_owned(), "test".to_owned())];
+    let mut encoder = otlp_encode::Encoder::new("node-1".to_owned(), extra.clone());
+    let mut body = Vec::new();
+    encoder.encode(&spans, &sdk::group_by_service(&spans), &mut body);
+    let got = ExportTraceServiceRequest::decode(body.as_slice()).expect("decodes as OTLP");
+    assert_eq!(got, file::request(&spans, "node-1", &extra));
+    assert_eq!(got.resource_spans.len(), 2);
+    // The encoder reuses its resources: a second batch encodes the same.
+    let mut again = Vec::new();
+    encoder.encode(&spans, &sdk::group_by_service(&spans), &mut again);
+    assert_eq!(again, body);
 }
