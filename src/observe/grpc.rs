@@ -134,7 +134,9 @@ impl GrpcSession {
                 GrpcEvent::Trailers { stream, headers, .. } => {
                     if let Some(call) = self.calls.get_mut(&stream) {
                         let code = headers.get("grpc-status").and_then(|s| s.trim().parse::<u32>().ok());
+                        // The message is recorded for failures only (`finish`).
                         let message = match headers.get("grpc-message") {
+                            _ if code == Some(0) => String::new(),
                             Some(_) if crate::schema::redact::is_secret_header("grpc-message") => {
                                 crate::schema::redact::REDACTED.to_owned()
                             }

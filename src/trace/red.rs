@@ -3,6 +3,7 @@
 //! and the Docker route table (unknown Docker paths are named by their HTTP method alone), and
 //! past `MAX_METHODS_PER_INTERCEPT` distinct names an intercept's further names become `other`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -25,10 +26,11 @@ struct Hist {
     sum: f64,
 }
 
+/// Histograms by intercept, method and status: nested so that counting a call of a known
+/// series looks strings up without allocating any.
 #[derive(Default)]
 struct Inner {
-    series: HashMap<(Arc<str>, String, String), Hist>,
-    methods: HashMap<Arc<str>, std::collections::HashSet<String>>,
+    series: HashMap<Arc<str>, HashMap<String, HashMap<String, Hist>>>,
 }
 
 /// Call durations by intercept, method and status.
@@ -47,17 +49,23 @@ impl Red {
             .unwrap_or(Duration::ZERO)
             .as_secs_f64();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let service = Arc::clone(&call.conn.service);
-        let methods = inner.methods.entry(Arc::clone(&service)).or_default();
-        let method = if methods.contains(&call.name) {
-            call.name.clone()
-        } else if methods.len() < MAX_METHODS_PER_INTERCEPT {
-            methods.insert(call.name.clone());
-            call.name.clone()
-        } else {
-            "other".to_string()
+        let methods = match inner.series.get_mut(&*call.conn.service) {
+            Some(m) => m,
+            None => inner.series.entry(Arc::clone(&call.conn.service)).or_default(),
         };
-        let h = inner.series.entry((service, method, status)).or_default();
+        let method = if methods.contains_key(&call.name) || methods.len() < MAX_METHODS_PER_INTERCEPT {
+            call.name.as_str()
+        } else {
+            "other"
+        };
+        let statuses = match methods.get_mut(method) {
+            Some(s) => s,
+            None => methods.entry(method.to_owned()).or_default(),
+        };
+        let h = match statuses.get_mut(status.as_ref()) {
+            Some(h) => h,
+            None => statuses.entry(status.into_owned()).or_default(),
+        };
         h.count += 1;
         h.sum += seconds;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -76,11 +84,17 @@ impl Red {
         );
         let _ = writeln!(out, "# TYPE {name} histogram");
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<_> = inner.series.keys().collect();
-        keys.sort();
-        for key in keys {
-            let h = &inner.series[key];
-            let (service, method, status) = key;
+        let mut keys: Vec<(&Arc<str>, &String, &String, &Hist)> = inner
+            .series
+            .iter()
+            .flat_map(|(service, methods)| {
+                methods.iter().flat_map(move |(method, statuses)| {
+                    statuses.iter().map(move |(status, h)| (service, method, status, h))
+                })
+            })
+            .collect();
+        keys.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        for (service, method, status, h) in keys {
             let labels = format!(
                 "intercept=\"{service}\",method=\"{}\",status=\"{}\"",
                 escape(method),
@@ -97,18 +111,18 @@ impl Red {
 }
 
 /// `OK`, `NOT_FOUND`... for gRPC, the HTTP status code for Docker, `incomplete` otherwise.
-fn status_label(call: &Call) -> String {
+fn status_label(call: &Call) -> Cow<'_, str> {
     if call.incomplete {
-        return "incomplete".into();
+        return Cow::Borrowed("incomplete");
     }
-    for a in &call.attributes {
+    for a in call.attributes.iter().rev() {
         match (a.key.as_ref(), &a.value) {
-            ("rpc.response.status_code", AttrValue::Str(s)) => return s.clone(),
-            ("http.response.status_code", AttrValue::Int(i)) => return i.to_string(),
+            ("rpc.response.status_code", AttrValue::Str(s)) => return Cow::Borrowed(s),
+            ("http.response.status_code", AttrValue::Int(i)) => return Cow::Owned(i.to_string()),
             _ => {}
         }
     }
-    "unset".into()
+    Cow::Borrowed("unset")
 }
 
 fn escape(s: &str) -> String {
