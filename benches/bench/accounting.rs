@@ -19,6 +19,7 @@ use crate::otlp::Receiver;
 use crate::report::{dur, mib, percentile_us};
 use crate::scrape::{self, TapCounters};
 use crate::targets::{Relay, Target};
+use crate::watch::Watch;
 use crate::workloads::{self, H2};
 
 /// The pacing tick: calls due are sent in bursts at most this far apart.
@@ -101,6 +102,10 @@ pub struct AccountingReport {
     pub tap: TapCounters,
     /// runtime-tap's export caught up (queue empty, submitted = exported + dropped) in time.
     pub tap_settled: bool,
+    /// Deepest export queue seen during the paced calls (/metrics every 100 ms), and the
+    /// default queue's capacity it is measured against (runtime-tap's `DEFAULT_MAX_QUEUE`).
+    pub export_queue_peak: Option<u64>,
+    pub export_queue_capacity: usize,
     pub relay_cpu_s: Option<f64>,
     pub relay_cpu_per_call_us: Option<f64>,
     pub client_cpu_per_call_us: f64,
@@ -122,6 +127,7 @@ impl AccountingReport {
             duration_s: plan.duration.as_secs_f64(),
             connections: CONNECTIONS,
             max_in_flight: MAX_IN_FLIGHT,
+            export_queue_capacity: runtime_tap::trace::export::DEFAULT_MAX_QUEUE,
             ..AccountingReport::default()
         }
     }
@@ -170,6 +176,7 @@ struct Measured {
     spans: u64,
     tap: TapCounters,
     tap_settled: bool,
+    export_queue_peak: Option<u64>,
     cost: crate::meter::Cost,
 }
 
@@ -195,6 +202,7 @@ impl Measured {
         r.spans_arrived = self.spans;
         r.tap = self.tap;
         r.tap_settled = self.tap_settled;
+        r.export_queue_peak = self.export_queue_peak;
         r.relay_cpu_s = self.cost.cpu_s;
         r.relay_cpu_per_call_us = self.cost.cpu_s.map(|s| s * 1e6 / p.issued.max(1) as f64);
         r.client_cpu_per_call_us = self.cost.client_cpu_s * 1e6 / p.issued.max(1) as f64;
@@ -237,7 +245,9 @@ async fn drive(
         anyhow::Ok((baseline, Meter::new(pid, Some(receiver.clone()))))
     })?;
     meter.begin();
+    let watch = pid.map(|p| Watch::start(p, admin));
     let paced = paced(&conns, plan).await?;
+    let export_queue_peak = watch.map(|w| w.take().export_queue);
     let (tap, tap_settled) = tokio::task::block_in_place(|| {
         meter.end(paced.issued);
         scrape::settle(admin, SETTLE_TIMEOUT)
@@ -252,6 +262,7 @@ async fn drive(
         spans: meter.cost.spans.unwrap_or(0),
         tap: tap.since(&baseline),
         tap_settled,
+        export_queue_peak,
         cost: meter.cost.clone(),
         paced,
     })
@@ -426,13 +437,15 @@ pub fn table(r: &AccountingReport) -> String {
     );
     let t = &r.tap;
     s += &format!(
-        "runtime-tap /metrics for these calls: calls {} (incomplete {}), spans submitted {}, exported {}, dropped {} ({}), queue at end {}, tap give-ups {}{}\n",
+        "runtime-tap /metrics for these calls: calls {} (incomplete {}), spans submitted {}, exported {}, dropped {} ({}), export queue peak {} of {} (at end {}), tap give-ups {}{}\n",
         t.calls,
         t.calls_incomplete,
         t.spans_submitted,
         t.spans_exported,
         t.dropped(),
         TapCounters::by_reason(&t.spans_dropped),
+        r.export_queue_peak.map_or("-".into(), |q| q.to_string()),
+        r.export_queue_capacity,
         t.export_queue,
         TapCounters::by_reason(&t.tap_give_ups),
         if r.tap_settled { "" } else { " (not settled)" }

@@ -17,6 +17,7 @@ use crate::procfs;
 use crate::report::{dur, mib, percentile_us};
 use crate::scrape::{self, TapCounters};
 use crate::targets::{Relay, Target};
+use crate::watch::Watch;
 use crate::workloads;
 
 /// Calls in flight on the one connection.
@@ -56,8 +57,12 @@ impl Plan {
 pub struct RssPoint {
     /// Calls made before the sample.
     pub calls: u64,
-    /// The tree's summed VmRSS, KiB.
+    /// The tree's summed VmRSS at rest, KiB.
     pub rss_kib: u64,
+    /// Since the previous sample (every 100 ms): the largest tree RSS, KiB, and the deepest
+    /// export queue, spans. None for the first sample.
+    pub rss_between_peak_kib: Option<u64>,
+    pub export_queue_peak: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -82,6 +87,7 @@ pub struct GrowthReport {
     pub series: Vec<RssPoint>,
     pub rss_after_warmup_kib: Option<u64>,
     pub rss_end_kib: Option<u64>,
+    /// The largest RSS at rest in the series.
     pub rss_max_kib: Option<u64>,
     /// End minus after warm-up (negative: it shrank).
     pub growth_kib: Option<i64>,
@@ -92,7 +98,7 @@ pub struct GrowthReport {
     pub spans_arrived: u64,
     /// runtime-tap's /metrics at the end (the whole run: no warm-up outside it).
     pub tap: TapCounters,
-    /// Growth after the warm-up within `tolerance_kib`.
+    /// Held: growth after the warm-up within `tolerance_kib`.
     pub held: bool,
     pub verdict: String,
 }
@@ -204,8 +210,11 @@ async fn drive(
     let mut series = vec![RssPoint {
         calls: 0,
         rss_kib: tree_rss_kib(pid),
+        rss_between_peak_kib: None,
+        export_queue_peak: None,
     }];
     meter.begin();
+    let watch = pid.map(|p| Watch::start(p, admin));
     let mut latencies_ns = Vec::with_capacity(plan.calls as usize);
     let mut elapsed = Duration::ZERO;
     let mut failure = None;
@@ -227,9 +236,21 @@ async fn drive(
             receiver.settle(spans_before, done, SPAN_QUIET, SPAN_TIMEOUT);
             tree_rss_kib(pid)
         });
-        series.push(RssPoint { calls: done, rss_kib });
-        eprintln!("  growth: {done} calls, RSS {:.1} MiB", rss_kib as f64 / 1024.0);
+        let between = watch.as_ref().map(Watch::take);
+        series.push(RssPoint {
+            calls: done,
+            rss_kib,
+            rss_between_peak_kib: between.map(|b| b.rss_kib),
+            export_queue_peak: between.map(|b| b.export_queue),
+        });
+        eprintln!(
+            "  growth: {done} calls, RSS at rest {:.1} MiB (peak since the last sample {:.1} MiB, export queue peak {})",
+            rss_kib as f64 / 1024.0,
+            between.map_or(0, |b| b.rss_kib) as f64 / 1024.0,
+            between.map_or(0, |b| b.export_queue)
+        );
     }
+    drop(watch);
     let tap = tokio::task::block_in_place(|| {
         meter.end(done);
         scrape::settle(admin, SETTLE_TIMEOUT)
@@ -285,7 +306,7 @@ pub fn table(r: &GrowthReport) -> String {
         return s + &format!("{:<11} error: {}\n", r.target, r.error.clone().unwrap_or_default());
     }
     s += &format!(
-        "{:<11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}  {}\n",
+        "{:<11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}  {}\n",
         "target",
         "calls",
         "calls/s",
@@ -296,12 +317,13 @@ pub fn table(r: &GrowthReport) -> String {
         "RSSwarm",
         "RSSend",
         "RSSmax",
+        "RSSpeak",
         "growth",
         "per 100k",
         "spans arrived"
     );
     s += &format!(
-        "{:<11} {:>8} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}  {}/{}\n",
+        "{:<11} {:>8} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}  {}/{}\n",
         r.target,
         r.calls_ok,
         r.rate,
@@ -312,21 +334,29 @@ pub fn table(r: &GrowthReport) -> String {
         mib(r.rss_after_warmup_kib),
         mib(r.rss_end_kib),
         mib(r.rss_max_kib),
+        mib(r.rss_peak_kib),
         r.growth_kib.map_or("-".into(), |g| format!("{g:+}KiB")),
         r.growth_per_100k_calls_kib
             .map_or("-".into(), |g| format!("{g:+.0}KiB")),
         r.spans_arrived,
         r.calls_ok
     );
-    s += "RSS at rest (KiB) after N calls:";
-    for (i, p) in r.series.iter().enumerate() {
-        if i % 6 == 0 {
-            s += "\n ";
-        }
-        s += &format!(" {:>8}: {:>7}", p.calls, p.rss_kib);
+    s += &format!(
+        "{:>9} {:>12} {:>14} {:>12}\n",
+        "calls", "RSS at rest", "peak between", "queue peak"
+    );
+    let kib = |k: Option<u64>| k.map_or("-".into(), |k| format!("{k} KiB"));
+    for p in &r.series {
+        s += &format!(
+            "{:>9} {:>12} {:>14} {:>12}\n",
+            p.calls,
+            kib(Some(p.rss_kib)),
+            kib(p.rss_between_peak_kib),
+            p.export_queue_peak.map_or("-".into(), |q| q.to_string())
+        );
     }
     s += &format!(
-        "\nruntime-tap /metrics: calls {}, spans submitted {}, exported {}, dropped {} ({})\n",
+        "runtime-tap /metrics: calls {}, spans submitted {}, exported {}, dropped {} ({})\n",
         r.tap.calls,
         r.tap.spans_submitted,
         r.tap.spans_exported,

@@ -15,6 +15,7 @@ mod procfs;
 mod report;
 mod scrape;
 mod targets;
+mod watch;
 mod workloads;
 
 use std::path::{Path, PathBuf};
