@@ -2,15 +2,20 @@
 //! runtime-tap (decoding and export on; decoding off), each a separate process in front of
 //! the same upstream (a private containerd and dockerd, or the benchmark's own byte servers),
 //! run interleaved (rounds × targets in rotated order) so machine drift cancels out; medians
-//! across rounds. See benches/README.md.
+//! across rounds. Two more workloads measure runtime-tap alone, once: span accounting under a
+//! paced rate, and RSS growth over a long run. See benches/README.md.
 //!
 //!     cargo bench --bench runtime-tap-bench -- [--quick] [--rounds N] [--only W,..] [--targets T,..]
 
+mod accounting;
+mod growth;
 mod meter;
 mod otlp;
 mod procfs;
 mod report;
+mod scrape;
 mod targets;
+mod watch;
 mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -32,14 +37,16 @@ use targets::{Relay, Target};
     about = "runtime-tap beside the direct socket, socat, HAProxy and nginx"
 )]
 struct Opts {
-    /// Smoke test: 2000 calls, 16 MiB bulk, 32 MiB blob, 100 idle connections held 1 s, 1 round.
+    /// Smoke test: 2000 calls, 16 MiB bulk, 32 MiB blob, 100 idle connections held 1 s, 1 round;
+    /// accounting at 1,000 calls/s for 5 s, growth over 20,000 calls.
     #[arg(long)]
     quick: bool,
     /// Rounds (each runs every target once, in rotated order). Default 5 (quick: 1).
     #[arg(long)]
     rounds: Option<usize>,
     /// Workloads to run (comma-separated): unary-c1, unary-c32, docker-ping, bulk-sink,
-    /// bulk-echo, content-read, idle; or the groups unary, bulk. Default: all.
+    /// bulk-echo, content-read, idle, accounting, growth; or the groups unary, bulk, soak
+    /// (accounting and growth). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Targets (comma-separated): direct, socat, haproxy, nginx, tap-export, tap-relay.
@@ -77,9 +84,13 @@ enum Workload {
     BulkEcho,
     ContentRead,
     Idle,
+    /// runtime-tap alone, once: span accounting at a paced rate.
+    Accounting,
+    /// runtime-tap alone, once: RSS over a long run.
+    Growth,
 }
 
-const WORKLOADS: [Workload; 7] = [
+const WORKLOADS: [Workload; 9] = [
     Workload::UnaryC1,
     Workload::UnaryC32,
     Workload::DockerPing,
@@ -87,6 +98,8 @@ const WORKLOADS: [Workload; 7] = [
     Workload::BulkEcho,
     Workload::ContentRead,
     Workload::Idle,
+    Workload::Accounting,
+    Workload::Growth,
 ];
 
 impl Workload {
@@ -99,7 +112,15 @@ impl Workload {
             Workload::BulkEcho => "bulk-echo",
             Workload::ContentRead => "content-read",
             Workload::Idle => "idle",
+            Workload::Accounting => "accounting",
+            Workload::Growth => "growth",
         }
+    }
+
+    /// Runs once against tap-export alone (its claim is about runtime-tap, not a comparison),
+    /// after the paired workloads.
+    fn alone(self) -> bool {
+        matches!(self, Workload::Accounting | Workload::Growth)
     }
 
     fn unit(self) -> Unit {
@@ -122,6 +143,8 @@ struct Sizes {
     blob_bytes: u64,
     idle_conns: usize,
     idle_hold: Duration,
+    accounting: accounting::Plan,
+    growth: growth::Plan,
 }
 
 /// The full run: about 10-15 minutes on 2 cores (see benches/README.md).
@@ -134,6 +157,15 @@ const FULL: Sizes = Sizes {
     blob_bytes: 256 << 20,
     idle_conns: 1000,
     idle_hold: Duration::from_secs(5),
+    accounting: accounting::Plan {
+        rate: 10_000,
+        duration: Duration::from_secs(60),
+    },
+    growth: growth::Plan {
+        calls: 1_000_000,
+        sample_every: 50_000,
+        warmup: 100_000,
+    },
 };
 
 const QUICK: Sizes = Sizes {
@@ -145,6 +177,15 @@ const QUICK: Sizes = Sizes {
     blob_bytes: 32 << 20,
     idle_conns: 100,
     idle_hold: Duration::from_secs(1),
+    accounting: accounting::Plan {
+        rate: 1000,
+        duration: Duration::from_secs(5),
+    },
+    growth: growth::Plan {
+        calls: 20_000,
+        sample_every: 5000,
+        warmup: 5000,
+    },
 };
 
 fn main() -> anyhow::Result<()> {
@@ -205,7 +246,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
 
     let mut reports = Vec::new();
-    for w in &workloads {
+    for w in workloads.iter().filter(|w| !w.alone()) {
         let (upstream, service, description, size, concurrency) = match w {
             Workload::UnaryC1 => (
                 bed.containerd_socket(),
@@ -275,6 +316,7 @@ fn main() -> anyhow::Result<()> {
                 sizes.idle_conns as u64,
                 sizes.idle_conns,
             ),
+            Workload::Accounting | Workload::Growth => unreachable!("run alone, below"),
         };
         let dir = scratch.join(w.name());
         std::fs::create_dir_all(&dir)?;
@@ -283,6 +325,7 @@ fn main() -> anyhow::Result<()> {
             tap_bin: &tap_bin,
             otlp_endpoint: &receiver.endpoint,
             service,
+            admin: None,
         };
         // Every target in front of this workload's upstream, for all its rounds.
         let mut relays: Vec<(Target, Result<Relay, String>)> = Vec::new();
@@ -364,6 +407,48 @@ fn main() -> anyhow::Result<()> {
         };
         reports.push(wr);
     }
+
+    // runtime-tap alone, once each, on a fresh tap-export with its admin endpoint on.
+    let mut accounting_report = None;
+    let mut growth_report = None;
+    for w in workloads.iter().filter(|w| w.alone()) {
+        if !targets.contains(&Target::TapExport) {
+            eprintln!("{}: skipped (tap-export is not among the targets)", w.name());
+            continue;
+        }
+        let dir = scratch.join(w.name());
+        std::fs::create_dir_all(&dir)?;
+        let admin = scrape::free_addr()?;
+        let env = targets::Env {
+            dir: &dir,
+            tap_bin: &tap_bin,
+            otlp_endpoint: &receiver.endpoint,
+            service: "containerd",
+            admin: Some(admin),
+        };
+        let relay = Relay::start(Target::TapExport, &bed.containerd_socket(), &env).map_err(|e| format!("{e:#}"));
+        let verdict = match w {
+            Workload::Accounting => {
+                let r = match relay {
+                    Ok(relay) => accounting::run(&rt, &relay, admin, &receiver, sizes.accounting),
+                    Err(e) => accounting::not_run(sizes.accounting, e),
+                };
+                accounting_report.insert(r).verdict.clone()
+            }
+            _ => {
+                let r = match relay {
+                    Ok(relay) => growth::run(&rt, &relay, admin, &receiver, sizes.growth),
+                    Err(e) => growth::not_run(sizes.growth, e),
+                };
+                growth_report.insert(r).verdict.clone()
+            }
+        };
+        eprintln!(
+            "[{:>4}s] {} tap-export: {verdict}",
+            started.elapsed().as_secs(),
+            w.name()
+        );
+    }
     drop(rt);
     drop(bulk_server);
     bed.stop();
@@ -376,6 +461,14 @@ fn main() -> anyhow::Result<()> {
     );
     for r in &reports {
         text += &report::table(r);
+        text.push('\n');
+    }
+    if let Some(r) = &accounting_report {
+        text += &accounting::table(r);
+        text.push('\n');
+    }
+    if let Some(r) = &growth_report {
+        text += &growth::table(r);
         text.push('\n');
     }
     print!("{text}");
@@ -402,8 +495,15 @@ fn main() -> anyhow::Result<()> {
             "blob_bytes": sizes.blob_bytes,
             "idle_conns": sizes.idle_conns,
             "idle_hold_s": sizes.idle_hold.as_secs_f64(),
+            "accounting_rate": sizes.accounting.rate,
+            "accounting_duration_s": sizes.accounting.duration.as_secs_f64(),
+            "growth_calls": sizes.growth.calls,
+            "growth_sample_every": sizes.growth.sample_every,
+            "growth_warmup_calls": sizes.growth.warmup,
         },
         "workloads": reports,
+        "accounting": accounting_report,
+        "growth": growth_report,
     });
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
@@ -539,11 +639,12 @@ fn select_workloads(only: &[String]) -> anyhow::Result<Vec<Workload>> {
         let found: Vec<Workload> = match o {
             "unary" => vec![Workload::UnaryC1, Workload::UnaryC32],
             "bulk" => vec![Workload::BulkSink, Workload::BulkEcho],
+            "soak" => vec![Workload::Accounting, Workload::Growth],
             _ => WORKLOADS.iter().copied().filter(|w| w.name() == o).collect(),
         };
         if found.is_empty() {
             bail!(
-                "unknown workload {o:?}: one of {}, unary, bulk",
+                "unknown workload {o:?}: one of {}, unary, bulk, soak",
                 WORKLOADS.map(Workload::name).join(", ")
             );
         }

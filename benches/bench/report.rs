@@ -153,7 +153,7 @@ pub fn summarize(unit: Unit, runs: &[(Target, Vec<Run>)], rss_idle: &[(Target, O
         .collect()
 }
 
-fn dur(us: Option<f64>) -> String {
+pub fn dur(us: Option<f64>) -> String {
     match us {
         None => "-".into(),
         Some(us) if us.is_nan() => "-".into(),
@@ -163,7 +163,7 @@ fn dur(us: Option<f64>) -> String {
     }
 }
 
-fn mib(k: Option<u64>) -> String {
+pub fn mib(k: Option<u64>) -> String {
     k.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0))
 }
 

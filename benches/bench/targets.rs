@@ -141,6 +141,8 @@ pub struct Env<'a> {
     pub otlp_endpoint: &'a str,
     /// runtime-tap's intercept name (`service.name`): containerd, dockerd, bulk.
     pub service: &'a str,
+    /// runtime-tap's admin endpoint (/metrics); none: off, as for the paired workloads.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// A running target in front of one upstream.
@@ -225,10 +227,11 @@ impl Relay {
                     // section with no sink is refused).
                     String::new()
                 };
+                let admin = env.admin.map_or("off".to_string(), |a| a.to_string());
                 std::fs::write(
                     &cfg,
                     format!(
-                        "[[intercept]]\nname = \"{}\"\nlisten = \"unix://{sock}\"\nupstream = \"unix://{up}\"\ndecode = {}\n\n[admin]\nlisten = \"off\"\n\n[relay]\ngrace_period_secs = 1\n\n{export}",
+                        "[[intercept]]\nname = \"{}\"\nlisten = \"unix://{sock}\"\nupstream = \"unix://{up}\"\ndecode = {}\n\n[admin]\nlisten = \"{admin}\"\n\n[relay]\ngrace_period_secs = 1\n\n{export}",
                         env.service,
                         target == Target::TapExport
                     ),

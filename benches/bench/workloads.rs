@@ -50,9 +50,11 @@ async fn connect(sock: &Path) -> anyhow::Result<tokio::net::UnixStream> {
     }
 }
 
-type H2 = h2::client::SendRequest<Bytes>;
+/// A client's handle on one HTTP/2 connection.
+pub type H2 = h2::client::SendRequest<Bytes>;
 
-async fn h2_connect(sock: &Path) -> anyhow::Result<(H2, tokio::task::JoinHandle<()>)> {
+/// Connects and completes the HTTP/2 handshake; the returned task drives the connection.
+pub async fn h2_connect(sock: &Path) -> anyhow::Result<(H2, tokio::task::JoinHandle<()>)> {
     let io = connect(sock).await?;
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(H2_STREAM_WINDOW)
@@ -110,7 +112,7 @@ async fn grpc_call(
 }
 
 /// One Version/Version call: an empty request, a non-empty response.
-async fn version(send: &H2) -> anyhow::Result<()> {
+pub async fn version(send: &H2) -> anyhow::Result<()> {
     let mut n = 0;
     grpc_call(send, VERSION, Bytes::from_static(&[0; 5]), |d| {
         n += d.len();
@@ -122,7 +124,7 @@ async fn version(send: &H2) -> anyhow::Result<()> {
 }
 
 /// Runs `calls` Version calls from `concurrency` tasks over one HTTP/2 connection.
-async fn version_batch(send: &H2, concurrency: usize, calls: u64) -> anyhow::Result<Vec<u64>> {
+pub async fn version_batch(send: &H2, concurrency: usize, calls: u64) -> anyhow::Result<Vec<u64>> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
