@@ -40,7 +40,8 @@ enum State {
     /// identities propagation gave to requests in them.
     Sniffing(BytesMut, Vec<(Direction, Instant, Bytes)>, Vec<Injection>),
     Decoding(Box<dyn Session>),
-    /// Opaque protocol, or decoding given up: only counted.
+    /// Opaque protocol, or decoding given up: only counted (by the relay), and without a
+    /// capture the observer stops reading.
     Counting,
 }
 
@@ -158,6 +159,13 @@ impl Observer {
             if !matches!(state, State::Decoding(_)) {
                 budget.release(std::mem::take(&mut held));
             }
+            // Nothing left to decode (opaque, or decoding given up) and no capture wanting the
+            // bytes: stop taking them. Dropping the queue tells the relay, which then stops
+            // offering chunks (its byte counts go on), so an opaque bulk stream costs no more
+            // than with decoding off.
+            if matches!(state, State::Counting) && capture.is_none() {
+                break;
+            }
         }
         budget.release(held);
         // The queue closed without `Closed`: the tap overflowed and gave up on this connection
@@ -224,5 +232,58 @@ impl Observer {
 fn event_closed_at(closed: &Option<Instant>) -> TapEvent {
     TapEvent::Closed {
         at: closed.unwrap_or_else(Instant::now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::relay::tap::Tap;
+    use crate::trace::call::{Call, CallStart, StreamEvent};
+
+    struct Ignore;
+
+    impl CallSink for Ignore {
+        fn started(&self, _: &CallStart) {}
+        fn ended(&self, _: Call) {}
+        fn event(&self, _: StreamEvent) {}
+    }
+
+    /// An opaque stream's observer stops once the sniffer has decided, without waiting for
+    /// the connection to end, and the relay's tap then stops offering it chunks; the bytes
+    /// are still counted.
+    #[tokio::test]
+    async fn an_opaque_connection_is_no_longer_tapped_once_sniffed() {
+        let metrics = InterceptMetrics::new("bulk");
+        let (mut tap, rx) = Tap::new(64, 1 << 20, Arc::clone(&metrics));
+        let observer = Arc::new(Observer {
+            sink: Arc::new(Ignore),
+            clock: Clock::new(),
+            schema: Schema::builtin(),
+            docker_ids: Arc::default(),
+        });
+        let conn = Arc::new(ConnMeta {
+            id: 1,
+            service: Arc::from("bulk"),
+            transport: "unix",
+            listen: "unix:///tap.sock".into(),
+            upstream: "unix:///up.sock".into(),
+            client: None,
+            server: None,
+            capture_payloads: false,
+        });
+        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), None));
+        let first = Bytes::from_static(b"\x00\x01\x02 not a protocol we know");
+        let first_len = first.len() as u64;
+        tap.offer(Direction::ClientToServer, first);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the observer stops before the connection ends")
+            .expect("observer task");
+        tap.offer(Direction::ClientToServer, Bytes::from(vec![7u8; 4096]));
+        assert!(!tap.is_tapping());
+        assert_eq!(metrics.bytes(Direction::ClientToServer), first_len + 4096);
     }
 }

@@ -130,6 +130,11 @@ impl Tap {
         }
     }
 
+    /// Whether chunks still go to an observer (not off, not given up, observer not gone).
+    pub fn is_tapping(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Offer a chunk as it was read. Never blocks.
     pub fn offer(&mut self, dir: Direction, bytes: Bytes) {
         self.metrics.add_bytes(dir, bytes.len());
