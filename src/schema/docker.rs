@@ -2,6 +2,9 @@
 //! request path into its templated route (`/containers/{id}/start`), the API version of
 //! its `/v1.NN` prefix and the path parameters. Parameter names follow the Docker docs.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 /// A route, in Docker's template form.
 #[derive(Debug, Clone, Copy)]
 struct Route {
@@ -269,7 +272,7 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Option<RouteMatch<'a>> {
     let (api_version, path) = strip_version(path);
     // Among matches, the most literal wins: fewer parameters, then single-segment ones.
     let mut best: Option<(usize, bool, &'static str, Params<'a>)> = None;
-    for route in ROUTES.iter().filter(|r| r.method == method) {
+    for route in candidates(method, first_segment(path)) {
         let found = if route.greedy {
             match_greedy(route.path, path)
         } else {
@@ -291,6 +294,37 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Option<RouteMatch<'a>> {
     })
 }
 
+/// The first segment of a path (`containers` of `/containers/abc/start`).
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split_once('/').map_or(rest, |(first, _)| first)
+}
+
+/// The routes a request can match: the table's routes of its method whose template starts
+/// with its first segment (every template's first segment is literal). Indexed once, so a
+/// request is tried against a handful of templates instead of the whole table.
+fn candidates(method: &str, first: &str) -> &'static [&'static Route] {
+    type Index = HashMap<&'static str, HashMap<&'static str, Vec<&'static Route>>>;
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        let mut index = Index::new();
+        for route in ROUTES {
+            let first = first_segment(route.path);
+            index
+                .entry(route.method)
+                .or_default()
+                .entry(first)
+                .or_default()
+                .push(route);
+        }
+        index
+    });
+    index
+        .get(method)
+        .and_then(|by_first| by_first.get(first))
+        .map_or(&[], Vec::as_slice)
+}
+
 /// The span name of a Docker request: `{METHOD} {route}`, or just `{METHOD}` when the
 /// route is unknown (never the raw path: it carries ids).
 pub fn span_name(method: &str, path: &str) -> String {
@@ -308,6 +342,15 @@ pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `candidates` indexes templates by their first segment: it must never be a parameter.
+    #[test]
+    fn every_template_starts_with_a_literal_segment() {
+        for (method, path) in routes() {
+            let first = first_segment(path);
+            assert!(!first.is_empty() && !first.contains('{'), "{method} {path}");
+        }
+    }
 
     /// A concrete path for a template: `{id}` → `abc123`, greedy `{name}` → a name with
     /// slashes and a tag.

@@ -5,6 +5,7 @@
 pub mod grpc;
 pub mod h1;
 pub mod h2;
+pub mod headers;
 pub mod sniff;
 #[cfg(test)]
 pub mod testutil;

@@ -10,8 +10,8 @@ use crate::wire::Direction;
 use crate::wire::grpc::{GrpcDecoder, GrpcEvent, Limits};
 use crate::wire::h1::{H1Decoder, H1Event};
 use crate::wire::h2::frame::{FrameType, PREFACE, flags, setting};
-use crate::wire::h2::hpack::Headers as H2Headers;
 use crate::wire::h2::testutil as t;
+use crate::wire::headers::Headers;
 use crate::wire::testutil::{Segment, capture_files, load_capture};
 
 const C: Direction = Direction::ClientToServer;
@@ -475,7 +475,7 @@ fn h2_captures_decode_to_the_same_calls_plus_traceparent() {
                     let i = next.next().expect("an injection per request");
                     GrpcEvent::RequestHeaders {
                         stream,
-                        headers: H2Headers::new(with_traceparent(headers.into_vec(), i)),
+                        headers: Headers::new(with_traceparent(headers.into_vec(), i)),
                     }
                 }
                 other => other,
@@ -500,10 +500,12 @@ fn h1_captures_decode_to_the_same_calls_plus_traceparent() {
                     method,
                     target,
                     version,
-                    mut headers,
+                    headers,
                 } if headers.get(TRACEPARENT).is_none() => {
                     let i = next.next().expect("an injection per request");
-                    headers.0.insert(0, (TRACEPARENT.to_string(), i.traceparent()));
+                    let mut pairs = headers.into_vec();
+                    pairs.insert(0, (TRACEPARENT.to_string(), i.traceparent()));
+                    let headers = Headers::new(pairs);
                     H1Event::RequestHead {
                         id,
                         method,

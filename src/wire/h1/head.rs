@@ -1,73 +1,15 @@
 //! Message heads: finding where a head (or a trailer section) ends, bounded, and parsing it
 //! with httparse into owned values. Nothing here keeps bytes beyond one head.
 
-use std::fmt;
+pub use crate::wire::headers::Headers;
 
-/// Header fields of a head or trailer section, in wire order, names as sent.
-///
-/// `Debug` prints names and value lengths only: values can be credentials
-/// (`Authorization`, `X-Registry-Auth`).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(pub Vec<(String, String)>);
-
-impl Headers {
-    /// First value of the field `name`, compared case-insensitively.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+/// The fields httparse found, as owned [`Headers`].
+fn headers_from_httparse(fields: &[httparse::Header<'_>]) -> Headers {
+    let mut headers = Headers::with_capacity(fields.len(), fields.iter().map(|h| h.name.len() + h.value.len()).sum());
+    for h in fields {
+        headers.push(h.name, &String::from_utf8_lossy(h.value));
     }
-
-    /// Every value of the field `name`, case-insensitively, in wire order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All fields as `(name, value)`, in wire order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
-    }
-
-    /// Number of fields.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when there is no field.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// True when a comma-separated list field `name` holds `token` (case-insensitive),
-    /// as in `Connection: keep-alive, Upgrade`.
-    pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.get_all(name)
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-
-    fn from_httparse(fields: &[httparse::Header<'_>]) -> Self {
-        Headers(
-            fields
-                .iter()
-                .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect(),
-        )
-    }
-}
-
-impl fmt::Debug for Headers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut m = f.debug_map();
-        for (n, v) in &self.0 {
-            m.entry(&n, &format_args!("<{} bytes>", v.len()));
-        }
-        m.finish()
-    }
+    headers
 }
 
 /// Incremental search for the empty line that ends a head or trailer section.
@@ -189,7 +131,7 @@ pub(crate) fn parse_request(block: &[u8], max_headers: usize) -> Result<RequestH
             method: req.method.unwrap_or_default().to_owned(),
             target: req.path.unwrap_or_default().to_owned(),
             version: req.version.unwrap_or(1),
-            headers: Headers::from_httparse(req.headers),
+            headers: headers_from_httparse(req.headers),
         }))
     })
 }
@@ -200,7 +142,7 @@ pub(crate) fn parse_response(block: &[u8], max_headers: usize) -> Result<Respons
         let mut resp = httparse::Response::new(fields);
         Ok(map_status(resp.parse(block)?, |_| ResponseHead {
             status: resp.code.unwrap_or_default(),
-            headers: Headers::from_httparse(resp.headers),
+            headers: headers_from_httparse(resp.headers),
         }))
     })
 }
@@ -209,7 +151,7 @@ pub(crate) fn parse_response(block: &[u8], max_headers: usize) -> Result<Respons
 pub(crate) fn parse_trailers(block: &[u8], max_headers: usize) -> Result<Headers, HeadError> {
     with_fields(max_headers, |fields| {
         Ok(map_status(httparse::parse_headers(block, fields)?, |(_, parsed)| {
-            Headers::from_httparse(parsed)
+            headers_from_httparse(parsed)
         }))
     })
 }

@@ -1162,7 +1162,7 @@ fn leading_empty_lines_are_skipped() {
 
 #[test]
 fn headers_debug_hides_values() {
-    let h = Headers(vec![
+    let h = Headers::new(vec![
         ("Authorization".into(), "Bearer secret-token".into()),
         ("X-Registry-Auth".into(), "eyJzZWNyZXQiOjF9".into()),
     ]);

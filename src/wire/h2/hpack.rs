@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub use crate::wire::headers::Headers;
+
 use loona_hpack::decoder::DecoderError;
 
 use crate::wire::h2::frame::DEFAULT_HEADER_TABLE_SIZE;
@@ -14,75 +16,6 @@ use crate::wire::h2::huffman;
 pub const ENTRY_OVERHEAD: usize = 32;
 /// Scratch capacity kept between blocks; larger scratch buffers are released after use.
 const SCRATCH_KEEP: usize = 4096;
-
-/// A decoded header list, in wire order. Values are lossy UTF-8. `Debug` prints names and
-/// value lengths only: headers may carry secrets.
-///
-/// All fields of a block share one string: a call's header blocks have a dozen fields each,
-/// and two allocations per field were a tenth of the observer's time at high call rates.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Headers {
-    text: String,
-    /// Per field, where its name ends and its value ends in `text`; a name starts where the
-    /// previous value ended.
-    ends: Vec<(u32, u32)>,
-}
-
-impl Headers {
-    /// From (name, value) pairs.
-    pub fn new(pairs: Vec<(String, String)>) -> Headers {
-        let mut h = Headers::default();
-        for (n, v) in &pairs {
-            h.push(n, v);
-        }
-        h
-    }
-
-    fn push(&mut self, name: &str, value: &str) {
-        self.text.push_str(name);
-        let name_end = self.text.len();
-        self.text.push_str(value);
-        // Header lists are capped far below 4 GiB (`max_list`), so offsets fit in u32.
-        self.ends.push((name_end as u32, self.text.len() as u32));
-    }
-
-    /// The first value of `name` (ASCII case-insensitive).
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
-    }
-
-    /// All (name, value) pairs in wire order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let mut start = 0usize;
-        self.ends.iter().map(move |&(name_end, value_end)| {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
-            let field = (&self.text[start..name_end], &self.text[name_end..value_end]);
-            start = value_end;
-            field
-        })
-    }
-
-    /// Number of fields.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// No fields.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// The pairs.
-    pub fn into_vec(self) -> Vec<(String, String)> {
-        self.iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect()
-    }
-}
-
-impl fmt::Debug for Headers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter().map(|(n, v)| (n, v.len()))).finish()
-    }
-}
 
 /// Why a header block could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -162,10 +95,7 @@ impl HpackDecoder {
         // Offsets in `Headers` are u32; no real cap comes near.
         let max_list = max_list.min(u32::MAX as usize);
         // Typical gRPC blocks decode to a dozen fields and a few hundred bytes.
-        let mut headers = Headers {
-            text: String::with_capacity(256),
-            ends: Vec::with_capacity(16),
-        };
+        let mut headers = Headers::with_capacity(16, 256);
         let mut size = 0usize;
         let mut truncated = false;
         let rewritten = unhuffman(block, &mut self.raw, &mut self.huff)?;
