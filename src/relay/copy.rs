@@ -41,8 +41,15 @@ struct Half {
     read_done: bool,
     shutdown_done: bool,
     bytes: u64,
+    /// What a read buffer is allocated with: the configured size, grown (up to
+    /// [`BULK_CAPACITY`]) while reads keep filling the whole buffer.
     capacity: usize,
 }
+
+/// Largest read buffer a direction grows to while it streams bulk (an image layer, a copy):
+/// 4 × 64 KiB quarters the syscalls per byte, and only a connection that fills its buffer
+/// read after read gets it, so thousands of idle or chatty connections stay at the default.
+const BULK_CAPACITY: usize = 256 * 1024;
 
 impl Half {
     fn new(dir: Direction, capacity: usize) -> Half {
@@ -124,6 +131,9 @@ impl Half {
                 tap.eof(self.dir);
             } else {
                 self.bytes += n as u64;
+                if n >= self.capacity && self.capacity < BULK_CAPACITY {
+                    self.capacity = (self.capacity * 2).min(BULK_CAPACITY);
+                }
                 let chunk = self.buf.split().freeze();
                 let chunk = match prop.as_deref_mut() {
                     None => chunk,
@@ -284,5 +294,56 @@ where
         } else {
             Poll::Pending
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+    use crate::metrics::InterceptMetrics;
+
+    const DEFAULT: usize = 64 * 1024;
+
+    /// Sends `total` bytes from the client in `chunk`-sized writes, each answered by the
+    /// upstream with one byte (a bulk upload when chunks are large, calls when small), and
+    /// returns the client-to-upstream read buffer size the relay ended with.
+    async fn relay_upload(total: usize, chunk: usize) -> usize {
+        let (mut client_app, mut client_end) = duplex(1 << 20);
+        let (mut up_end, mut up_app) = duplex(1 << 20);
+        let mut tap = Tap::off(InterceptMetrics::new("t"));
+        let mut relay = Relay::new(&mut client_end, &mut up_end, &mut tap, DEFAULT);
+        let client = async move {
+            let block = vec![7u8; chunk];
+            let mut ack = [0u8; 1];
+            for _ in 0..total / chunk {
+                client_app.write_all(&block).await.unwrap();
+                client_app.read_exact(&mut ack).await.unwrap();
+            }
+            client_app.shutdown().await.unwrap();
+            let _ = client_app.read_to_end(&mut Vec::new()).await;
+        };
+        let upstream = async move {
+            let mut buf = vec![0u8; chunk];
+            for _ in 0..total / chunk {
+                up_app.read_exact(&mut buf).await.unwrap();
+                up_app.write_all(&[1]).await.unwrap();
+            }
+            up_app.shutdown().await.unwrap();
+        };
+        let (counts, (), ()) = tokio::join!(&mut relay, client, upstream);
+        assert_eq!(counts.unwrap()[0], total as u64);
+        relay.c2s.capacity
+    }
+
+    #[tokio::test]
+    async fn a_direction_streaming_bulk_grows_its_buffer_to_the_bulk_size_and_no_further() {
+        assert_eq!(relay_upload(16 << 20, 1 << 20).await, BULK_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn a_direction_carrying_small_messages_keeps_the_configured_buffer() {
+        assert_eq!(relay_upload(1 << 20, 512).await, DEFAULT);
     }
 }
