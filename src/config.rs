@@ -168,8 +168,8 @@ impl Default for Admin {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Relay {
-    /// Read buffer per direction, in bytes. A direction whose reads keep filling it (bulk)
-    /// doubles it, up to 256 KiB.
+    /// Read buffer per direction, in bytes. On a connection nothing decodes (opaque), a
+    /// direction whose reads keep filling it (bulk) doubles it, up to 256 KiB.
     #[serde(default = "default_buffer_size")]
     pub buffer_size: usize,
     /// Depth of each connection's tap queue, in chunks.

@@ -154,14 +154,7 @@ pub fn run(
         .pid()
         .map(|p| crate::procfs::tree_mem(&crate::procfs::tree(p)).rss_kib);
     let (sock, pid, receiver) = (relay.socket.clone(), relay.pid(), receiver.clone());
-    let result = rt.block_on(async move {
-        let task = tokio::spawn(drive(sock, pid, admin, receiver, plan));
-        match tokio::time::timeout(plan.duration + OVERRUN, task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(anyhow::anyhow!("client task: {e}")),
-            Err(_) => Err(anyhow::anyhow!("run timed out")),
-        }
-    });
+    let result = workloads::run_bounded(rt, plan.duration + OVERRUN, drive(sock, pid, admin, receiver, plan));
     match result {
         Ok(m) => m.fill(&mut r),
         Err(e) => r.error = Some(format!("{e:#}")),

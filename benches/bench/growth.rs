@@ -138,14 +138,7 @@ pub fn run(
     let mut r = GrowthReport::planned(plan);
     r.rss_idle_kib = relay.pid().map(|p| procfs::tree_mem(&procfs::tree(p)).rss_kib);
     let (sock, pid, receiver) = (relay.socket.clone(), relay.pid(), receiver.clone());
-    let result = rt.block_on(async move {
-        let task = tokio::spawn(drive(sock, pid, admin, receiver, plan));
-        match tokio::time::timeout(RUN_TIMEOUT, task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(anyhow::anyhow!("client task: {e}")),
-            Err(_) => Err(anyhow::anyhow!("run timed out after {} s", RUN_TIMEOUT.as_secs())),
-        }
-    });
+    let result = workloads::run_bounded(rt, RUN_TIMEOUT, drive(sock, pid, admin, receiver, plan));
     match result {
         Ok(m) => m.fill(&mut r, plan),
         Err(e) => r.error = Some(format!("{e:#}")),

@@ -559,3 +559,19 @@ pub fn serve_bulk(sink: &Path, echo: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(echo);
     Ok(())
 }
+
+/// Runs the client task of a once-only workload (accounting, growth) on `rt`, bounded by
+/// `limit`: a task that panicked or ran past the limit is an error like the run's own.
+pub fn run_bounded<T, F>(rt: &tokio::runtime::Runtime, limit: Duration, task: F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    rt.block_on(async move {
+        match tokio::time::timeout(limit, tokio::spawn(task)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(anyhow::anyhow!("client task: {e}")),
+            Err(_) => Err(anyhow::anyhow!("run timed out after {} s", limit.as_secs())),
+        }
+    })
+}

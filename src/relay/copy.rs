@@ -46,9 +46,10 @@ struct Half {
     capacity: usize,
 }
 
-/// Largest read buffer a direction grows to while it streams bulk (an image layer, a copy):
-/// 4 × 64 KiB quarters the syscalls per byte, and only a connection that fills its buffer
-/// read after read gets it, so thousands of idle or chatty connections stay at the default.
+/// Largest read buffer a direction grows to while it streams bulk through a connection nothing
+/// decodes (opaque, or decoding given up): 4 × 64 KiB quarters the syscalls per byte, and only
+/// a connection that fills its buffer read after read gets it, so thousands of idle or chatty
+/// connections stay at the default.
 const BULK_CAPACITY: usize = 256 * 1024;
 
 impl Half {
@@ -131,7 +132,9 @@ impl Half {
                 tap.eof(self.dir);
             } else {
                 self.bytes += n as u64;
-                if n >= self.capacity && self.capacity < BULK_CAPACITY {
+                // Only while nothing decodes this connection: a decoder's queue and the
+                // process-wide decode budget are sized in default chunks.
+                if n >= self.capacity && self.capacity < BULK_CAPACITY && !tap.is_tapping() {
                     self.capacity = (self.capacity * 2).min(BULK_CAPACITY);
                 }
                 let chunk = self.buf.split().freeze();
@@ -309,10 +312,16 @@ mod tests {
     /// Sends `total` bytes from the client in `chunk`-sized writes, each answered by the
     /// upstream with one byte (a bulk upload when chunks are large, calls when small), and
     /// returns the client-to-upstream read buffer size the relay ended with.
-    async fn relay_upload(total: usize, chunk: usize) -> usize {
+    async fn relay_upload(total: usize, chunk: usize, decoded: bool) -> usize {
         let (mut client_app, mut client_end) = duplex(1 << 20);
         let (mut up_end, mut up_app) = duplex(1 << 20);
-        let mut tap = Tap::off(InterceptMetrics::new("t"));
+        // A decoding observer that keeps up (its queue is never full), or none.
+        let (mut tap, _observer) = if decoded {
+            let (tap, rx) = Tap::new(1 << 16, 1 << 30, InterceptMetrics::new("t"));
+            (tap, Some(rx))
+        } else {
+            (Tap::off(InterceptMetrics::new("t")), None)
+        };
         let mut relay = Relay::new(&mut client_end, &mut up_end, &mut tap, DEFAULT);
         let client = async move {
             let block = vec![7u8; chunk];
@@ -339,11 +348,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_direction_streaming_bulk_grows_its_buffer_to_the_bulk_size_and_no_further() {
-        assert_eq!(relay_upload(16 << 20, 1 << 20).await, BULK_CAPACITY);
+        assert_eq!(relay_upload(16 << 20, 1 << 20, false).await, BULK_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn a_decoded_direction_keeps_the_configured_buffer_whatever_it_streams() {
+        assert_eq!(relay_upload(16 << 20, 1 << 20, true).await, DEFAULT);
     }
 
     #[tokio::test]
     async fn a_direction_carrying_small_messages_keeps_the_configured_buffer() {
-        assert_eq!(relay_upload(1 << 20, 512).await, DEFAULT);
+        assert_eq!(relay_upload(1 << 20, 512, false).await, DEFAULT);
     }
 }
