@@ -68,10 +68,12 @@ impl Encoder {
     /// order within a service) into `out`, which is cleared first.
     pub(super) fn encode(&mut self, spans: &[SpanRecord], groups: &[(Arc<str>, Vec<usize>)], out: &mut Vec<u8>) {
         out.clear();
+        // Each span's size is needed twice (its scope's length prefix, its own): sized once.
+        let lens: Vec<usize> = spans.iter().map(span_len).collect();
         for (service, idx) in groups {
             let r = self.resource(service);
             let scope_spans_len =
-                field_len(1, self.scope.len()) + idx.iter().map(|&i| field_len(2, span_len(&spans[i]))).sum::<usize>();
+                field_len(1, self.scope.len()) + idx.iter().map(|&i| field_len(2, lens[i])).sum::<usize>();
             let resource_spans_len = field_len(1, self.resources[r].1.len()) + field_len(2, scope_spans_len);
             put_len(1, resource_spans_len, out);
             put_len(1, self.resources[r].1.len(), out);
@@ -80,7 +82,7 @@ impl Encoder {
             put_len(1, self.scope.len(), out);
             out.extend_from_slice(&self.scope);
             for &i in idx {
-                put_span(&spans[i], out);
+                put_span(&spans[i], lens[i], out);
             }
         }
     }
@@ -126,8 +128,9 @@ fn span_len(s: &SpanRecord) -> usize {
         + 4
 }
 
-fn put_span(s: &SpanRecord, out: &mut Vec<u8>) {
-    put_len(2, span_len(s), out);
+/// Writes `s` as a `spans` field of a `ScopeSpans`; `len` is its [`span_len`].
+fn put_span(s: &SpanRecord, len: usize, out: &mut Vec<u8>) {
+    put_len(2, len, out);
     put_bytes(1, &s.trace_id, out);
     put_bytes(2, &s.span_id, out);
     if let Some(raw) = s.trace_state.as_deref() {
