@@ -127,7 +127,35 @@ struct Node {
     /// For a fixed call: the parent the rules would have given it, as a link.
     evidence: Vec<(SpanId, Link)>,
     waiting: Vec<SpanId>,
+    /// Intervals of its children and the self time of its exported descendants, gathered as
+    /// they are decided and exported (children often settle after their parent has ended,
+    /// and a fixed parent's children are exported before it). Boxed: most calls have none.
+    below: Option<Box<Below>>,
     state: State,
+}
+
+/// What a span's subtree contributes to the self time of its trace's layers.
+#[derive(Default)]
+struct Below {
+    /// Children's `(start, end)`.
+    kids: Vec<(SystemTime, SystemTime)>,
+    /// Self time of exported descendants, per service.
+    self_ms: Vec<(Arc<str>, i64)>,
+}
+
+impl Below {
+    fn add(&mut self, service: &Arc<str>, ms: i64) {
+        match self.self_ms.iter_mut().find(|(s, _)| s == service) {
+            Some((_, v)) => *v += ms,
+            None => self.self_ms.push((Arc::clone(service), ms)),
+        }
+    }
+
+    fn merge(&mut self, other: &[(Arc<str>, i64)]) {
+        for (service, ms) in other {
+            self.add(service, *ms);
+        }
+    }
 }
 
 struct PodGroup {
@@ -143,7 +171,37 @@ struct PodGroup {
     end: SystemTime,
     last_activity: SystemTime,
     containers: HashSet<String>,
-    members: Vec<(Arc<str>, SystemTime, SystemTime)>,
+    /// The images its PullImage and CreateContainer calls named, with their start: an
+    /// ImageStatus just before one of them was the same pod's image check.
+    images: Vec<(SystemTime, Vec<String>)>,
+    /// Members' `(start, end)`, and the self time of every exported call of the pod's trace.
+    below: Below,
+}
+
+/// Whether a CRI call belongs to a pod being started.
+enum Membership {
+    Member(SpanId),
+    /// It may, once a later call names its image (ImageStatus).
+    Wait,
+    No,
+}
+
+/// The names an image is known by on a call: `name:tag` for each tag (the name alone when it
+/// has none) and its id. kubelet checks an image by name and may create the container by id.
+fn image_keys(attrs: &[Attr]) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Some(name) = str_attr(attrs, "container.image.name") {
+        match attrs.iter().find(|a| a.key == "container.image.tags").map(|a| &a.value) {
+            Some(AttrValue::StrList(tags)) if !tags.is_empty() => {
+                keys.extend(tags.iter().map(|t| format!("{name}:{t}")));
+            }
+            _ => keys.push(name.to_string()),
+        }
+    }
+    if let Some(id) = str_attr(attrs, "container.image.id") {
+        keys.push(id.to_string());
+    }
+    keys
 }
 
 /// Traces remembered as sampled out, for their calls that settle later.
@@ -249,6 +307,7 @@ impl Correlator {
                 fixed: s.own_trace.is_some(),
                 evidence: Vec::new(),
                 waiting: Vec::new(),
+                below: None,
                 state: State::Open,
             },
         );
@@ -311,12 +370,23 @@ impl Correlator {
             deadline: now + LATE_FACT_WAIT,
         };
         self.deciding.insert(id);
+        // This call ending may be the late fact others were waiting for (a create's response
+        // names the container its children were about). They are decided first, so that
+        // they join this call's tree before it is exported and count in its self time.
+        self.retry_deciding(id, now, out);
         self.try_decide(id, now, false, out);
-        // This call ending may be the late fact others were waiting for.
+        // A pod member names the image an earlier ImageStatus of its pod checked.
+        if !self.pods.is_empty() {
+            self.retry_deciding(id, now, out);
+        }
+    }
+
+    /// Apply the rules again to the calls waiting for late facts, but `except`.
+    fn retry_deciding(&mut self, except: SpanId, now: SystemTime, out: &mut Vec<SpanRecord>) {
         let nodes = &self.nodes;
         self.deciding
             .retain(|k| nodes.get(k).is_some_and(|n| matches!(n.state, State::Deciding { .. })));
-        let deciding: Vec<SpanId> = self.deciding.iter().filter(|k| **k != id).copied().collect();
+        let deciding: Vec<SpanId> = self.deciding.iter().filter(|k| **k != except).copied().collect();
         for d in deciding {
             self.try_decide(d, now, false, out);
         }
@@ -355,6 +425,11 @@ impl Correlator {
             self.counts.pod_roots += 1;
             out.push(pod_root(pod));
         }
+        // Retention, oldest first. A call still open, deciding or held goes to the back: an
+        // event subscription open since the daemon started must not keep every call after it
+        // from being forgotten (nor be the first evicted when the table is full).
+        let mut passed = 0;
+        let len = self.order.len();
         while let Some(front) = self.order.front().copied() {
             match self.nodes.get(&front).map(|n| &n.state) {
                 None => {
@@ -364,7 +439,13 @@ impl Correlator {
                     self.remove(front);
                     self.order.pop_front();
                 }
-                _ => break,
+                Some(State::Done { .. }) => break,
+                Some(_) if passed < len => {
+                    passed += 1;
+                    self.order.pop_front();
+                    self.order.push_back(front);
+                }
+                Some(_) => break,
             }
         }
     }
@@ -426,9 +507,12 @@ impl Correlator {
             return;
         }
         // Rule 2: a CRI call of a pod being started.
-        if cri && let Some(parent) = self.pod_member(id) {
-            self.set_parent(id, parent, Link::Pod, now, out);
-            return;
+        if cri {
+            match self.pod_member(id, force) {
+                Membership::Member(parent) => return self.set_parent(id, parent, Link::Pod, now, out),
+                Membership::Wait => return,
+                Membership::No => {}
+            }
         }
         let Some(node) = self.nodes.get(&id) else { return };
         let Some(client) = pid_of(&node.conn.client) else {
@@ -513,19 +597,23 @@ impl Correlator {
         }
     }
 
-    /// The pod root a CRI call belongs to, creating the group at RunPodSandbox.
-    fn pod_member(&mut self, id: SpanId) -> Option<SpanId> {
-        let node = self.nodes.get(&id)?;
+    /// The pod root a CRI call belongs to, creating the group at RunPodSandbox. `force`: decide
+    /// with what is known (an ImageStatus no later call claimed is no member).
+    fn pod_member(&mut self, id: SpanId, force: bool) -> Membership {
+        let Some(node) = self.nodes.get(&id) else {
+            return Membership::No;
+        };
         let State::Deciding { call, .. } = &node.state else {
-            return None;
+            return Membership::No;
         };
         let attrs = &call.attributes;
         let method = cri_method(&call.name);
         let (start, end) = (call.start, call.end.max(call.start));
-        let service = Arc::clone(&node.conn.service);
         let group = match method {
             "RunPodSandbox" => {
-                let sandbox = str_attr(attrs, names::CRI_POD_SANDBOX_ID)?.to_string();
+                let Some(sandbox) = str_attr(attrs, names::CRI_POD_SANDBOX_ID) else {
+                    return Membership::No;
+                };
                 let attr = |k: &str| str_attr(attrs, k).unwrap_or("").to_string();
                 self.pods.push(PodGroup {
                     root: new_span_id(),
@@ -533,39 +621,59 @@ impl Correlator {
                     name: attr("k8s.pod.name"),
                     namespace: attr("k8s.namespace.name"),
                     uid: attr("k8s.pod.uid"),
-                    sandbox,
-                    service: Arc::clone(&service),
+                    sandbox: sandbox.to_string(),
+                    service: Arc::clone(&node.conn.service),
                     conn: Arc::clone(&node.conn),
                     start,
                     end,
                     last_activity: end,
                     containers: HashSet::new(),
-                    members: Vec::new(),
+                    images: Vec::new(),
+                    below: Below::default(),
                 });
-                self.pods.len() - 1
+                Some(self.pods.len() - 1)
             }
-            "PullImage" => {
-                let uid = str_attr(attrs, "k8s.pod.uid")?;
-                self.pods.iter().position(|p| !p.uid.is_empty() && p.uid == uid)?
-            }
+            "PullImage" => str_attr(attrs, "k8s.pod.uid")
+                .and_then(|uid| self.pods.iter().position(|p| !p.uid.is_empty() && p.uid == uid)),
             "CreateContainer" => {
-                let sandbox = str_attr(attrs, names::CRI_POD_SANDBOX_ID)?;
-                let i = self.pods.iter().position(|p| p.sandbox == sandbox)?;
-                if let Some(c) = str_attr(attrs, "container.id") {
+                let sandbox = str_attr(attrs, names::CRI_POD_SANDBOX_ID);
+                let i = sandbox.and_then(|s| self.pods.iter().position(|p| p.sandbox == s));
+                if let (Some(i), Some(c)) = (i, str_attr(attrs, "container.id")) {
                     self.pods[i].containers.insert(c.to_string());
                 }
                 i
             }
             "StartContainer" => {
-                let c = str_attr(attrs, "container.id")?;
-                self.pods.iter().position(|p| p.containers.contains(c))?
+                str_attr(attrs, "container.id").and_then(|c| self.pods.iter().position(|p| p.containers.contains(c)))
             }
-            _ => return None,
+            "ImageStatus" => match self.image_check_of(&node.conn, start, end, &image_keys(attrs)) {
+                Some(i) => Some(i),
+                None if force => None,
+                // A pod of this client is starting: its next call may name this image.
+                None if self
+                    .pods
+                    .iter()
+                    .any(|p| pid_of(&p.conn.client) == pid_of(&node.conn.client) && p.start <= start) =>
+                {
+                    return Membership::Wait;
+                }
+                None => None,
+            },
+            _ => None,
         };
+        let Some(group) = group else {
+            return Membership::No;
+        };
+        if matches!(method, "PullImage" | "CreateContainer") {
+            let keys = image_keys(attrs);
+            if !keys.is_empty() {
+                self.pods[group].images.push((start, keys));
+            }
+        }
         let pod = &mut self.pods[group];
         pod.end = pod.end.max(end);
         pod.last_activity = pod.last_activity.max(end);
-        pod.members.push((service, start, end));
+        pod.below.kids.push((start, end));
         let root = pod.root;
         let trace_id = pod.trace_id;
         // The root is synthesized and exported later; its trace is fixed now, so the member is
@@ -575,12 +683,37 @@ impl Correlator {
         {
             n.trace_id = trace_id;
         }
-        Some(root)
+        Membership::Member(root)
+    }
+
+    /// The pod an ImageStatus call checked the image for: the one whose next PullImage or
+    /// CreateContainer from the same client names that image, starting after the check ended
+    /// and within `LATE_FACT_WAIT` of it (the earliest such call wins; kubelet checks, pulls
+    /// if needed, then creates).
+    fn image_check_of(&self, conn: &ConnMeta, start: SystemTime, end: SystemTime, keys: &[String]) -> Option<usize> {
+        if keys.is_empty() {
+            return None;
+        }
+        let client = pid_of(&conn.client)?;
+        self.pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| pid_of(&p.conn.client) == Some(client) && p.start <= start)
+            .flat_map(|(i, p)| p.images.iter().map(move |(at, k)| (i, *at, k)))
+            .filter(|(_, at, k)| *at >= end && *at <= end + LATE_FACT_WAIT && k.iter().any(|key| keys.contains(key)))
+            .min_by_key(|(i, at, _)| (*at, *i))
+            .map(|(i, _, _)| i)
     }
 
     fn set_parent(&mut self, id: SpanId, parent: SpanId, link: Link, now: SystemTime, out: &mut Vec<SpanRecord>) {
         if self.nodes.get(&id).is_some_and(|n| n.fixed) {
             return self.add_evidence(id, parent, link, now, out);
+        }
+        if link != Link::Pod
+            && let Some(interval) = self.nodes.get(&id).map(|n| (n.start, n.end.unwrap_or(n.start)))
+            && let Some(p) = self.nodes.get_mut(&parent)
+        {
+            p.below.get_or_insert_default().kids.push(interval);
         }
         if link == Link::Pod {
             if let Some(n) = self.nodes.get_mut(&id) {
@@ -687,7 +820,7 @@ impl Correlator {
             }
             i += 1;
         }
-        let self_times = self.self_times(&tree);
+        let self_times = self.gather_self_times(&tree);
         let mut spans = Vec::with_capacity(tree.len());
         let mut is_root = false;
         for (k, cur) in tree.into_iter().enumerate() {
@@ -728,12 +861,11 @@ impl Correlator {
             }
             let mut span = span_of(*call, n);
             span.links.extend(evidence);
-            if k == 0 && n.parent.is_none() && n.remote.is_none() {
-                is_root = true;
-                for (service, ms) in &self_times {
-                    span.attributes
-                        .push(Attr::int(format!("runtime_tap.self_time_ms.{service}"), *ms));
-                }
+            if k == 0 && n.parent.is_none() {
+                // Sampling is decided at the trace's root; a span under a remote parent is
+                // the top of runtime-tap's part of the trace, so it gets the self times too.
+                is_root = n.remote.is_none();
+                push_self_times(&mut span.attributes, &self_times);
             }
             spans.push(span);
         }
@@ -760,26 +892,45 @@ impl Correlator {
         }
     }
 
-    /// Self time per service over a tree: durations minus the union of children's intervals.
-    fn self_times(&self, tree: &[SpanId]) -> Vec<(Arc<str>, i64)> {
-        let mut per: Vec<(Arc<str>, i64)> = Vec::new();
-        for id in tree {
-            let Some(n) = self.nodes.get(id) else { continue };
+    /// Self time per service (durations minus the union of children's intervals) of the calls
+    /// of `tree` being exported, children before parents, each added to its parent's (or pod
+    /// root's) tally: what children exported earlier left there is in it. Returns the tally of
+    /// `tree`'s top.
+    fn gather_self_times(&mut self, tree: &[SpanId]) -> Vec<(Arc<str>, i64)> {
+        let mut top = Vec::new();
+        for (k, cur) in tree.iter().enumerate().rev() {
+            let Some(n) = self.nodes.get_mut(cur) else { continue };
+            if !matches!(n.state, State::Deciding { .. } | State::Held { .. }) {
+                continue;
+            }
             let Some(end) = n.end else { continue };
-            let kids = tree
-                .iter()
-                .filter_map(|c| self.nodes.get(c))
-                .filter(|c| c.parent.map(|(p, _)| p) == Some(*id))
-                .filter_map(|c| Some((c.start, c.end?)));
-            let covered = crate::trace::tree::covered(n.start, end, kids);
+            let mut below = n.below.take().map(|b| *b).unwrap_or_default();
+            let covered = crate::trace::tree::covered(n.start, end, below.kids.iter().copied());
             let total = end.duration_since(n.start).unwrap_or_default();
-            let own = total.saturating_sub(covered).as_millis() as i64;
-            match per.iter_mut().find(|(s, _)| *s == n.conn.service) {
-                Some((_, v)) => *v += own,
-                None => per.push((Arc::clone(&n.conn.service), own)),
+            below.add(&n.conn.service, total.saturating_sub(covered).as_millis() as i64);
+            match n.parent {
+                Some((pod, Link::Pod)) => {
+                    if let Some(group) = self.pods.iter_mut().find(|p| p.root == pod) {
+                        group.below.merge(&below.self_ms);
+                    }
+                }
+                Some((parent, _)) => {
+                    if let Some(p) = self.nodes.get_mut(&parent) {
+                        p.below.get_or_insert_default().merge(&below.self_ms);
+                    }
+                }
+                None if k == 0 => top = below.self_ms,
+                None => {}
             }
         }
-        per
+        top
+    }
+}
+
+/// `runtime_tap.self_time_ms.<service>` for each layer of a trace, on its root.
+fn push_self_times(attributes: &mut Vec<Attr>, self_times: &[(Arc<str>, i64)]) {
+    for (service, ms) in self_times {
+        attributes.push(Attr::int(format!("runtime_tap.self_time_ms.{service}"), *ms));
     }
 }
 
@@ -848,13 +999,11 @@ fn pod_root(pod: PodGroup) -> SpanRecord {
         Attr::str("k8s.pod.uid", pod.uid.clone()),
         Attr::str(names::CRI_POD_SANDBOX_ID, pod.sandbox.clone()),
     ];
-    // Self time of the CRI layer: the pod's span minus the union of its calls.
-    let covered = crate::trace::tree::covered(pod.start, pod.end, pod.members.iter().map(|(_, s, e)| (*s, *e)));
+    // Each layer's self time over the pod's calls, and kubelet's: the time none of them was
+    // in flight (the pod start span itself is no call to anything).
+    let covered = crate::trace::tree::covered(pod.start, pod.end, pod.below.kids.iter().copied());
     let total = pod.end.duration_since(pod.start).unwrap_or_default();
-    attributes.push(Attr::int(
-        format!("runtime_tap.self_time_ms.{}", pod.service),
-        covered.as_millis() as i64,
-    ));
+    push_self_times(&mut attributes, &pod.below.self_ms);
     attributes.push(Attr::int(
         "runtime_tap.self_time_ms.kubelet",
         total.saturating_sub(covered).as_millis() as i64,

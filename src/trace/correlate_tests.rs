@@ -531,3 +531,302 @@ fn a_propagated_parent_settles_its_children_at_once() {
     assert_eq!(out[1].trace_id, fixed);
     assert_eq!(out[1].parent, None);
 }
+
+fn self_ms(span: &SpanRecord, service: &str) -> Option<i64> {
+    let key = format!("runtime_tap.self_time_ms.{service}");
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| match a.value {
+            AttrValue::Int(v) => Some(v),
+            _ => None,
+        })
+}
+
+#[test]
+fn self_time_counts_children_placed_after_the_root_ended() {
+    // The create's child learns its parent only from the create's response: it is decided
+    // when the root ends, and still counts in the root's self time.
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let (out, ids) = run(vec![
+        spec(
+            &cli,
+            "POST /containers/create",
+            0,
+            100,
+            Shape::Unary,
+            vec![],
+            cid("NEW"),
+        ),
+        spec(&ctd, "Containers/Create", 10, 30, Shape::Unary, vec![], cid("NEW")),
+    ]);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    assert_eq!(by_id[&ids[1]].parent.map(|p| p.span_id), Some(ids[0]));
+    assert_eq!(self_ms(by_id[&ids[0]], "dockerd"), Some(80));
+    assert_eq!(self_ms(by_id[&ids[0]], "containerd"), Some(20));
+    assert_eq!(
+        self_ms(by_id[&ids[1]], "containerd"),
+        None,
+        "only roots carry self times"
+    );
+}
+
+#[test]
+fn self_time_of_a_propagated_root_counts_children_exported_before_it() {
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let mut specs = vec![
+        spec(
+            &cli,
+            "POST /containers/{id}/start",
+            0,
+            100,
+            Shape::Unary,
+            cid("c1"),
+            vec![],
+        ),
+        spec(&ctd, "Tasks/Start", 10, 50, Shape::Unary, cid("c1"), vec![]),
+        spec(&ctd, "Tasks/Get", 60, 70, Shape::Unary, cid("c1"), vec![]),
+    ];
+    specs[0].own = Some(new_trace_id());
+    let (out, ids) = run(specs);
+    let root = out.iter().find(|s| s.span_id == ids[0]).unwrap();
+    assert_eq!(self_ms(root, "dockerd"), Some(100 - 40 - 10));
+    assert_eq!(self_ms(root, "containerd"), Some(50));
+}
+
+#[test]
+fn an_open_subscription_does_not_stop_retention() {
+    // dockerd's Events/Subscribe is open from the daemon's start: calls after it must still be
+    // forgotten once retained, and the subscription must stay tracked for its event links.
+    let mut c = Correlator::new();
+    let ctd = conn("containerd", 200, 300);
+    let mut out = Vec::new();
+    let subscription = new_span_id();
+    c.started(
+        &CallStart {
+            span_id: subscription,
+            conn: Arc::clone(&ctd),
+            name: "containerd.services.events.v1.Events/Subscribe".into(),
+            start: t(0),
+            shape: Shape::LongLived,
+            remote_parent: None,
+            own_trace: None,
+            attributes: Vec::new(),
+        },
+        &mut out,
+    );
+    for i in 0..100u64 {
+        let span_id = new_span_id();
+        let (start, end) = (t(10 + i), t(11 + i));
+        c.started(
+            &CallStart {
+                span_id,
+                conn: Arc::clone(&ctd),
+                name: "Tasks/Get".into(),
+                start,
+                shape: Shape::Unary,
+                remote_parent: None,
+                own_trace: None,
+                attributes: Vec::new(),
+            },
+            &mut out,
+        );
+        let call = Call {
+            span_id,
+            conn: Arc::clone(&ctd),
+            name: "Tasks/Get".into(),
+            start,
+            end,
+            attributes: Vec::new(),
+            status: SpanStatus::Unset,
+            incomplete: false,
+            shape: Shape::Unary,
+            remote_parent: None,
+            own_trace: None,
+            events: Vec::new(),
+        };
+        c.ended(call, end, &mut out);
+        c.tick(end, &mut out);
+    }
+    assert_eq!(out.len(), 100);
+    assert_eq!(c.tracked(), 101);
+    c.tick(t(200) + RETAIN, &mut out);
+    assert_eq!(c.tracked(), 1, "retained calls are forgotten behind an open stream");
+    assert!(c.link_target(subscription).is_some());
+    assert_eq!(c.counts.evicted, 0);
+}
+
+fn image(name: &str, tag: &str) -> Vec<Attr> {
+    vec![
+        Attr::str("container.image.name", name),
+        Attr::list("container.image.tags", vec![tag.to_string()]),
+    ]
+}
+
+#[test]
+fn image_checks_join_the_pod_whose_next_call_names_the_image() {
+    let kubelet = conn("containerd", 50, 300);
+    let pod = |uid: &str, sandbox: &str| {
+        vec![
+            Attr::str("k8s.pod.name", format!("pod-{uid}")),
+            Attr::str("k8s.namespace.name", "ns"),
+            Attr::str("k8s.pod.uid", uid),
+            Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
+        ]
+    };
+    let create = |sandbox: &str, c: &str, img: Vec<Attr>| {
+        let mut a = vec![
+            Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
+            Attr::str("container.id", c),
+        ];
+        a.extend(img);
+        a
+    };
+    let mut status_resp = image("bb", "latest");
+    status_resp.push(Attr::str("container.image.id", "sha256:bbbb"));
+    let (out, ids) = run(vec![
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/RunPodSandbox",
+            0,
+            100,
+            Shape::Unary,
+            vec![],
+            pod("u1", "S1"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/RunPodSandbox",
+            5,
+            105,
+            Shape::Unary,
+            vec![],
+            pod("u2", "S2"),
+        ),
+        // Pod 1 checks bb:latest and creates from its id, pod 2 checks and creates by name.
+        spec(
+            &kubelet,
+            "runtime.v1.ImageService/ImageStatus",
+            110,
+            112,
+            Shape::Unary,
+            image("bb", "latest"),
+            status_resp,
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/CreateContainer",
+            113,
+            150,
+            Shape::Unary,
+            vec![],
+            create("S1", "C1", vec![Attr::str("container.image.name", "sha256:bbbb")]),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.ImageService/ImageStatus",
+            120,
+            122,
+            Shape::Unary,
+            image("bb", "latest"),
+            image("bb", "latest"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/CreateContainer",
+            160,
+            190,
+            Shape::Unary,
+            vec![],
+            create("S2", "C2", image("bb", "latest")),
+        ),
+        // An image check nothing follows: no member.
+        spec(
+            &kubelet,
+            "runtime.v1.ImageService/ImageStatus",
+            200,
+            201,
+            Shape::Unary,
+            image("other", "1"),
+            image("other", "1"),
+        ),
+    ]);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    let root_of = |uid: &str| {
+        out.iter()
+            .find(|s| s.name == "pod start" && s.attributes.contains(&Attr::str("k8s.pod.uid", uid)))
+            .unwrap()
+    };
+    let (p1, p2) = (root_of("u1"), root_of("u2"));
+    assert_eq!(by_id[&ids[2]].parent.map(|p| p.span_id), Some(p1.span_id));
+    assert_eq!(by_id[&ids[2]].trace_id, p1.trace_id);
+    assert_eq!(by_id[&ids[4]].parent.map(|p| p.span_id), Some(p2.span_id));
+    assert_eq!(link_of(by_id[&ids[4]]), Some("pod"));
+    assert!(by_id[&ids[6]].parent.is_none());
+    assert_eq!(
+        out.iter()
+            .filter(|s| s.span_id == ids[2] || s.span_id == ids[4])
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_pod_roots_self_time_is_its_calls_and_kubelets_gaps() {
+    let kubelet = conn("cri", 50, 300);
+    let dockerd = conn("dockerd", 300, 400);
+    let pod = vec![
+        Attr::str("k8s.pod.name", "p"),
+        Attr::str("k8s.pod.uid", "u"),
+        Attr::str(names::CRI_POD_SANDBOX_ID, "S"),
+    ];
+    let create = vec![
+        Attr::str(names::CRI_POD_SANDBOX_ID, "S"),
+        Attr::str("container.id", "C"),
+    ];
+    let (out, _) = run(vec![
+        // RunPodSandbox 0..100 makes one docker call 10..40 (cri-dockerd is pid 300).
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/RunPodSandbox",
+            0,
+            100,
+            Shape::Unary,
+            vec![],
+            pod,
+        ),
+        spec(
+            &dockerd,
+            "POST /containers/create",
+            10,
+            40,
+            Shape::Unary,
+            vec![],
+            vec![],
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/CreateContainer",
+            150,
+            200,
+            Shape::Unary,
+            vec![],
+            create,
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/StartContainer",
+            250,
+            300,
+            Shape::Unary,
+            vec![],
+            cid("C"),
+        ),
+    ]);
+    let root = out.iter().find(|s| s.name == "pod start").unwrap();
+    assert_eq!(self_ms(root, "cri"), Some(70 + 50 + 50));
+    assert_eq!(self_ms(root, "dockerd"), Some(30));
+    assert_eq!(self_ms(root, "kubelet"), Some(50 + 50));
+}
