@@ -1,5 +1,7 @@
 //! Span export pipeline: a bounded queue between the call model and the sinks (OTLP, span
-//! file, console), drained by one tokio task in batches.
+//! file, console), drained by one tokio task in batches. One pipeline for every intercept
+//! (each with its own resource, `service.name`, and its own share of the queue: `share`), so
+//! the spans of one trace across dockerd and containerd leave in the same batches.
 //!
 //! The rule it keeps: [`Exporter::submit`] never blocks and never waits. A span is either
 //! exported or counted as dropped with a reason (`queue_full`, `export_failed`, `shutdown`):
@@ -17,6 +19,7 @@ mod file;
 mod otlp;
 mod otlp_encode;
 mod sdk;
+mod share;
 #[cfg(test)]
 mod tests;
 pub mod trace_buffer;
@@ -142,6 +145,7 @@ impl Counters {
 pub struct Exporter {
     tx: mpsc::Sender<SpanRecord>,
     counters: Arc<Counters>,
+    shares: Arc<share::Shares>,
 }
 
 /// The owning side: shuts the pipeline down.
@@ -193,10 +197,12 @@ impl Exporter {
         let (tx, rx) = mpsc::channel(cfg.max_queue);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let counters = Arc::new(Counters::default());
+        let shares = Arc::new(share::Shares::new(cfg.max_queue));
         let worker = Worker {
             rx,
             shutdown: Some(shutdown_rx),
             counters: counters.clone(),
+            shares: Arc::clone(&shares),
             otlp,
             file,
             console,
@@ -213,18 +219,25 @@ impl Exporter {
             counters: counters.clone(),
             tx: tx.downgrade(),
         };
-        Ok((Exporter { tx, counters }, handle))
+        Ok((Exporter { tx, counters, shares }, handle))
     }
 
     /// Queues a finished span for export. Never blocks, never waits: when the queue is full
     /// the span is dropped and counted (`queue_full`); after shutdown, counted `shutdown`.
+    /// Each intercept (`service.name`) has an equal share of a queue at least half full.
     pub fn submit(&self, span: SpanRecord) {
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(span) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.counters.add_dropped(DropReason::QueueFull, 1),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.counters.add_dropped(DropReason::Shutdown, 1),
-        }
+        let slot = match self.shares.admit(&span.service, queued(&self.tx)) {
+            share::Admission::Admitted(slot) => slot,
+            share::Admission::OverShare => return self.counters.add_dropped(DropReason::QueueFull, 1),
+        };
+        let reason = match self.tx.try_send(span) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => DropReason::QueueFull,
+            Err(mpsc::error::TrySendError::Closed(_)) => DropReason::Shutdown,
+        };
+        self.shares.unadmit(slot);
+        self.counters.add_dropped(reason, 1);
     }
 
     /// A snapshot of the counters.
@@ -267,6 +280,7 @@ struct Worker {
     /// `None` once the handle is dropped without a shutdown: then run until every exporter is.
     shutdown: Option<oneshot::Receiver<Instant>>,
     counters: Arc<Counters>,
+    shares: Arc<share::Shares>,
     otlp: Option<otlp::OtlpSink>,
     file: Option<file::FileSink>,
     console: Option<console::ConsoleSink>,
@@ -396,6 +410,9 @@ impl Worker {
         if let Some(at) = shutdown_at.filter(|at| *at < deadline) {
             deadline = at;
             on_timeout = DropReason::Shutdown;
+        }
+        for span in buf.iter() {
+            self.shares.taken(&span.service);
         }
         let mut failed: Vec<Option<DropReason>> = vec![None; buf.len()];
         if let Some(console) = &mut self.console {
