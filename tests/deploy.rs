@@ -343,7 +343,10 @@ fn socket_units_match_the_configs_and_the_daemons_access() {
                     other => panic!("no clients known for intercept {other}"),
                 };
                 for client in clients {
-                    assert!(before.contains(&client.to_string()), "{what}: Before= lacks {client}: {before:?}");
+                    assert!(
+                        before.contains(&client.to_string()),
+                        "{what}: Before= lacks {client}: {before:?}"
+                    );
                 }
                 assert_eq!(unit_values(unit, "Install", "WantedBy"), ["sockets.target"], "{what}");
                 assert_eq!(
@@ -632,7 +635,11 @@ fn kubernetes_manifests_have_the_right_kinds_and_fit_together() {
 /// `kubectl kustomize DIR` (kustomize built into kubectl), as `kubectl apply -k` renders it.
 fn kustomize_build(dir: &Path) -> Vec<Value> {
     let out = Command::new("kubectl").arg("kustomize").arg(dir).output().unwrap();
-    assert!(out.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -701,7 +708,8 @@ fn editing_a_config_map_file_rolls_its_workload() {
             let changed = after[workload] != *cms;
             let mounts = cms.contains(hashed[0]);
             assert_eq!(
-                changed, mounts,
+                changed,
+                mounts,
                 "{workload}: editing {} changed its pod template: {changed}, it mounts {name}: {mounts}",
                 rel.display()
             );
@@ -1072,37 +1080,241 @@ fn socket_activated_service_restarts_without_a_refused_connection() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Grafana dashboard
+
+/// A Docker-like upstream: answers every HTTP/1.1 request head with `200 OK`, or `500` for
+/// paths starting with /fail, one request per connection.
+fn http_upstream(path: &Path) {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                if head.starts_with(b"PRI * HTTP/2.0") {
+                    // The HTTP/2 connection of real_metrics_render: read it to its end.
+                    let _ = std::io::copy(&mut conn, &mut std::io::sink());
+                    return;
+                }
+                let status = if head.starts_with(b"GET /fail") {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            });
+        }
+    });
+}
+
+/// A real /metrics render with a series of every family the dashboard needs: one intercept,
+/// an HTTP call answered 200 and one answered 500, and an HTTP/2 connection whose decoding
+/// is given up (a frame larger than any SETTINGS allow).
+fn real_metrics_render() -> String {
+    let dir = TempDir::new("deploy-grafana");
+    let (listen, upstream) = (dir.path("tap.sock"), dir.path("daemon.sock"));
+    http_upstream(&upstream);
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    let config = format!(
+        "{}\n[export]\nfile = \"{}\"\n",
+        support::one_intercept("dockerd", &listen, &upstream, &admin),
+        dir.path("spans.jsonl").display()
+    );
+    let tap = support::Tap::start(&dir.0, &config);
+    for path in ["/_ping", "/fail"] {
+        let mut s = UnixStream::connect(&listen).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n").unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 "), "{got}");
+    }
+    let mut h2 = UnixStream::connect(&listen).unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    bytes.extend_from_slice(&[0u8; 64]);
+    h2.write_all(&bytes).unwrap();
+    let start = Instant::now();
+    loop {
+        let (_, body) = tap.admin_get("/metrics");
+        let has = |series: &str| body.lines().any(|l| l.starts_with(series));
+        if has("runtime_tap_call_duration_seconds_count{") && has("runtime_tap_decoder_give_ups_total{") {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no call or decoder give-up series on /metrics:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Series name -> the label names it carries, from a Prometheus text render.
+fn series_labels(render: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in render.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let series = line.rsplit_once(' ').unwrap().0;
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let set = out.entry(name.to_string()).or_default();
+        for pair in labels.trim_end_matches('}').split("\",").filter(|p| !p.is_empty()) {
+            set.insert(pair.split_once('=').unwrap().0.to_string());
+        }
+    }
+    out
+}
+
+/// Labels a PromQL expression uses: `by (...)` / `without (...)` groupings and selector
+/// matchers `{label=...}`, with the metric each selector belongs to (None for groupings).
+fn expr_labels(expr: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    for kw in ["by (", "without ("] {
+        for part in expr.split(kw).skip(1) {
+            for l in part.split(')').next().unwrap().split(',') {
+                out.push((None, l.trim().to_string()));
+            }
+        }
+    }
+    let mut rest = expr;
+    while let Some(open) = rest.find('{') {
+        let metric: String = rest[..open]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let close = open + rest[open..].find('}').unwrap();
+        // Grafana's `{{legend}}` does not occur in expressions; `$__rate_interval` is in [].
+        for m in rest[open + 1..close].split(',') {
+            let label: String = m
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            out.push((Some(metric.clone()), label));
+        }
+        rest = &rest[close + 1..];
+    }
+    out
+}
+
+/// Whether PromQL's fully anchored regex `re` matches `value`, for the subset the dashboard
+/// may use: alternatives of literal characters and `.`.
+fn promql_matches(re: &str, value: &str) -> bool {
+    re.split('|').any(|alt| {
+        assert!(
+            alt.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'),
+            "status regex {re:?}: only alternatives of literals and . are understood here"
+        );
+        alt.len() == value.len() && alt.chars().zip(value.chars()).all(|(a, v)| a == '.' || a == v)
+    })
+}
+
 #[test]
 fn grafana_dashboard_queries_metrics_runtime_tap_serves() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/runtime-tap-dashboard.json");
+    let path = deploy().join("grafana/runtime-tap-dashboard.json");
     let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let panels = dash["panels"].as_array().expect("panels");
     assert!(panels.len() >= 6);
-    // Every metric a panel queries is one runtime-tap renders on /metrics.
-    let served = [
-        "runtime_tap_call_duration_seconds_count",
-        "runtime_tap_call_duration_seconds_bucket",
-        "runtime_tap_bytes_total",
-        "runtime_tap_connections_active",
-        "runtime_tap_spans_dropped_total",
-        "runtime_tap_tap_give_ups_total",
-        "runtime_tap_decoder_give_ups_total",
-        "runtime_tap_upstream_connect_failures_total",
-        "runtime_tap_connections_accepted_total",
-    ];
-    let src = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs")).unwrap()
-        + &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/trace/red.rs")).unwrap();
+    let served = series_labels(&real_metrics_render());
+    let mut status_matchers = Vec::new();
     for p in panels {
-        let expr = p["targets"][0]["expr"].as_str().expect("expr");
-        let used: Vec<&str> = served.iter().copied().filter(|m| expr.contains(m)).collect();
-        assert!(
-            !used.is_empty(),
-            "panel {} queries no runtime-tap metric: {expr}",
-            p["title"]
-        );
+        let title = p["title"].as_str().unwrap_or_default();
+        let targets = p["targets"].as_array().filter(|t| !t.is_empty());
+        for t in targets.unwrap_or_else(|| panic!("panel {title:?} has no targets")) {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("panel {title:?}: a target without expr"));
+            // Every metric it names is a series runtime-tap renders.
+            let metrics: BTreeSet<String> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("runtime_tap_"))
+                .map(str::to_string)
+                .collect();
+            assert!(
+                !metrics.is_empty(),
+                "panel {title:?} queries no runtime-tap metric: {expr}"
+            );
+            for m in &metrics {
+                assert!(served.contains_key(m), "panel {title:?}: {m} is not on /metrics");
+            }
+            // Every label it groups or filters by is on those metrics.
+            for (metric, label) in expr_labels(expr) {
+                let on: Vec<&String> = match &metric {
+                    Some(m) => vec![m],
+                    None => metrics.iter().collect(),
+                };
+                for m in on {
+                    assert!(
+                        served[m].contains(&label) || (label == "le" && m.ends_with("_bucket")),
+                        "panel {title:?}: {m} has no label {label:?} (it has {:?})",
+                        served[m]
+                    );
+                }
+            }
+            if expr.contains("status") {
+                let re = expr
+                    .split("status=~\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or_else(|| panic!("panel {title:?}: filter status with =~\"...\": {expr}"));
+                status_matchers.push((title.to_string(), re.to_string()));
+            }
+        }
     }
-    for m in served {
-        let family = m.trim_end_matches("_count").trim_end_matches("_bucket");
-        assert!(src.contains(family), "{family} is not rendered by runtime-tap");
+    // The error panel counts what spans mark Error (DESIGN.md span contract): gRPC's
+    // server-error codes (src/observe/grpc.rs is_server_error) and HTTP 5xx; not NOT_FOUND,
+    // ALREADY_EXISTS or a 404, which are answers, not failures.
+    assert!(!status_matchers.is_empty(), "no panel shows errors");
+    const GRPC: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    let server_errors = [
+        "UNKNOWN",
+        "DEADLINE_EXCEEDED",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+    ];
+    let values = GRPC
+        .iter()
+        .map(|s| s.to_string())
+        .chain((100..600).map(|c: u32| c.to_string()))
+        .chain(["incomplete", "unset", "other"].map(String::from));
+    for (title, re) in &status_matchers {
+        for v in values.clone() {
+            let error = server_errors.contains(&v.as_str()) || v.starts_with('5') && v.len() == 3;
+            assert_eq!(
+                promql_matches(re, &v),
+                error,
+                "panel {title:?}: status {v} counted as an error: {}, span status Error: {error}",
+                promql_matches(re, &v)
+            );
+        }
     }
 }
