@@ -62,16 +62,18 @@ fn every_deploy_config_passes_check_config() {
         check_config(path);
     }
     assert!(configs.len() >= 4, "{configs:?}");
-    // The configs the Kubernetes installer writes onto nodes, too.
-    let dir = TempDir::new("deploy-cm");
-    let cm = manifest_doc("runtime-tap-installer.yaml", "ConfigMap", "runtime-tap-config");
+    // The configs the Kubernetes installer writes onto nodes are copies of deploy/config/
+    // (kustomize reads files below its own directory only): checked above, and kept equal.
+    let installer = &generated_config_maps()["runtime-tap-config"];
     let mut n = 0;
-    for (key, text) in cm["data"].as_mapping().unwrap() {
-        let key = key.as_str().unwrap();
+    for (key, path) in installer {
         if key.ends_with(".toml") {
-            let path = dir.path(key);
-            std::fs::write(&path, text.as_str().unwrap()).unwrap();
-            check_config(&path);
+            assert_eq!(
+                std::fs::read_to_string(path).unwrap(),
+                std::fs::read_to_string(deploy().join("config").join(key)).unwrap(),
+                "{} differs from deploy/config/{key}",
+                path.display()
+            );
             n += 1;
         }
     }
@@ -245,10 +247,26 @@ fn have(program: &str) -> bool {
         .is_ok()
 }
 
+/// Whether a systemd tool the test needs is there. tests/run installs Debian's systemd
+/// package, so a missing tool is a failure, not a silent pass; on a machine without it set
+/// RUNTIME_TAP_SKIP_SYSTEMD=1 to skip these tests knowingly.
+fn need_systemd_tool(program: &str) -> bool {
+    if have(program) {
+        return true;
+    }
+    let skip = std::env::var("RUNTIME_TAP_SKIP_SYSTEMD").is_ok_and(|v| v == "1");
+    assert!(
+        skip,
+        "{program} is not installed (Debian: systemd; tests/run installs it). \
+         Set RUNTIME_TAP_SKIP_SYSTEMD=1 to skip the systemd tests."
+    );
+    eprintln!("{program} not installed, RUNTIME_TAP_SKIP_SYSTEMD=1: skipped");
+    false
+}
+
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
-    if !have("systemd-analyze") {
-        eprintln!("systemd-analyze not installed (Debian: systemd): units not verified");
+    if !need_systemd_tool("systemd-analyze") {
         return;
     }
     for layout in LAYOUTS {
@@ -315,10 +333,21 @@ fn socket_units_match_the_configs_and_the_daemons_access() {
                 assert_eq!(unit_value(unit, "Socket", "SocketUser"), user, "{what}");
                 assert_eq!(unit_value(unit, "Socket", "SocketGroup"), group, "{what}");
                 assert_eq!(unit_value(unit, "Socket", "Service"), "runtime-tap.service", "{what}");
-                assert!(
-                    unit_values(unit, "Unit", "Before").contains(&"kubelet.service".into()),
-                    "{what}"
-                );
+                // Listening before every client that connects to it: kubelet (CRI) and dockerd
+                // (--containerd) to containerd's; cri-dockerd (and kubelet, which starts
+                // after it) to dockerd's.
+                let before = unit_values(unit, "Unit", "Before");
+                let clients: &[&str] = match i.name.as_str() {
+                    "containerd" => &["docker.service", "kubelet.service"],
+                    "dockerd" => &["cri-docker.service", "kubelet.service"],
+                    other => panic!("no clients known for intercept {other}"),
+                };
+                for client in clients {
+                    assert!(
+                        before.contains(&client.to_string()),
+                        "{what}: Before= lacks {client}: {before:?}"
+                    );
+                }
                 assert_eq!(unit_values(unit, "Install", "WantedBy"), ["sockets.target"], "{what}");
                 assert_eq!(
                     unit_values(unit, "Install", "RequiredBy"),
@@ -395,6 +424,29 @@ fn yaml_docs(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The ConfigMaps kustomization.yaml generates: name -> key -> the file it is read from.
+fn generated_config_maps() -> BTreeMap<String, BTreeMap<String, PathBuf>> {
+    let dir = deploy().join("kubernetes");
+    let k = &yaml_docs(&dir.join("kustomization.yaml"))[0];
+    let mut out = BTreeMap::new();
+    for g in k["configMapGenerator"].as_sequence().expect("configMapGenerator") {
+        let name = g["name"].as_str().unwrap().to_string();
+        let mut files = BTreeMap::new();
+        for f in g["files"].as_sequence().unwrap() {
+            let f = f.as_str().unwrap();
+            // `key=path`, or `path` whose key is its file name.
+            let (key, path) = match f.split_once('=') {
+                Some((key, path)) => (key.to_string(), path),
+                None => (Path::new(f).file_name().unwrap().to_string_lossy().into_owned(), f),
+            };
+            assert!(dir.join(path).is_file(), "{name}: {path} is missing");
+            files.insert(key, dir.join(path));
+        }
+        out.insert(name, files);
+    }
+    out
+}
+
 fn manifest_doc(file: &str, kind: &str, name: &str) -> Value {
     yaml_docs(&deploy().join("kubernetes").join(file))
         .into_iter()
@@ -415,7 +467,11 @@ fn every_yaml_file_parses() {
 fn kubernetes_manifests_have_the_right_kinds_and_fit_together() {
     let dir = deploy().join("kubernetes");
     let mut docs = Vec::new();
-    for f in files_under(&dir, &|p| p.extension().is_some_and(|e| e == "yaml")) {
+    // collector/ holds Collector configs (ConfigMap contents), not manifests.
+    let collector = dir.join("collector");
+    for f in files_under(&dir, &|p| {
+        p.extension().is_some_and(|e| e == "yaml") && !p.starts_with(&collector)
+    }) {
         for d in yaml_docs(&f) {
             let (api, kind) = (d["apiVersion"].as_str(), d["kind"].as_str());
             assert!(
@@ -427,7 +483,7 @@ fn kubernetes_manifests_have_the_right_kinds_and_fit_together() {
         }
     }
     let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-    for kind in ["DaemonSet", "ConfigMap", "Deployment", "Service", "Namespace"] {
+    for kind in ["DaemonSet", "Deployment", "Service", "Namespace"] {
         assert!(kinds.contains(kind), "no {kind} in deploy/kubernetes: {kinds:?}");
     }
     let api = |kind: &str| match kind {
@@ -447,11 +503,19 @@ fn kubernetes_manifests_have_the_right_kinds_and_fit_together() {
         );
     }
 
-    let config_maps: BTreeSet<&str> = docs
-        .iter()
-        .filter(|d| d["kind"] == "ConfigMap")
-        .map(|d| d["metadata"]["name"].as_str().unwrap())
-        .collect();
+    // Every ConfigMap is generated with a content hash in its name, so a changed file is a
+    // changed pod template and the workload rolls; one written out in a manifest would not
+    // roll anything when edited, and the hash could be turned off for all of them.
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ConfigMap"),
+        "a ConfigMap in a manifest: generate it in kustomization.yaml instead"
+    );
+    assert!(
+        kustomize["generatorOptions"]["disableNameSuffixHash"].as_bool() != Some(true),
+        "the hash suffix is what rolls the workloads"
+    );
+    let generated = generated_config_maps();
+    let config_maps: BTreeSet<&str> = generated.keys().map(String::as_str).collect();
     let workloads: Vec<&Value> = docs
         .iter()
         .filter(|d| d["kind"] == "DaemonSet" || d["kind"] == "Deployment")
@@ -504,21 +568,50 @@ fn kubernetes_manifests_have_the_right_kinds_and_fit_together() {
         host_paths,
         BTreeSet::from(["/usr/local/bin", "/etc/systemd/system", "/etc/runtime-tap"])
     );
-    let cm = manifest_doc("runtime-tap-installer.yaml", "ConfigMap", "runtime-tap-config");
-    let script = cm["data"]["install.sh"].as_str().unwrap();
-    let tmp = TempDir::new("deploy-install");
-    std::fs::write(tmp.path("install.sh"), script).unwrap();
-    let syntax = Command::new("sh")
-        .arg("-n")
-        .arg(tmp.path("install.sh"))
-        .output()
-        .unwrap();
+    let install_sh = &generated_config_maps()["runtime-tap-config"]["install.sh"];
+    let script = &std::fs::read_to_string(install_sh).unwrap();
+    let syntax = Command::new("sh").arg("-n").arg(install_sh).output().unwrap();
     assert!(
         syntax.status.success(),
         "install.sh: {}",
         String::from_utf8_lossy(&syntax.stderr)
     );
     assert!(script.contains("nsenter -t 1 -m -u -i -n -p --"));
+    // Type=simple: `systemctl restart` returns once the process is forked, so the script must
+    // wait and then see the same process active with no automatic restart in between, and
+    // fail (stopping the rollout) otherwise.
+    let after_restart = &script[script
+        .find("systemctl restart runtime-tap.service")
+        .expect("restarts the service")..];
+    let health = &script[script.find("healthy() {").expect("a health check")..];
+    for needle in ["NRestarts", "MainPID", "ActiveState", "sleep \"$settle\""] {
+        assert!(health.contains(needle), "the health check lacks {needle}");
+    }
+    assert!(
+        after_restart.contains("if ! healthy; then") && after_restart.contains("exit 1"),
+        "install.sh must check the restarted service and fail when it is not healthy"
+    );
+    assert!(
+        after_restart.contains("mv -f \"$bin.old\" \"$bin\""),
+        "a failed update puts the previous binary back"
+    );
+    let settle: u64 = script
+        .split("RUNTIME_TAP_SETTLE_SECONDS:-")
+        .nth(1)
+        .and_then(|r| r.split('}').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a default settle time");
+    let restart_sec: u64 = unit_value(
+        &unit_entries(&deploy().join("systemd/runtime-tap.service")),
+        "Service",
+        "RestartSec",
+    )
+    .parse()
+    .unwrap();
+    assert!(
+        settle >= 3 * restart_sec,
+        "settle {settle}s must outlast a few RestartSec={restart_sec}s crash cycles"
+    );
     assert!(
         script.contains("check-config"),
         "the config is checked before it replaces the old one"
@@ -539,6 +632,92 @@ fn kubernetes_manifests_have_the_right_kinds_and_fit_together() {
     assert!(dockerfile.contains("/opt/runtime-tap/bin/runtime-tap"));
 }
 
+/// `kubectl kustomize DIR` (kustomize built into kubectl), as `kubectl apply -k` renders it.
+fn kustomize_build(dir: &Path) -> Vec<Value> {
+    let out = Command::new("kubectl").arg("kustomize").arg(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// The ConfigMap names each workload's pod template mounts, as rendered.
+fn mounted_config_maps(docs: &[Value]) -> BTreeMap<String, Vec<String>> {
+    docs.iter()
+        .filter(|d| d["kind"] == "DaemonSet" || d["kind"] == "Deployment")
+        .map(|w| {
+            let names = w["spec"]["template"]["spec"]["volumes"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["configMap"]["name"].as_str().map(str::to_string))
+                .collect();
+            (w["metadata"]["name"].as_str().unwrap().to_string(), names)
+        })
+        .collect()
+}
+
+#[test]
+fn editing_a_config_map_file_rolls_its_workload() {
+    // deploy/README.md: "Updating the image or a ConfigMap's file rolls through the nodes".
+    // A DaemonSet rolls when its pod template changes; the generated ConfigMap's name (with
+    // its content hash) is in the template, so an edited file must change that name.
+    if !have("kubectl") {
+        eprintln!("kubectl not installed: kustomize output not checked (the structure is, above)");
+        return;
+    }
+    let tmp = TempDir::new("deploy-kustomize");
+    let copy = tmp.path("kubernetes");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(deploy().join("kubernetes"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = mounted_config_maps(&kustomize_build(&copy));
+    let rendered_cms: BTreeSet<String> = kustomize_build(&copy)
+        .iter()
+        .filter(|d| d["kind"] == "ConfigMap")
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for (name, files) in generated_config_maps() {
+        // Rendered with a hash suffix, and that is the name the workloads mount.
+        let hashed: Vec<_> = rendered_cms
+            .iter()
+            .filter(|n| n.strip_prefix(&format!("{name}-")).is_some_and(|h| !h.is_empty()))
+            .collect();
+        assert_eq!(hashed.len(), 1, "{name}: {rendered_cms:?}");
+        let users: Vec<_> = before.iter().filter(|(_, cms)| cms.contains(hashed[0])).collect();
+        assert!(!users.is_empty(), "no workload mounts {}", hashed[0]);
+
+        // One file edited: the workloads that mount it now mount another name; others not.
+        let (_, file) = files.iter().next().unwrap();
+        let rel = file.strip_prefix(deploy().join("kubernetes")).unwrap();
+        let edited = copy.join(rel);
+        let text = std::fs::read_to_string(&edited).unwrap();
+        std::fs::write(&edited, format!("{text}\n# edited\n")).unwrap();
+        let after = mounted_config_maps(&kustomize_build(&copy));
+        for (workload, cms) in &before {
+            let changed = after[workload] != *cms;
+            let mounts = cms.contains(hashed[0]);
+            assert_eq!(
+                changed,
+                mounts,
+                "{workload}: editing {} changed its pod template: {changed}, it mounts {name}: {mounts}",
+                rel.display()
+            );
+        }
+        std::fs::write(&edited, text).unwrap();
+    }
+}
+
 /// A Collector duration ("30s", "500ms", "2m").
 fn duration(s: &str) -> Duration {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -552,8 +731,8 @@ fn duration(s: &str) -> Duration {
 }
 
 fn collector_config(name: &str) -> Value {
-    let cm = manifest_doc("otel-collector.yaml", "ConfigMap", name);
-    serde_yaml_ng::from_str(cm["data"]["config.yaml"].as_str().unwrap()).unwrap()
+    let path = &generated_config_maps()[name]["config.yaml"];
+    yaml_docs(path).remove(0)
 }
 
 /// Every component a pipeline names is defined (a Collector refuses to start otherwise).
@@ -608,7 +787,21 @@ fn collector_keeps_slow_and_failed_traces_and_waits_for_late_spans() {
             .unwrap()
             .contains(&Value::from("ERROR"))
     );
-    assert!(of_type("latency")["latency"]["threshold_ms"].as_u64().unwrap() > 0);
+    // The Collector's "slow" is runtime-tap's own default slow threshold, so a trace
+    // runtime-tap kept for being slow is not then dropped as ordinary.
+    assert_eq!(
+        of_type("latency")["latency"]["threshold_ms"].as_u64(),
+        Some(runtime_tap::trace::sample::DEFAULT_SLOW.as_millis() as u64),
+        "latency policy threshold vs runtime-tap's [sampling] slow_ms default"
+    );
+    // A baseline share of ordinary traces, so successful pod starts and docker runs reach
+    // Jaeger too: neither none nor all.
+    let pct = of_type("probabilistic")["probabilistic"]["sampling_percentage"]
+        .as_f64()
+        .expect("probabilistic.sampling_percentage");
+    assert!(pct > 0.0 && pct < 100.0, "baseline sampling_percentage {pct}");
+    let names: BTreeSet<&str> = policies.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names.len(), policies.len(), "policy names must be unique: {names:?}");
     // Its exporter reaches the Jaeger Service; the agents reach the gateway's Service, and
     // listen where the configs in deploy/ export to.
     let service_port = |host_port: &str| {
@@ -754,8 +947,7 @@ fn stop(child: &mut Child) -> Option<i32> {
 
 #[test]
 fn socket_activation_as_systemd_socket_activate_does_it() {
-    if !have("systemd-socket-activate") {
-        eprintln!("systemd-socket-activate not installed (Debian: systemd): skipped");
+    if !need_systemd_tool("systemd-socket-activate") {
         return;
     }
     // The repoint containerd unit and config: systemd-socket-activate binds the unit's path
@@ -824,8 +1016,7 @@ fn activate(listener: &UnixListener, name: &str, config: &Path, log: &Path) -> C
 
 #[test]
 fn socket_activated_service_restarts_without_a_refused_connection() {
-    if !have("systemd-socket-activate") {
-        eprintln!("systemd-socket-activate not installed (Debian: systemd): skipped");
+    if !need_systemd_tool("systemd-socket-activate") {
         return;
     }
     // The takeover containerd unit and config: the path clients already use.
@@ -889,37 +1080,241 @@ fn socket_activated_service_restarts_without_a_refused_connection() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Grafana dashboard
+
+/// A Docker-like upstream: answers every HTTP/1.1 request head with `200 OK`, or `500` for
+/// paths starting with /fail, one request per connection.
+fn http_upstream(path: &Path) {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                if head.starts_with(b"PRI * HTTP/2.0") {
+                    // The HTTP/2 connection of real_metrics_render: read it to its end.
+                    let _ = std::io::copy(&mut conn, &mut std::io::sink());
+                    return;
+                }
+                let status = if head.starts_with(b"GET /fail") {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            });
+        }
+    });
+}
+
+/// A real /metrics render with a series of every family the dashboard needs: one intercept,
+/// an HTTP call answered 200 and one answered 500, and an HTTP/2 connection whose decoding
+/// is given up (a frame larger than any SETTINGS allow).
+fn real_metrics_render() -> String {
+    let dir = TempDir::new("deploy-grafana");
+    let (listen, upstream) = (dir.path("tap.sock"), dir.path("daemon.sock"));
+    http_upstream(&upstream);
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    let config = format!(
+        "{}\n[export]\nfile = \"{}\"\n",
+        support::one_intercept("dockerd", &listen, &upstream, &admin),
+        dir.path("spans.jsonl").display()
+    );
+    let tap = support::Tap::start(&dir.0, &config);
+    for path in ["/_ping", "/fail"] {
+        let mut s = UnixStream::connect(&listen).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n").unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 "), "{got}");
+    }
+    let mut h2 = UnixStream::connect(&listen).unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    bytes.extend_from_slice(&[0u8; 64]);
+    h2.write_all(&bytes).unwrap();
+    let start = Instant::now();
+    loop {
+        let (_, body) = tap.admin_get("/metrics");
+        let has = |series: &str| body.lines().any(|l| l.starts_with(series));
+        if has("runtime_tap_call_duration_seconds_count{") && has("runtime_tap_decoder_give_ups_total{") {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no call or decoder give-up series on /metrics:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Series name -> the label names it carries, from a Prometheus text render.
+fn series_labels(render: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in render.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let series = line.rsplit_once(' ').unwrap().0;
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let set = out.entry(name.to_string()).or_default();
+        for pair in labels.trim_end_matches('}').split("\",").filter(|p| !p.is_empty()) {
+            set.insert(pair.split_once('=').unwrap().0.to_string());
+        }
+    }
+    out
+}
+
+/// Labels a PromQL expression uses: `by (...)` / `without (...)` groupings and selector
+/// matchers `{label=...}`, with the metric each selector belongs to (None for groupings).
+fn expr_labels(expr: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    for kw in ["by (", "without ("] {
+        for part in expr.split(kw).skip(1) {
+            for l in part.split(')').next().unwrap().split(',') {
+                out.push((None, l.trim().to_string()));
+            }
+        }
+    }
+    let mut rest = expr;
+    while let Some(open) = rest.find('{') {
+        let metric: String = rest[..open]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let close = open + rest[open..].find('}').unwrap();
+        // Grafana's `{{legend}}` does not occur in expressions; `$__rate_interval` is in [].
+        for m in rest[open + 1..close].split(',') {
+            let label: String = m
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            out.push((Some(metric.clone()), label));
+        }
+        rest = &rest[close + 1..];
+    }
+    out
+}
+
+/// Whether PromQL's fully anchored regex `re` matches `value`, for the subset the dashboard
+/// may use: alternatives of literal characters and `.`.
+fn promql_matches(re: &str, value: &str) -> bool {
+    re.split('|').any(|alt| {
+        assert!(
+            alt.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'),
+            "status regex {re:?}: only alternatives of literals and . are understood here"
+        );
+        alt.len() == value.len() && alt.chars().zip(value.chars()).all(|(a, v)| a == '.' || a == v)
+    })
+}
+
 #[test]
 fn grafana_dashboard_queries_metrics_runtime_tap_serves() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/runtime-tap-dashboard.json");
+    let path = deploy().join("grafana/runtime-tap-dashboard.json");
     let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let panels = dash["panels"].as_array().expect("panels");
     assert!(panels.len() >= 6);
-    // Every metric a panel queries is one runtime-tap renders on /metrics.
-    let served = [
-        "runtime_tap_call_duration_seconds_count",
-        "runtime_tap_call_duration_seconds_bucket",
-        "runtime_tap_bytes_total",
-        "runtime_tap_connections_active",
-        "runtime_tap_spans_dropped_total",
-        "runtime_tap_tap_give_ups_total",
-        "runtime_tap_decoder_give_ups_total",
-        "runtime_tap_upstream_connect_failures_total",
-        "runtime_tap_connections_accepted_total",
-    ];
-    let src = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs")).unwrap()
-        + &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/trace/red.rs")).unwrap();
+    let served = series_labels(&real_metrics_render());
+    let mut status_matchers = Vec::new();
     for p in panels {
-        let expr = p["targets"][0]["expr"].as_str().expect("expr");
-        let used: Vec<&str> = served.iter().copied().filter(|m| expr.contains(m)).collect();
-        assert!(
-            !used.is_empty(),
-            "panel {} queries no runtime-tap metric: {expr}",
-            p["title"]
-        );
+        let title = p["title"].as_str().unwrap_or_default();
+        let targets = p["targets"].as_array().filter(|t| !t.is_empty());
+        for t in targets.unwrap_or_else(|| panic!("panel {title:?} has no targets")) {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("panel {title:?}: a target without expr"));
+            // Every metric it names is a series runtime-tap renders.
+            let metrics: BTreeSet<String> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("runtime_tap_"))
+                .map(str::to_string)
+                .collect();
+            assert!(
+                !metrics.is_empty(),
+                "panel {title:?} queries no runtime-tap metric: {expr}"
+            );
+            for m in &metrics {
+                assert!(served.contains_key(m), "panel {title:?}: {m} is not on /metrics");
+            }
+            // Every label it groups or filters by is on those metrics.
+            for (metric, label) in expr_labels(expr) {
+                let on: Vec<&String> = match &metric {
+                    Some(m) => vec![m],
+                    None => metrics.iter().collect(),
+                };
+                for m in on {
+                    assert!(
+                        served[m].contains(&label) || (label == "le" && m.ends_with("_bucket")),
+                        "panel {title:?}: {m} has no label {label:?} (it has {:?})",
+                        served[m]
+                    );
+                }
+            }
+            if expr.contains("status") {
+                let re = expr
+                    .split("status=~\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or_else(|| panic!("panel {title:?}: filter status with =~\"...\": {expr}"));
+                status_matchers.push((title.to_string(), re.to_string()));
+            }
+        }
     }
-    for m in served {
-        let family = m.trim_end_matches("_count").trim_end_matches("_bucket");
-        assert!(src.contains(family), "{family} is not rendered by runtime-tap");
+    // The error panel counts what spans mark Error (DESIGN.md span contract): gRPC's
+    // server-error codes (src/observe/grpc.rs is_server_error) and HTTP 5xx; not NOT_FOUND,
+    // ALREADY_EXISTS or a 404, which are answers, not failures.
+    assert!(!status_matchers.is_empty(), "no panel shows errors");
+    const GRPC: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    let server_errors = [
+        "UNKNOWN",
+        "DEADLINE_EXCEEDED",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+    ];
+    let values = GRPC
+        .iter()
+        .map(|s| s.to_string())
+        .chain((100..600).map(|c: u32| c.to_string()))
+        .chain(["incomplete", "unset", "other"].map(String::from));
+    for (title, re) in &status_matchers {
+        for v in values.clone() {
+            let error = server_errors.contains(&v.as_str()) || v.starts_with('5') && v.len() == 3;
+            assert_eq!(
+                promql_matches(re, &v),
+                error,
+                "panel {title:?}: status {v} counted as an error: {}, span status Error: {error}",
+                promql_matches(re, &v)
+            );
+        }
     }
 }

@@ -16,6 +16,9 @@ pub const DEFAULT_SLOW: Duration = Duration::from_secs(1);
 /// The default rate for polls: one trace every 10 s per method.
 pub const DEFAULT_POLL_PER_SECOND: f64 = 0.1;
 
+/// Rounding tolerance of the token buckets (see `Sampler::keep`).
+const TOKEN_EPSILON: f64 = 1e-9;
+
 /// Methods and routes that clients call in loops to watch state; thinned by default.
 pub const POLLS: &[&str] = &[
     "runtime.v1.RuntimeService/ListPodSandbox",
@@ -195,7 +198,9 @@ impl Sampler {
         let elapsed = now.duration_since(b.last).unwrap_or_default().as_secs_f64();
         b.tokens = (b.tokens + elapsed * per_second).min(1.0_f64.max(per_second));
         b.last = now;
-        if b.tokens >= 1.0 {
+        // Tokens are sums of float fractions: ten tenths add up to 0.9999999999999999, and
+        // without the tolerance a 1/s rule polled every 100 ms would keep one call per 1.1 s.
+        if b.tokens >= 1.0 - TOKEN_EPSILON {
             b.tokens -= 1.0;
             true
         } else {
