@@ -868,3 +868,21 @@ fn check_config_compares_socket_paths_as_the_kernel_resolves_them() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("c.toml: intercept[0].socket_group:"), "{err}");
 }
+
+#[test]
+fn unprivileged_the_group_bits_of_an_uncopied_group_are_cleared() {
+    let dir = TempDir::new("narrow");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // root:root 0660 upstream; runtime-tap as nobody cannot copy owner or group.
+    echo_server(&dir.path("up.sock"));
+    set_owner(&dir.path("up.sock"), 0, 0, 0o660);
+    let tap = Tap::start_via(
+        &dir.0,
+        &one_intercept("n", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        |_| {},
+    );
+    // Left with nobody's group, 0660 would let that group's members in: 0600 instead.
+    assert_eq!(access(&dir.path("tap.sock")), (65534, 65534, 0o600));
+    assert!(tap.log_text().contains("group permission bits cleared"));
+}
