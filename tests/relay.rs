@@ -596,6 +596,21 @@ fn metric_labels_stay_bounded_with_ten_thousand_distinct_paths() {
     assert!(body.len() < 64 * 1024, "metrics page stays small: {} bytes", body.len());
 }
 
+/// The log without colour escape sequences, so fields read `key=value`.
+fn plain_log(tap: &Tap) -> String {
+    let mut log = String::new();
+    let mut in_escape = false;
+    for c in tap.log_text().chars() {
+        match c {
+            '\x1b' => in_escape = true,
+            'm' if in_escape => in_escape = false,
+            _ if in_escape => {}
+            _ => log.push(c),
+        }
+    }
+    log
+}
+
 /// Wait for the child to exit; its exit code and how long that took.
 fn wait_exit(tap: &mut Tap, limit: Duration) -> (Option<i32>, Duration) {
     let start = Instant::now();
@@ -793,6 +808,17 @@ fn a_full_tap_queue_gives_up_decoding_counted_while_bytes_flow() {
         tap.metric("runtime_tap_bytes_total{intercept=\"q\",direction=\"c2s\"}"),
         Some(data.len() as u64)
     );
+    // The debug line of the connection names both ends, the server (this test) with its ids.
+    let log = plain_log(&tap);
+    let open = log
+        .lines()
+        .find(|l| l.contains("connection open"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let me = std::process::id();
+    assert!(
+        open.contains(&format!("server.pid={me} server.uid=0 server.gid=0 ")),
+        "{open}"
+    );
 }
 
 #[test]
@@ -808,17 +834,7 @@ fn the_open_files_limit_is_raised_to_the_hard_limit_and_logged() {
         &["prlimit", &nofile],
         |_| {},
     );
-    // The log may be coloured: drop the escape sequences before reading fields.
-    let mut log = String::new();
-    let mut in_escape = false;
-    for c in tap.log_text().chars() {
-        match c {
-            '\x1b' => in_escape = true,
-            'm' if in_escape => in_escape = false,
-            _ if in_escape => {}
-            _ => log.push(c),
-        }
-    }
+    let log = plain_log(&tap);
     let line = log
         .lines()
         .find(|l| l.contains("raised open-files limit"))
