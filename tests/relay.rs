@@ -703,6 +703,13 @@ fn admin_endpoint_serves_through_the_grace_period_and_readyz_says_draining() {
     // A call in flight at SIGTERM: the server answers only after the client's EOF.
     let mut s = connect(&dir.path("tap.sock"));
     s.write_all(b"in flight").unwrap();
+    // Accepted before the signal (one still in the backlog at SIGTERM is never accepted).
+    let start = Instant::now();
+    while tap.metric("runtime_tap_connections_active{intercept=\"dr\"}") != Some(1)
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     signal(tap.pid(), nix::sys::signal::Signal::SIGTERM);
     tap.wait_log(|l| l.contains("stopped accepting"), Duration::from_secs(5));
     let (status, body) = tap.admin_get("/readyz");
