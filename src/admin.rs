@@ -1,5 +1,7 @@
-//! The admin endpoint: /healthz (the process is up), /readyz (every listener is bound) and
-//! /metrics (Prometheus text). Served by hyper on its own listener, loopback by default.
+//! The admin endpoint: /healthz (the process is up), /readyz (every listener is bound and
+//! accepting) and /metrics (Prometheus text). Served by hyper on its own listener, loopback by
+//! default, from start to exit: through the grace period /readyz answers 503 (draining) while
+//! /metrics still shows the connections that finish.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Registry;
 
-/// Bind the admin listener. Bound before the intercepts so a port clash fails the start.
+/// Bind the admin listener. Bound before the intercepts so a port clash fails the start
+/// before any socket file is created.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serve admin requests until `stop` is cancelled.
+/// Serve admin requests until `stop` is cancelled (at exit, after the grace period).
 pub async fn serve(listener: TcpListener, registry: Registry, stop: CancellationToken) {
     let mut errors = crate::relay::accept::AcceptErrors::new();
     let listen = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -65,7 +68,7 @@ fn route(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> 
         "/readyz" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "not ready: a listener is not bound\n".into(),
+            "not ready: a listener is not accepting (starting, or draining after a stop signal)\n".into(),
         ),
         "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", registry.render()),
         _ => reply(

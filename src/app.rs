@@ -42,8 +42,21 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     // 1. Each connection costs two descriptors: take all the process may have.
     raise_open_files_limit();
 
-    // 2. Listeners: a service manager's first, then our own. Bound before anything starts,
-    //    so a clash fails the start instead of a half-running proxy.
+    // 2. The admin port first: a clash fails the start before any socket file exists.
+    //    It is served from step 6 on, and until exit (readiness says 503 while draining).
+    let admin_listener = if config.admin.listen == "off" {
+        None
+    } else {
+        let addr: std::net::SocketAddr = config.admin.listen.parse().context("admin.listen")?;
+        let l = crate::admin::bind(addr)
+            .await
+            .with_context(|| format!("admin endpoint {addr}"))?;
+        Some((addr, l))
+    };
+
+    // 3. Listeners: a service manager's first, then our own. Bound before anything starts,
+    //    so a clash fails the start instead of a half-running proxy. A start that fails from
+    //    here on removes the socket files it created (dropping a `Listener` does).
     let mut handed = Handed::from_env().context("socket activation")?;
     let mut listeners = Vec::new();
     for ic in &config.intercepts {
@@ -58,7 +71,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         if listener.owner() == Owner::Us
             && let Endpoint::Unix(path) = &ic.listen
         {
-            // 3. Access no wider than the upstream socket's (copied when it appears).
+            // 4. Access no wider than the upstream socket's (copied when it appears).
             let mode = ic
                 .socket_mode
                 .as_deref()
@@ -82,7 +95,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         tracing::warn!(name, "a handed-over listener matches no intercept name; ignoring it");
     }
 
-    // 4. Decoding and export: the descriptor pool (built in, plus the user's sets), the
+    // 5. Decoding and export: the descriptor pool (built in, plus the user's sets), the
     //    exporter with its own bounded queue, the tracer that turns calls into spans.
     //    Redaction rules the config adds go in first: nothing is decoded before them.
     if crate::schema::redact::install(config.redact.clone()).is_err() {
@@ -135,7 +148,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         docker_ids: Default::default(),
     });
 
-    // 5. Admin endpoint.
+    // 6. Admin endpoint, on the port bound in step 2.
     let decode_budget = DecodeBudget::new(config.relay.decode_memory_limit_bytes());
     let registry = Registry {
         intercepts: config
@@ -148,22 +161,17 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     };
     let stop = CancellationToken::new();
     let cut = CancellationToken::new();
-    let admin = if config.admin.listen == "off" {
-        None
-    } else {
-        let addr = config.admin.listen.parse().context("admin.listen")?;
-        let l = crate::admin::bind(addr)
-            .await
-            .with_context(|| format!("admin endpoint {addr}"))?;
+    let admin_stop = CancellationToken::new();
+    let admin = admin_listener.map(|(addr, l)| {
         tracing::info!(listen = %addr, "admin endpoint: /healthz /readyz /metrics");
-        Some(tokio::spawn(crate::admin::serve(l, registry.clone(), stop.clone())))
-    };
+        tokio::spawn(crate::admin::serve(l, registry.clone(), admin_stop.clone()))
+    });
 
     // Before the first connection is served: a SIGTERM that arrives once clients got answers
     // must be a clean stop, never the default action (death with sockets left behind).
     let signals = wait_for_signal();
 
-    // 6. One accept loop per intercept; connections are tracked for the grace period.
+    // 7. One accept loop per intercept; connections are tracked for the grace period.
     let tracker = TaskTracker::new();
     let servers = Arc::new(ServerResolver::default());
     let mut loops = Vec::new();
@@ -180,6 +188,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             buffer_size: config.relay.buffer_size,
             tap_queue: config.relay.tap_queue,
             tap_queue_bytes: config.relay.tap_queue_bytes,
+            connect_timeout: config.relay.connect_timeout(),
             servers: Arc::clone(&servers),
             observer: Arc::clone(&observer),
             service: Arc::from(ic.name.as_str()),
@@ -199,8 +208,9 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         let _ = ready.send(());
     }
 
-    // 7. Shutdown: stop accepting (own sockets removed), let connections finish within the
-    //    grace period, then cut the rest (HTTP/2 connections never end on their own).
+    // 8. Shutdown: stop accepting (own sockets removed), let connections finish within the
+    //    grace period, then cut the rest (HTTP/2 connections never end on their own). The
+    //    admin endpoint keeps serving meanwhile: /metrics shows the drain, /readyz says 503.
     tokio::select! {
         _ = signals => {}
         _ = external_stop.cancelled() => tracing::info!("stop requested"),
@@ -240,7 +250,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             );
         }
     }
-    // 8. Spans of finished calls (and of calls cut above, marked incomplete) are flushed
+    // 9. Spans of finished calls (and of calls cut above, marked incomplete) are flushed
     //    within what is left of the grace period, at least a moment.
     drop(observer);
     tracer_stop.cancel();
@@ -256,6 +266,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         dropped_shutdown = counters.dropped_shutdown,
         "spans flushed"
     );
+    admin_stop.cancel();
     if let Some(a) = admin {
         let _ = a.await;
     }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,10 @@ pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 pub const DEFAULT_TAP_QUEUE: usize = 4096;
 /// Default bound on the bytes a connection's tap queue holds for its observer.
 pub const DEFAULT_TAP_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Default time a connect to the upstream may take. A daemon's local socket answers in
+/// microseconds; a TCP upstream whose host drops SYNs would otherwise hold the client for
+/// the kernel's SYN retries (minutes).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -181,6 +185,10 @@ pub struct Relay {
     /// Seconds open connections may run after SIGTERM before they are closed.
     #[serde(default = "default_grace_secs")]
     pub grace_period_secs: u64,
+    /// Seconds a connect to the upstream may take before the client is closed (counted as
+    /// an upstream connect failure). Connect only: a connected upstream may take its time.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
     /// Process-wide bound on buffered decode state (tap queues plus decoder buffers), such as
     /// `"256MiB"`: past 75% of it payloads are no longer decoded, at it a connection that
     /// needs more gives up decoding (counted); bytes are relayed either way.
@@ -195,6 +203,7 @@ impl Default for Relay {
             tap_queue: DEFAULT_TAP_QUEUE,
             tap_queue_bytes: DEFAULT_TAP_QUEUE_BYTES,
             grace_period_secs: DEFAULT_GRACE_PERIOD.as_secs(),
+            connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT.as_secs(),
             decode_memory_limit: default_decode_memory_limit(),
         }
     }
@@ -203,6 +212,10 @@ impl Default for Relay {
 impl Relay {
     pub fn grace_period(&self) -> Duration {
         Duration::from_secs(self.grace_period_secs)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
     }
 
     /// `decode_memory_limit` in bytes (validated at load).
@@ -240,6 +253,9 @@ fn default_capture_files() -> usize {
 fn default_grace_secs() -> u64 {
     DEFAULT_GRACE_PERIOD.as_secs()
 }
+fn default_connect_timeout_secs() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT.as_secs()
+}
 
 /// A socket address in URL form: `unix:///run/x.sock` or `tcp://127.0.0.1:2375`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -249,6 +265,15 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The endpoint with a unix path in [`canonical_path`] form, for comparing two endpoints:
+    /// `/var/run/x.sock` and `/run/x.sock` are one socket when /var/run links to /run.
+    pub fn canonical(&self) -> Endpoint {
+        match self {
+            Endpoint::Unix(p) => Endpoint::Unix(canonical_path(p)),
+            Endpoint::Tcp(a) => Endpoint::Tcp(a.clone()),
+        }
+    }
+
     /// The transport name used in spans (`network.transport`).
     pub fn transport(&self) -> &'static str {
         match self {
@@ -304,6 +329,24 @@ impl<'de> Deserialize<'de> for Endpoint {
 impl Serialize for Endpoint {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// The path a socket at `path` really has: symlinks resolved in every part that exists,
+/// `.` and `..` applied to the rest as bind(2) would after creating the missing directories.
+/// The socket file itself need not exist (a listen path before the first start).
+pub fn canonical_path(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let Some(parent) = path.parent() else {
+        return path.to_path_buf();
+    };
+    let base = canonical_path(parent);
+    match path.components().next_back() {
+        Some(Component::ParentDir) => base.parent().map(Path::to_path_buf).unwrap_or(base),
+        Some(Component::Normal(name)) => base.join(name),
+        _ => base,
     }
 }
 
@@ -369,8 +412,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Check what serde cannot: unique names and listen addresses, listen != upstream,
-    /// well-formed modes and addresses.
+    /// Check what serde cannot: unique names and listen addresses, listen != upstream (unix
+    /// paths compared canonically, see [`canonical_path`]), well-formed modes and addresses,
+    /// socket owner and group names that exist on this machine.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             origin: origin.to_string(),
@@ -384,7 +428,7 @@ impl Config {
             ));
         }
         let mut names = HashSet::new();
-        let mut listens = HashSet::new();
+        let mut listens: Vec<(Endpoint, Endpoint)> = Vec::new();
         for (i, ic) in self.intercepts.iter().enumerate() {
             let key = |field: &str| format!("intercept[{i}].{field}");
             if ic.name.is_empty() || !ic.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
@@ -396,20 +440,49 @@ impl Config {
             if !names.insert(ic.name.clone()) {
                 return Err(invalid(key("name"), format!("{:?} is used by two intercepts", ic.name)));
             }
-            if ic.listen == ic.upstream {
+            // Compared as the kernel resolves them: a symlinked directory or a `..` must not
+            // hide that two paths name one socket (the proxy would remove the daemon's socket
+            // as stale, or connect to itself).
+            let (listen, upstream) = (ic.listen.canonical(), ic.upstream.canonical());
+            let same = |a: &Endpoint, b: &Endpoint| {
+                if a == b {
+                    String::new()
+                } else {
+                    format!(" ({a} and {b} are both {})", a.canonical())
+                }
+            };
+            if listen == upstream {
                 return Err(invalid(
                     key("listen"),
-                    format!("{} is also the upstream: the proxy would connect to itself", ic.listen),
+                    format!(
+                        "{} is also the upstream{}: the proxy would connect to itself",
+                        ic.listen,
+                        same(&ic.listen, &ic.upstream)
+                    ),
                 ));
             }
-            if !listens.insert(ic.listen.clone()) {
+            if let Some((_, other)) = listens.iter().find(|(l, _)| *l == listen) {
                 return Err(invalid(
                     key("listen"),
-                    format!("{} is the listen address of another intercept", ic.listen),
+                    format!(
+                        "{} is the listen address of another intercept{}",
+                        ic.listen,
+                        same(&ic.listen, other)
+                    ),
                 ));
             }
+            listens.push((listen, ic.listen.clone()));
             if let Some(mode) = &ic.socket_mode {
                 parse_mode(mode).map_err(|m| invalid(key("socket_mode"), m))?;
+            }
+            // Names are looked up on this machine now, so check-config catches a typo.
+            if let Some(owner) = &ic.socket_owner {
+                crate::relay::ownership::resolve_user(owner)
+                    .map_err(|e| invalid(key("socket_owner"), e.to_string()))?;
+            }
+            if let Some(group) = &ic.socket_group {
+                crate::relay::ownership::resolve_group(group)
+                    .map_err(|e| invalid(key("socket_group"), e.to_string()))?;
             }
             let unix_only = [
                 ("socket_mode", &ic.socket_mode),

@@ -595,3 +595,317 @@ fn metric_labels_stay_bounded_with_ten_thousand_distinct_paths() {
     );
     assert!(body.len() < 64 * 1024, "metrics page stays small: {} bytes", body.len());
 }
+
+/// The log without colour escape sequences, so fields read `key=value`.
+fn plain_log(tap: &Tap) -> String {
+    let mut log = String::new();
+    let mut in_escape = false;
+    for c in tap.log_text().chars() {
+        match c {
+            '\x1b' => in_escape = true,
+            'm' if in_escape => in_escape = false,
+            _ if in_escape => {}
+            _ => log.push(c),
+        }
+    }
+    log
+}
+
+/// Wait for the child to exit; its exit code and how long that took.
+fn wait_exit(tap: &mut Tap, limit: Duration) -> (Option<i32>, Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = tap.child.try_wait() {
+            return (status.code(), start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (None, start.elapsed())
+}
+
+#[test]
+fn a_failed_start_leaves_no_socket_file_behind() {
+    let dir = TempDir::new("failstart");
+    echo_server(&dir.path("up.sock"));
+    // The admin port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = run_expect_failure(
+        &dir,
+        &one_intercept("f", &dir.path("sub/tap.sock"), &dir.path("up.sock"), &addr),
+    );
+    assert!(err.contains(&format!("admin endpoint {addr}")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    assert!(!dir.path("sub/tap.sock").exists(), "socket left behind: {err}");
+    // A capture directory that is a file fails the start after the socket was bound.
+    std::fs::write(dir.path("not-a-dir"), b"x").unwrap();
+    let config = one_intercept("f", &dir.path("tap.sock"), &dir.path("up.sock"), "off").replace(
+        "[admin]",
+        &format!("capture_dir = \"{}\"\n\n[admin]", dir.path("not-a-dir").display()),
+    );
+    let err = run_expect_failure(&dir, &config);
+    assert!(err.contains("capture_dir"), "{err}");
+    assert!(!dir.path("tap.sock").exists(), "socket left behind: {err}");
+}
+
+#[test]
+fn an_upstream_that_drops_syns_closes_the_client_at_the_connect_timeout() {
+    let dir = TempDir::new("blackhole");
+    // A listener with a full accept queue: the kernel drops further SYNs, as a filtered host.
+    let hole = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    hole.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    hole.listen(0).unwrap();
+    let hole_addr = hole.local_addr().unwrap().as_socket().unwrap();
+    let _filler = std::net::TcpStream::connect(hole_addr).unwrap();
+    let port = free_port();
+    let config = format!(
+        "[[intercept]]\nname = \"bh\"\nlisten = \"unix://{}\"\nupstream = \"tcp://{hole_addr}\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n[relay]\nconnect_timeout_secs = 1\n",
+        dir.path("tap.sock").display()
+    );
+    let tap = Tap::start(&dir.0, &config);
+    let mut s = connect(&dir.path("tap.sock"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let n = s.read(&mut [0u8; 16]).unwrap_or(0);
+    let took = start.elapsed();
+    assert_eq!(n, 0);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "client closed after {took:?}"
+    );
+    assert_eq!(
+        tap.metric("runtime_tap_upstream_connect_failures_total{intercept=\"bh\"}"),
+        Some(1)
+    );
+    let log = tap.log_text();
+    assert!(
+        log.contains("cannot connect upstream") && log.contains("timed out"),
+        "{log}"
+    );
+    assert!(log.contains(&hole_addr.to_string()), "{log}");
+}
+
+#[test]
+fn admin_endpoint_serves_through_the_grace_period_and_readyz_says_draining() {
+    let dir = TempDir::new("drain");
+    digest_server(&dir.path("digest.sock"));
+    let port = free_port();
+    let config = one_intercept(
+        "dr",
+        &dir.path("tap.sock"),
+        &dir.path("digest.sock"),
+        &format!("127.0.0.1:{port}"),
+    )
+    .replace("grace_period_secs = 2", "grace_period_secs = 4");
+    let mut tap = Tap::start(&dir.0, &config);
+    assert_eq!(tap.admin_get("/readyz").0, 200);
+    // A call in flight at SIGTERM: the server answers only after the client's EOF.
+    let mut s = connect(&dir.path("tap.sock"));
+    s.write_all(b"in flight").unwrap();
+    // Accepted before the signal (one still in the backlog at SIGTERM is never accepted).
+    let start = Instant::now();
+    while tap.metric("runtime_tap_connections_active{intercept=\"dr\"}") != Some(1)
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(tap.pid(), nix::sys::signal::Signal::SIGTERM);
+    tap.wait_log(|l| l.contains("stopped accepting"), Duration::from_secs(5));
+    let (status, body) = tap.admin_get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    assert_eq!(
+        tap.metric("runtime_tap_connections_active{intercept=\"dr\"}"),
+        Some(1),
+        "/metrics still served while draining"
+    );
+    // The call finishes within the grace period with its whole answer.
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, sha256(b"in flight"));
+    let (code, took) = wait_exit(&mut tap, Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(
+        took < Duration::from_secs(3),
+        "nothing left open, yet exit took {took:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "admin endpoint stopped at exit"
+    );
+}
+
+#[test]
+fn grace_period_is_honoured_for_a_connection_that_never_ends() {
+    let dir = TempDir::new("grace");
+    echo_server(&dir.path("up.sock"));
+    let config = one_intercept("g", &dir.path("tap.sock"), &dir.path("up.sock"), "off")
+        .replace("grace_period_secs = 2", "grace_period_secs = 1");
+    let mut tap = Tap::start(&dir.0, &config);
+    // Like an HTTP/2 connection: open, idle, never closed by the client.
+    let mut idle = connect(&dir.path("tap.sock"));
+    assert_eq!(echo_once(&mut idle, b"ping"), b"ping");
+    signal(tap.pid(), nix::sys::signal::Signal::SIGTERM);
+    let (code, took) = wait_exit(&mut tap, Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "grace 1 s, exit after {took:?}"
+    );
+    assert!(tap.log_text().contains("grace period over"));
+    idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(
+        idle.read(&mut [0u8; 8]).unwrap_or(0),
+        0,
+        "the idle connection was closed"
+    );
+}
+
+/// Write `data` on an open connection and read the same number of bytes back.
+fn echo_once(s: &mut UnixStream, data: &[u8]) -> Vec<u8> {
+    s.write_all(data).unwrap();
+    let mut got = vec![0u8; data.len()];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.read_exact(&mut got).unwrap();
+    got
+}
+
+#[test]
+fn sigint_stops_like_sigterm() {
+    let dir = TempDir::new("int");
+    echo_server(&dir.path("up.sock"));
+    let mut tap = Tap::start(
+        &dir.0,
+        &one_intercept("i", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
+    );
+    let mut open = connect(&dir.path("tap.sock"));
+    assert_eq!(echo_once(&mut open, b"x"), b"x");
+    signal(tap.pid(), nix::sys::signal::Signal::SIGINT);
+    let (code, took) = wait_exit(&mut tap, Duration::from_secs(15));
+    assert_eq!(code, Some(0), "SIGINT is a clean stop, not death by signal");
+    assert!(took >= Duration::from_millis(1900), "the grace period ran: {took:?}");
+    assert!(!dir.path("tap.sock").exists(), "own socket removed");
+    let log = tap.log_text();
+    assert!(log.contains("SIGINT") && log.contains("grace period over"), "{log}");
+}
+
+#[test]
+fn a_full_tap_queue_gives_up_decoding_counted_while_bytes_flow() {
+    let dir = TempDir::new("qfull");
+    echo_server(&dir.path("up.sock"));
+    let port = free_port();
+    // A queue that holds less than any chunk: the first chunk overflows it, deterministically.
+    let config = one_intercept(
+        "q",
+        &dir.path("tap.sock"),
+        &dir.path("up.sock"),
+        &format!("127.0.0.1:{port}"),
+    ) + "tap_queue_bytes = 1\n";
+    let tap = Tap::start(&dir.0, &config);
+    let data = b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(echo_roundtrip(&dir.path("tap.sock"), data, 5), data);
+    assert_eq!(
+        tap.metric("runtime_tap_tap_give_ups_total{intercept=\"q\",reason=\"queue_full\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        tap.metric("runtime_tap_bytes_total{intercept=\"q\",direction=\"c2s\"}"),
+        Some(data.len() as u64)
+    );
+    // The debug line of the connection names both ends, the server (this test) with its ids.
+    let log = plain_log(&tap);
+    let open = log
+        .lines()
+        .find(|l| l.contains("connection open"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let me = std::process::id();
+    assert!(
+        open.contains(&format!("server.pid={me} server.uid=0 server.gid=0 ")),
+        "{open}"
+    );
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit_and_logged() {
+    let dir = TempDir::new("nofile");
+    echo_server(&dir.path("up.sock"));
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    assert!(hard > 256, "this test needs a hard limit above 256");
+    let nofile = format!("--nofile=256:{hard}");
+    let tap = Tap::start_via(
+        &dir.0,
+        &one_intercept("n", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
+        &["prlimit", &nofile],
+        |_| {},
+    );
+    let log = plain_log(&tap);
+    let line = log
+        .lines()
+        .find(|l| l.contains("raised open-files limit"))
+        .unwrap_or_else(|| panic!("no limit line: {log}"));
+    assert!(
+        line.contains("from=256 ") && line.contains(&format!("to={hard} ")),
+        "{line}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", tap.pid())).unwrap();
+    let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    assert_eq!(
+        open_files.split_whitespace().nth(3),
+        Some(hard.to_string().as_str()),
+        "{open_files}"
+    );
+}
+
+#[test]
+fn check_config_compares_socket_paths_as_the_kernel_resolves_them() {
+    let dir = TempDir::new("canon");
+    std::fs::create_dir_all(dir.path("real")).unwrap();
+    std::os::unix::fs::symlink(dir.path("real"), dir.path("link")).unwrap();
+    let check = |config: String| {
+        std::fs::write(dir.path("c.toml"), config).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
+            .arg("check-config")
+            .arg(dir.path("c.toml"))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check(format!(
+        "[[intercept]]\nname = \"a\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\n",
+        dir.path("link/x.sock").display(),
+        dir.path("real/x.sock").display()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("c.toml: intercept[0].listen:") && err.contains("also the upstream"),
+        "{err}"
+    );
+    let (code, err) = check(format!(
+        "[[intercept]]\nname = \"a\"\nlisten = \"unix://{}\"\nupstream = \"unix://{}\"\nsocket_group = \"no-such-group-rtap\"\n",
+        dir.path("real/t.sock").display(),
+        dir.path("real/u.sock").display()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("c.toml: intercept[0].socket_group:"), "{err}");
+}
+
+#[test]
+fn unprivileged_the_group_bits_of_an_uncopied_group_are_cleared() {
+    let dir = TempDir::new("narrow");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // root:root 0660 upstream; runtime-tap as nobody cannot copy owner or group.
+    echo_server(&dir.path("up.sock"));
+    set_owner(&dir.path("up.sock"), 0, 0, 0o660);
+    let tap = Tap::start_via(
+        &dir.0,
+        &one_intercept("n", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        |_| {},
+    );
+    // Left with nobody's group, 0660 would let that group's members in: 0600 instead.
+    assert_eq!(access(&dir.path("tap.sock")), (65534, 65534, 0o600));
+    assert!(tap.log_text().contains("group permission bits cleared"));
+}

@@ -79,3 +79,85 @@ fn endpoints_parse_and_print() {
     assert!("unix://relative.sock".parse::<Endpoint>().is_err());
     assert_eq!(parse_mode("0660"), Ok(0o660));
 }
+
+/// A fresh directory with `real/` and `link -> real`, removed on drop.
+struct Linked(PathBuf);
+
+impl Linked {
+    fn new(label: &str) -> Linked {
+        let dir = std::env::temp_dir().join(format!("rtap-cfg-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        Linked(dir)
+    }
+    fn path(&self, rest: &str) -> String {
+        self.0.join(rest).display().to_string()
+    }
+}
+
+impl Drop for Linked {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn one(name: &str, listen: &str, upstream: &str) -> String {
+    format!("[[intercept]]\nname='{name}'\nlisten='unix://{listen}'\nupstream='unix://{upstream}'\n")
+}
+
+#[test]
+fn refuses_listen_that_is_the_upstream_through_a_symlinked_directory() {
+    // As /var/run -> /run: neither socket file exists yet.
+    let d = Linked::new("link");
+    let e = err(&one("a", &d.path("link/x.sock"), &d.path("real/x.sock")));
+    assert!(e.starts_with("bad.toml: intercept[0].listen:"), "{e}");
+    assert!(e.contains("also the upstream"), "{e}");
+    assert!(
+        e.contains(&d.path("real/x.sock")),
+        "names the path both resolve to: {e}"
+    );
+}
+
+#[test]
+fn refuses_listen_that_is_the_upstream_through_dot_dot() {
+    let d = Linked::new("dotdot");
+    // `a` does not exist: bind would create it, then land on real/x.sock.
+    let e = err(&one("a", &d.path("real/a/../x.sock"), &d.path("real/x.sock")));
+    assert!(
+        e.contains("intercept[0].listen") && e.contains("also the upstream"),
+        "{e}"
+    );
+    let e = err(&one("a", &d.path("real/./x.sock"), &d.path("link/x.sock")));
+    assert!(e.contains("also the upstream"), "{e}");
+}
+
+#[test]
+fn refuses_two_intercepts_on_one_socket_through_a_symlink() {
+    let d = Linked::new("two");
+    let e = err(&(one("a", &d.path("link/t.sock"), &d.path("up1.sock"))
+        + &one("b", &d.path("real/t.sock"), &d.path("up2.sock"))));
+    assert!(e.starts_with("bad.toml: intercept[1].listen:"), "{e}");
+    assert!(e.contains("another intercept"), "{e}");
+}
+
+#[test]
+fn distinct_paths_stay_distinct() {
+    let d = Linked::new("distinct");
+    Config::parse(&one("a", &d.path("link/t.sock"), &d.path("real/u.sock")), "ok.toml").unwrap();
+    assert_eq!(
+        canonical_path(Path::new(&d.path("link/new/../t.sock"))),
+        std::fs::canonicalize(&d.0).unwrap().join("real/t.sock")
+    );
+}
+
+#[test]
+fn refuses_socket_owner_and_group_that_do_not_exist() {
+    let base = "[[intercept]]\nname='a'\nlisten='unix:///x.sock'\nupstream='unix:///y.sock'\n";
+    let e = err(&format!("{base}socket_owner='no-such-user-rtap'\n"));
+    assert!(e.starts_with("bad.toml: intercept[0].socket_owner:"), "{e}");
+    assert!(e.contains("no such user"), "{e}");
+    let e = err(&format!("{base}socket_group='no-such-group-rtap'\n"));
+    assert!(e.starts_with("bad.toml: intercept[0].socket_group:"), "{e}");
+    Config::parse(&format!("{base}socket_owner='root'\nsocket_group='0'\n"), "ok.toml").unwrap();
+}

@@ -52,31 +52,25 @@ impl Handed {
         let Some((pid, count, names)) = crate::config::env::socket_activation() else {
             return Ok(Handed::default());
         };
-        if pid != std::process::id() {
-            // Meant for another process (we were started by one that inherited the variables).
-            return Ok(Handed::default());
-        }
-        if count > MAX_ACTIVATED {
-            return Err(ActivationError::TooMany(count));
-        }
-        let names: Vec<String> = names
-            .map(|n| n.split(':').map(str::to_string).collect())
-            .unwrap_or_default();
         let mut handed = Handed::default();
-        for i in 0..count {
-            let fd = SD_LISTEN_FDS_START + i as RawFd;
-            let name = names.get(i).cloned().unwrap_or_else(|| "unknown".to_string());
-            // SAFETY: LISTEN_PID is our pid, so the manager passed descriptors 3..3+LISTEN_FDS
-            // to this process; each is taken exactly once here and owned from now on.
+        for (fd, name) in passed(pid, count, names.as_deref(), std::process::id())? {
+            // SAFETY: `passed` returns descriptors only when LISTEN_PID is our pid, so the
+            // manager passed 3..3+LISTEN_FDS to this process; each is taken exactly once here
+            // and owned from now on.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let activated = classify(owned).map_err(|e| match e {
                 Some(source) => ActivationError::Io { fd, source },
                 None => ActivationError::NotAListener { fd, name: name.clone() },
             })?;
             tracing::info!(fd, name = %name, "using listener handed over by the service manager");
-            handed.by_name.entry(name).or_default().push(activated);
+            handed.add(name, activated);
         }
         Ok(handed)
+    }
+
+    /// Add a handed-over listener under `name`.
+    pub fn add(&mut self, name: String, activated: Activated) {
+        self.by_name.entry(name).or_default().push(activated);
     }
 
     /// Take the listener handed over under `name`, if any.
@@ -95,6 +89,34 @@ impl Handed {
     }
 }
 
+/// The descriptors a service manager passed and their names, from the values of
+/// `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`; none unless `listen_pid` is `our_pid`
+/// (the variables were meant for another process and merely inherited). A descriptor with no
+/// name in `LISTEN_FDNAMES` is named `unknown`, as systemd does.
+///
+/// # Errors
+/// When `LISTEN_FDS` is more than [`MAX_ACTIVATED`].
+pub fn passed(
+    listen_pid: u32,
+    count: usize,
+    names: Option<&str>,
+    our_pid: u32,
+) -> Result<Vec<(RawFd, String)>, ActivationError> {
+    if listen_pid != our_pid {
+        return Ok(Vec::new());
+    }
+    if count > MAX_ACTIVATED {
+        return Err(ActivationError::TooMany(count));
+    }
+    let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
+    Ok((0..count)
+        .map(|i| {
+            let name = names.get(i).copied().filter(|n| !n.is_empty()).unwrap_or("unknown");
+            (SD_LISTEN_FDS_START + i as RawFd, name.to_string())
+        })
+        .collect())
+}
+
 fn classify(fd: OwnedFd) -> Result<Activated, Option<std::io::Error>> {
     let socket = Socket::from(fd);
     if socket.r#type().map_err(Some)? != Type::STREAM || !socket.is_listener().map_err(Some)? {
@@ -104,5 +126,48 @@ fn classify(fd: OwnedFd) -> Result<Activated, Option<std::io::Error>> {
         Domain::UNIX => Ok(Activated::Unix(socket.into())),
         Domain::IPV4 | Domain::IPV6 => Ok(Activated::Tcp(socket.into())),
         _ => Err(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_for_another_pid_are_not_taken() {
+        assert!(passed(4242, 2, Some("containerd:dockerd"), 77).unwrap().is_empty());
+        // Even a count that would be refused: nothing of it is ours to judge.
+        assert!(passed(4242, 10_000, None, 77).unwrap().is_empty());
+    }
+
+    #[test]
+    fn descriptors_are_named_in_order_from_3() {
+        assert_eq!(
+            passed(77, 3, Some("containerd:dockerd"), 77).unwrap(),
+            vec![
+                (3, "containerd".to_string()),
+                (4, "dockerd".to_string()),
+                (5, "unknown".to_string())
+            ]
+        );
+        assert_eq!(passed(77, 1, None, 77).unwrap(), vec![(3, "unknown".to_string())]);
+        assert!(matches!(passed(77, 257, None, 77), Err(ActivationError::TooMany(257))));
+    }
+
+    #[test]
+    fn listeners_are_matched_by_name_and_the_rest_reported_unused() {
+        let dir = std::env::temp_dir().join(format!("rtap-act-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bind = |n: &str| Activated::Unix(std::os::unix::net::UnixListener::bind(dir.join(n)).unwrap());
+        let mut handed = Handed::default();
+        handed.add("containerd".into(), bind("a.sock"));
+        handed.add("stray".into(), bind("b.sock"));
+        assert!(handed.take("containerd").is_some());
+        assert!(handed.take("containerd").is_none(), "each listener is taken once");
+        assert!(handed.take("dockerd").is_none());
+        // A name no intercept took is what runtime-tap warns about (app.rs), not an error.
+        assert_eq!(handed.unused().collect::<Vec<_>>(), vec!["stray"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -36,7 +36,9 @@ pub enum Owner {
     ServiceManager,
 }
 
-/// A bound listener, unix or tcp.
+/// A bound listener, unix or tcp. Dropping one that runtime-tap bound removes its socket
+/// file, so a start that fails after binding (admin port taken, a bad capture directory)
+/// leaves nothing behind.
 pub struct Listener {
     kind: Kind,
     owner: Owner,
@@ -46,8 +48,17 @@ enum Kind {
     Unix {
         listener: UnixListener,
         path: Option<PathBuf>,
+        /// Device and inode of the socket file we bound: only that file is ever removed,
+        /// never one another process put at the same path since.
+        file: Option<(u64, u64)>,
     },
     Tcp(TcpListener),
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.remove_own_socket();
+    }
 }
 
 impl Listener {
@@ -68,6 +79,7 @@ impl Listener {
                     kind: Kind::Unix {
                         listener,
                         path: Some(path.clone()),
+                        file: file_identity(path),
                     },
                     owner: Owner::Us,
                 })
@@ -96,6 +108,7 @@ impl Listener {
                 Kind::Unix {
                     listener: UnixListener::from_std(l)?,
                     path,
+                    file: None,
                 }
             }
             super::activation::Activated::Tcp(l) => {
@@ -139,13 +152,21 @@ impl Listener {
         }
     }
 
-    /// Remove the socket file if we created it. Called at exit, after accepting stopped.
+    /// Remove the socket file if we created it and it is still the one we bound. Called when
+    /// accepting stops, and on drop (a failed start); a second call finds nothing to do.
     pub fn remove_own_socket(&self) {
         if self.owner != Owner::Us {
             return;
         }
-        if let Some(path) = self.path()
-            && is_socket(path)
+        let Kind::Unix {
+            path: Some(path),
+            file: Some(bound),
+            ..
+        } = &self.kind
+        else {
+            return;
+        };
+        if file_identity(path) == Some(*bound)
             && let Err(e) = std::fs::remove_file(path)
         {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove listening socket");
@@ -153,10 +174,13 @@ impl Listener {
     }
 }
 
-fn is_socket(path: &Path) -> bool {
+/// Device and inode of the socket file at `path` (not following a symlink), if it is one.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path)
-        .map(|m| m.file_type().is_socket())
-        .unwrap_or(false)
+        .ok()
+        .filter(|m| m.file_type().is_socket())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 async fn prepare_unix_path(path: &Path) -> Result<(), ListenError> {
@@ -198,6 +222,19 @@ async fn prepare_unix_path(path: &Path) -> Result<(), ListenError> {
             source,
         }),
     }
+}
+
+/// Connect to an upstream endpoint within `timeout` (a timeout is an error of kind
+/// `TimedOut`). Only the connect is bounded: a connected upstream may take its time.
+pub async fn connect_within(endpoint: &Endpoint, timeout: std::time::Duration) -> io::Result<Stream> {
+    tokio::time::timeout(timeout, connect(endpoint))
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {timeout:?}"),
+            ))
+        })
 }
 
 /// Connect to an upstream endpoint.

@@ -38,6 +38,8 @@ pub struct Intercepted {
     pub buffer_size: usize,
     pub tap_queue: usize,
     pub tap_queue_bytes: usize,
+    /// How long a connect to the upstream may take (`relay.connect_timeout_secs`).
+    pub connect_timeout: std::time::Duration,
     pub servers: Arc<ServerResolver>,
     pub observer: Arc<Observer>,
     /// The intercept's name as `service.name`, shared by its spans.
@@ -106,7 +108,7 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
     let client_process = client.peer_cred().and_then(Process::from_cred);
     let mut upstream = tokio::select! {
         _ = cut.cancelled() => return,
-        u = listener::connect(&shared.config.upstream) => match u {
+        u = listener::connect_within(&shared.config.upstream, shared.connect_timeout) => match u {
             Ok(u) => u,
             Err(e) => {
                 shared.metrics.upstream_connect_failures.inc();
@@ -123,7 +125,8 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
         intercept = %name, conn = id,
         client.pid = client_process.as_ref().map(|p| p.pid), client.uid = client_process.as_ref().map(|p| p.uid),
         client.gid = client_process.as_ref().map(|p| p.gid), client.exe = client_process.as_ref().and_then(|p| p.executable.as_deref()),
-        server.pid = server_process.as_ref().map(|p| p.pid), server.exe = server_process.as_ref().and_then(|p| p.executable.as_deref()),
+        server.pid = server_process.as_ref().map(|p| p.pid), server.uid = server_process.as_ref().map(|p| p.uid),
+        server.gid = server_process.as_ref().map(|p| p.gid), server.exe = server_process.as_ref().and_then(|p| p.executable.as_deref()),
         "connection open"
     );
     // Raw capture is fed from the observer's side of the tap, never from the relay.

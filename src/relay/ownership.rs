@@ -34,36 +34,40 @@ pub enum AccessError {
 impl Access {
     /// Resolve user and group names (or numeric ids) from the config.
     pub fn resolve(mode: Option<u32>, owner: Option<&str>, group: Option<&str>) -> Result<Access, AccessError> {
-        let uid = match owner {
-            None => None,
-            Some(o) => Some(match o.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => User::from_name(o)
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| AccessError::NoUser(o.to_string()))?
-                    .uid
-                    .as_raw(),
-            }),
-        };
-        let gid = match group {
-            None => None,
-            Some(g) => Some(match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => Group::from_name(g)
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| AccessError::NoGroup(g.to_string()))?
-                    .gid
-                    .as_raw(),
-            }),
-        };
-        Ok(Access { mode, uid, gid })
+        Ok(Access {
+            mode,
+            uid: owner.map(resolve_user).transpose()?,
+            gid: group.map(resolve_group).transpose()?,
+        })
     }
 
     fn fully_configured(&self) -> bool {
         self.mode.is_some() && self.uid.is_some() && self.gid.is_some()
     }
+}
+
+/// A `socket_owner` value: a numeric uid, or a user name that exists on this machine.
+pub fn resolve_user(owner: &str) -> Result<u32, AccessError> {
+    if let Ok(n) = owner.parse::<u32>() {
+        return Ok(n);
+    }
+    User::from_name(owner)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+        .ok_or_else(|| AccessError::NoUser(owner.to_string()))
+}
+
+/// A `socket_group` value: a numeric gid, or a group name that exists on this machine.
+pub fn resolve_group(group: &str) -> Result<u32, AccessError> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Ok(n);
+    }
+    Group::from_name(group)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+        .ok_or_else(|| AccessError::NoGroup(group.to_string()))
 }
 
 /// Apply access to `listen` now; when the upstream socket is missing and something must be
@@ -123,11 +127,72 @@ fn set(listen: &Path, access: &Access, upstream: Option<&std::fs::Metadata>) -> 
         if access.uid.is_some() || access.gid.is_some() {
             return Err(message);
         }
+        // Without CAP_CHOWN the group alone can still be copied when runtime-tap is a member.
+        if gid.is_some() {
+            let _ = nix::unistd::chown(listen, None, gid.map(Gid::from_raw));
+        }
         tracing::warn!(error = %message, "socket keeps runtime-tap's own owner, not the upstream's");
     }
+    let actual_gid = std::fs::symlink_metadata(listen).map(|m| m.gid()).ok();
+    let narrowed = narrow_mode(mode, gid, actual_gid);
+    if narrowed != mode {
+        tracing::warn!(
+            path = %listen.display(),
+            wanted = format!("{mode:o}"),
+            mode = format!("{narrowed:o}"),
+            group = ?actual_gid,
+            upstream_group = ?gid,
+            "socket group is runtime-tap's, not the upstream's: group permission bits cleared so its members gain no access"
+        );
+    }
+    let mode = narrowed;
     if let Err(e) = std::fs::set_permissions(listen, std::fs::Permissions::from_mode(mode)) {
         tracing::warn!(path = %listen.display(), error = %e, "cannot set socket mode");
     }
     tracing::debug!(path = %listen.display(), mode = format!("{mode:o}"), ?uid, ?gid, "socket access set");
     Ok(())
+}
+
+/// The mode to give a socket meant to carry `mode` for group `wanted_gid` when its group is
+/// really `actual_gid` (a chown that failed leaves runtime-tap's own group). The group
+/// permission bits then would grant a group the upstream never named, so they are cleared;
+/// the owner bits concern runtime-tap's own user only and the other bits mean the same for
+/// any owner, so both stay as asked. Unknown groups count as different.
+pub fn narrow_mode(mode: u32, wanted_gid: Option<u32>, actual_gid: Option<u32>) -> u32 {
+    match (wanted_gid, actual_gid) {
+        (None, _) => mode,
+        (Some(w), Some(a)) if w == a => mode,
+        _ => mode & !0o070,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_bits_are_cleared_when_the_group_could_not_be_copied() {
+        // A 0660 upstream in group 999, our socket left in our own group 1000.
+        assert_eq!(narrow_mode(0o660, Some(999), Some(1000)), 0o600);
+        assert_eq!(narrow_mode(0o666, Some(999), Some(1000)), 0o606);
+        assert_eq!(narrow_mode(0o660, Some(999), None), 0o600);
+    }
+
+    #[test]
+    fn mode_stays_when_the_group_is_the_wanted_one_or_none_was_wanted() {
+        assert_eq!(narrow_mode(0o660, Some(999), Some(999)), 0o660);
+        assert_eq!(narrow_mode(0o660, None, Some(1000)), 0o660);
+        assert_eq!(narrow_mode(0o600, None, None), 0o600);
+    }
+
+    #[test]
+    fn names_that_do_not_exist_are_refused_and_ids_pass() {
+        assert!(matches!(resolve_user("no-such-user-rtap"), Err(AccessError::NoUser(_))));
+        assert!(matches!(
+            resolve_group("no-such-group-rtap"),
+            Err(AccessError::NoGroup(_))
+        ));
+        assert_eq!(resolve_user("root").unwrap(), 0);
+        assert_eq!(resolve_group("4242").unwrap(), 4242);
+    }
 }
