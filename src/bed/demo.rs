@@ -35,7 +35,12 @@ pub fn config(bed: &Bed, admin: String) -> Config {
             intercept("dockerd", tap.join("docker.sock"), bed.docker_socket()),
         ],
         admin: Admin { listen: admin },
-        relay: Relay::default(),
+        // dockerd keeps its containerd connections open until it stops, after runtime-tap:
+        // a short grace period so that `--once` and Ctrl-C do not wait the default for them.
+        relay: Relay {
+            grace_period_secs: 2,
+            ..Relay::default()
+        },
         // The waterfall is what the demo is for: keep it on when an OTLP endpoint (from the
         // environment) is set too, where the console view would otherwise be off.
         export: Export {
