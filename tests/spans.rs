@@ -107,6 +107,12 @@ fn ctr_calls_become_server_spans_with_names_status_namespace_and_ids() {
     assert!(ctr(s, ns, &["version"]).status.success());
     let import = ctr(s, ns, &["images", "import", s.stack.images_tar.to_str().unwrap()]);
     assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let namespaces = ctr(s, ns, &["namespaces", "ls", "-q"]);
+    assert!(
+        String::from_utf8_lossy(&namespaces.stdout).lines().any(|l| l == ns),
+        "{}",
+        String::from_utf8_lossy(&namespaces.stderr)
+    );
     assert!(
         ctr(
             s,
@@ -177,6 +183,21 @@ fn ctr_calls_become_server_spans_with_names_status_namespace_and_ids() {
         assert_eq!(str_attr(sp, "runtime_tap.server.executable"), Some("containerd"));
         assert!(sp.start_ns <= sp.end_ns);
         assert!(sp.resource.contains_key("host.name"));
+    }
+    // version and namespaces ls: ctr's client sends its namespace on every call.
+    for (name, response_messages) in [
+        ("containerd.services.version.v1.Version/Version", 1),
+        ("containerd.services.namespaces.v1.Namespaces/List", 1),
+    ] {
+        let calls = with_ns(&spans, ns, name);
+        assert_eq!(calls.len(), 1, "{name}: {calls:?}");
+        assert_eq!(str_attr(calls[0], "rpc.response.status_code"), Some("OK"), "{name}");
+        assert_eq!(calls[0].status_code, STATUS_UNSET, "{name}");
+        assert_eq!(
+            calls[0].attributes.get("runtime_tap.response.messages"),
+            Some(&Val::Int(response_messages)),
+            "{name}"
+        );
     }
     // Content/Write bidi streams of the import.
     let writes = with_ns(&spans, ns, "containerd.services.content.v1.Content/Write");
@@ -360,7 +381,6 @@ fn dockerd_calls_in_the_moby_namespace_carry_the_container_id() {
     assert_eq!(str_attr(start[0], "runtime_tap.client.executable"), Some("dockerd"));
     let create = with_ns(&spans, "moby", &format!("{CONTAINERS}/Create"));
     assert!(create.iter().any(|c| str_attr(c, "container.id") == Some(id)));
-    // dockerd's event subscription delivers events as INTERNAL event spans linked to it.
     // The same spans went to the OTLP/JSON file, one ExportTraceServiceRequest per line.
     let text = std::fs::read_to_string(span_file(&s.stack.bed)).unwrap();
     let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -370,37 +390,150 @@ fn dockerd_calls_in_the_moby_namespace_carry_the_container_id() {
             .is_some_and(|t| t.len() == 32)
     );
     assert!(text.contains(id));
-    let events = wait_spans(s, "event spans", |sp| sp.iter().any(|x| x.name == "event /tasks/start"));
-    let ev = events.iter().find(|x| x.name == "event /tasks/start").unwrap();
-    assert_eq!(ev.kind, KIND_INTERNAL);
-    assert_eq!(ev.links.len(), 1);
-    assert_eq!(str_attr(ev, "containerd.event.topic"), Some("/tasks/start"));
+}
+
+#[test]
+fn event_spans_are_linked_to_their_subscription() {
+    let s = setup();
+    let ns = "rt-spans-events";
+    // `ctr events` subscribes (Events/Subscribe, a server stream); its span is exported when
+    // the subscription ends, so the links of the event spans can be checked against it.
+    let mut events = s
+        .stack
+        .bed
+        .ctr(&s.stack.containerd)
+        .arg("events")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(events.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        ctr(s, ns, &["namespaces", "create", "rt-spans-ev-extra"])
+            .status
+            .success()
+    );
+    // The subscription delivered it: ctr prints each event (other tests' events too).
+    let mut seen = String::new();
+    while !seen.contains("/namespaces/create") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    assert!(
+        ctr(s, ns, &["namespaces", "remove", "rt-spans-ev-extra"])
+            .status
+            .success()
+    );
+    let _ = events.kill();
+    let _ = events.wait();
+    drop(out);
+    let spans = wait_spans(s, "ctr's subscription ended", |sp| {
+        sp.iter().any(|x| {
+            x.name == "containerd.services.events.v1.Events/Subscribe"
+                && str_attr(x, "runtime_tap.client.executable") == Some("ctr")
+        })
+    });
+    let subscriptions: Vec<_> = spans
+        .iter()
+        .filter(|x| {
+            x.name == "containerd.services.events.v1.Events/Subscribe"
+                && str_attr(x, "runtime_tap.client.executable") == Some("ctr")
+        })
+        .collect();
+    assert_eq!(subscriptions.len(), 1, "{subscriptions:#?}");
+    let sub = subscriptions[0];
+    let delivered: Vec<_> = spans
+        .iter()
+        .filter(|x| x.name.starts_with("event /namespaces/") && x.start_ns >= sub.start_ns && x.start_ns <= sub.end_ns)
+        .collect();
+    let topics: Vec<_> = delivered
+        .iter()
+        .filter_map(|x| str_attr(x, "containerd.event.topic"))
+        .collect();
+    assert!(topics.contains(&"/namespaces/create"), "{topics:?}");
+    assert!(topics.contains(&"/namespaces/delete"), "{topics:?}");
+    for ev in delivered {
+        assert_eq!(ev.kind, KIND_INTERNAL);
+        assert_eq!(ev.service, "containerd");
+        assert_eq!(ev.links.len(), 1, "{ev:?}");
+        assert_eq!(ev.links[0].span_id, sub.span_id, "{} linked to another span", ev.name);
+        assert_eq!(ev.links[0].trace_id, sub.trace_id);
+    }
 }
 
 #[test]
 fn a_collector_that_is_down_changes_nothing_for_clients() {
+    let s = setup();
+    // A second runtime-tap in front of the same containerd, exporting to a closed port.
     let dir = support::TempDir::new("down-collector");
-    support::echo_server(&dir.path("up.sock"));
-    let port = support::free_port();
     let closed = support::free_port();
-    let config = support::one_intercept(
-        "c",
-        &dir.path("tap.sock"),
-        &dir.path("up.sock"),
-        &format!("127.0.0.1:{port}"),
-    ) + &format!("\n[export]\nendpoint = \"http://127.0.0.1:{closed}\"\n");
+    let config =
+        support::one_intercept(
+            "down",
+            &dir.path("tap.sock"),
+            &s.stack.bed.containerd_socket(),
+            &format!("127.0.0.1:{}", support::free_port()),
+        ) + &format!("\n[export]\nendpoint = \"http://127.0.0.1:{closed}\"\n\n[sampling]\ndefault_rules = false\n");
     let tap = support::Tap::start(&dir.0, &config);
-    // gRPC-looking traffic that becomes calls, through an echo upstream.
-    let mut s = support::connect(&dir.path("tap.sock"));
-    use std::io::{Read, Write};
-    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    s.write_all(preface).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).unwrap();
-    assert_eq!(got, preface);
+    let ns = "rt-spans-down";
+    // The same ctr commands directly and through the tap give the same answers.
+    let direct = |args: &[&str]| {
+        run(s
+            .stack
+            .bed
+            .ctr(&s.stack.bed.containerd_socket())
+            .arg("-n")
+            .arg(ns)
+            .args(args))
+    };
+    let tapped = |args: &[&str]| run(s.stack.bed.ctr(&dir.path("tap.sock")).arg("-n").arg(ns).args(args));
+    // An import through the tap (Content/Write streams...), then reads of what it made;
+    // the namespace is this test's own, so concurrent tests change nothing in the answers.
+    tapped(&["images", "import", s.stack.images_tar.to_str().unwrap()]);
+    let commands: [&[&str]; 3] = [&["version"], &["images", "ls", "-q"], &["containers", "ls", "-q"]];
+    for args in commands {
+        assert_eq!(tapped(args).stdout, direct(args).stdout, "ctr {args:?}");
+    }
+    assert!(String::from_utf8_lossy(&tapped(&["images", "ls", "-q"]).stdout).contains("docker.io/library/bb:latest"));
+    // A CRI call through the tap, answered as directly.
+    let (via_tap, straight) = s.rt.block_on({
+        let (tap_sock, up) = (dir.path("tap.sock"), s.stack.bed.containerd_socket());
+        async move {
+            let mut a = GrpcClient::connect(&tap_sock).await;
+            let mut b = GrpcClient::connect(&up).await;
+            let m = "runtime.v1.RuntimeService/Version";
+            (
+                a.unary(m, json!({}), &[]).await.unwrap(),
+                b.unary(m, json!({}), &[]).await.unwrap(),
+            )
+        }
+    });
+    assert_eq!(via_tap, straight);
+    // Every span that was submitted is counted as dropped with reason export_failed.
+    let calls = |t: &support::Tap| t.metric("runtime_tap_spans_submitted_total").unwrap_or(0);
+    let failed = |t: &support::Tap| {
+        t.metric("runtime_tap_spans_dropped_total{reason=\"export_failed\"}")
+            .unwrap_or(0)
+    };
+    assert!(
+        support::proc::eventually(Duration::from_secs(30), || {
+            let n = calls(&tap);
+            n >= 10 && failed(&tap) == n
+        }),
+        "submitted {} export_failed {}:\n{}",
+        calls(&tap),
+        failed(&tap),
+        tap.admin_get("/metrics").1
+    );
+    assert_eq!(tap.metric("runtime_tap_spans_exported_total"), Some(0));
     assert_eq!(
-        tap.metric("runtime_tap_connections_accepted_total{intercept=\"c\"}"),
-        Some(1)
+        tap.metric("runtime_tap_spans_dropped_total{reason=\"queue_full\"}"),
+        Some(0)
+    );
+    println!(
+        "{} spans, all dropped as export_failed; clients unaffected",
+        calls(&tap)
     );
 }

@@ -4,14 +4,14 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::process::{Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use runtime_tap::trace::sample;
 use serde_json::json;
 use support::cri::GrpcClient;
-use support::otlp::{KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val};
+use support::otlp::{KIND_INTERNAL, KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val};
 use support::stack::Stack;
 
 struct Setup {
@@ -75,6 +75,18 @@ fn int_attr(span: &ReceivedSpan, key: &str) -> Option<i64> {
         Some(Val::Int(i)) => Some(*i),
         _ => None,
     }
+}
+
+fn is_incomplete(span: &ReceivedSpan) -> bool {
+    span.attributes.get("runtime_tap.incomplete") == Some(&Val::Bool(true))
+}
+
+/// Now, in the receiver's clock (unix nanoseconds).
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn docker(s: &Setup, args: &[&str]) -> Output {
@@ -157,6 +169,7 @@ fn cli_basics_are_http_spans_named_by_route() {
 #[test]
 fn docker_run_rm_is_create_attach_wait_start_and_one_trace_per_layer() {
     let (_serial, s) = setup();
+    let before = now_ns();
     let out = docker(
         s,
         &[
@@ -173,7 +186,8 @@ fn docker_run_rm_is_create_attach_wait_start_and_one_trace_per_layer() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
     assert_eq!(out.status.code(), Some(0));
-    let spans = wait_spans(s, "run --rm", |sp| {
+    let after = now_ns();
+    wait_spans(s, "run --rm", |sp| {
         let Some(id) = dockerd_spans(sp, "POST /containers/create")
             .iter()
             .find(|c| str_attr(c, "container.name") == Some("tr-run"))
@@ -190,6 +204,10 @@ fn docker_run_rm_is_create_attach_wait_start_and_one_trace_per_layer() {
         .iter()
         .all(|name| !with_container(sp, name, id).is_empty())
     });
+    // A DELETE the CLI sent would have ended before it exited; give its export the time the
+    // correlator may hold a span (2 s for late ids) before looking for it.
+    std::thread::sleep(Duration::from_secs(3));
+    let spans = s.receiver.spans();
     let create = *dockerd_spans(&spans, "POST /containers/create")
         .iter()
         .find(|c| str_attr(c, "container.name") == Some("tr-run"))
@@ -217,15 +235,20 @@ fn docker_run_rm_is_create_attach_wait_start_and_one_trace_per_layer() {
     );
     let wait = with_container(&spans, "POST /containers/{id}/wait", &id);
     assert_eq!(wait.len(), 1);
+    // docker 20.10's CLI waits for the removal when the daemon removes the container (--rm).
+    assert_eq!(str_attr(wait[0], "url.query"), Some("condition=removed"));
     let start = with_container(&spans, "POST /containers/{id}/start", &id);
     assert_eq!(start.len(), 1);
     let start = start[0];
-    assert!(
-        dockerd_spans(&spans, "DELETE /containers/{id}")
-            .iter()
-            .all(|d| str_attr(d, "container.id") != Some(id.as_str())),
-        "--rm sends no DELETE"
-    );
+    // With --rm the daemon removes the container itself: no DELETE of any kind is sent while
+    // the run lasts (the tests of this file run one at a time, so nothing else sends one).
+    let deletes: Vec<_> = spans
+        .iter()
+        .filter(|x| {
+            x.service == "dockerd" && x.name.starts_with("DELETE ") && x.start_ns >= before && x.start_ns <= after
+        })
+        .collect();
+    assert!(deletes.is_empty(), "--rm sends no DELETE: {deletes:#?}");
     // The start carries the containerd calls it caused, not the attach or the wait.
     assert!(start.parent_span_id.is_empty(), "the start is a root");
     let kids = children(&spans, start);
@@ -256,6 +279,20 @@ fn docker_run_rm_is_create_attach_wait_start_and_one_trace_per_layer() {
         "Tasks/Delete under wait or attach"
     );
     assert_eq!(str_attr(delete[0], "runtime_tap.link"), Some("entity"));
+    let remove = with_container(&spans, &format!("{CONTAINERS}/Delete"), &id);
+    assert_eq!(remove.len(), 1);
+    assert!(
+        [wait[0].span_id.as_str(), attach[0].span_id.as_str()].contains(&remove[0].parent_span_id.as_str()),
+        "Containers/Delete under wait or attach: {:?}",
+        remove[0]
+    );
+    assert_eq!(str_attr(remove[0], "runtime_tap.link"), Some("entity"));
+    // The wait for the removal ends only once containerd has deleted the container.
+    assert!(
+        wait[0].end_ns >= remove[0].end_ns,
+        "wait ended {} ns before Containers/Delete did",
+        remove[0].end_ns - wait[0].end_ns
+    );
     assert!(int_attr(start, "runtime_tap.self_time_ms.dockerd").is_some());
     assert!(int_attr(start, "runtime_tap.self_time_ms.containerd").is_some());
 }
@@ -391,45 +428,93 @@ fn background_calls_stay_roots_while_docker_events_is_open() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    docker_ok(
+    // A container that exits on its own: dockerd learns it from its containerd event
+    // subscription and cleans the task up (Tasks/Delete...) while no request is open.
+    let id = docker_ok(
         s,
         &[
             "run",
-            "--rm",
+            "-d",
             "--network",
             "none",
             "--name",
-            "tr-ev",
+            "tr-bg",
             "bb:latest",
-            "true",
+            "sleep",
+            "1",
         ],
-    );
-    let spans = wait_spans(s, "event spans from /events", |sp| {
-        sp.iter()
-            .any(|x| x.service == "dockerd" && x.name == "event container start")
-    });
+    )
+    .trim()
+    .to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    docker_ok(s, &["ps"]);
+    std::thread::sleep(Duration::from_millis(500));
     let _ = events.kill();
     let _ = events.wait();
+    let spans = wait_spans(s, "GET /events ended and the exit cleanup", |sp| {
+        !dockerd_spans(sp, "GET /events").is_empty() && !with_container(sp, &format!("{TASKS}/Delete"), &id).is_empty()
+    });
     let stream = dockerd_spans(&spans, "GET /events");
-    let ev = spans.iter().find(|x| x.name == "event container start").unwrap();
-    assert_eq!(ev.links.len(), 1);
-    let _ = stream;
-    // dockerd's own event subscription and task polls on containerd are never under /events.
-    for sp in spans
+    assert_eq!(stream.len(), 1, "one events stream in this test: {stream:#?}");
+    let stream = stream[0];
+    // Nothing is placed under the events stream: it is never a parent.
+    let under: Vec<_> = spans.iter().filter(|x| x.parent_span_id == stream.span_id).collect();
+    assert!(under.is_empty(), "under GET /events: {under:#?}");
+    // It delivered events (as linked event spans) while open.
+    let delivered: Vec<_> = spans
         .iter()
-        .filter(|x| x.service == "containerd" && x.name.starts_with("containerd.services.events"))
-    {
-        assert!(sp.parent_span_id.is_empty());
-    }
-    let by_id: HashMap<&str, &ReceivedSpan> = spans.iter().map(|x| (x.span_id.as_str(), x)).collect();
-    for sp in spans
+        .filter(|x| x.name.starts_with("event container ") && x.links.iter().any(|l| l.span_id == stream.span_id))
+        .collect();
+    assert!(
+        delivered.iter().any(|x| x.name == "event container die"),
+        "{delivered:#?}"
+    );
+    // dockerd's calls to containerd during the stream that no request caused (outside every
+    // other dockerd request's time) are roots.
+    let requests: Vec<&ReceivedSpan> = spans
         .iter()
-        .filter(|x| x.service == "containerd" && !x.parent_span_id.is_empty())
-    {
-        if let Some(p) = by_id.get(sp.parent_span_id.as_str()) {
-            assert_ne!(p.name, "GET /events", "{} under the events stream", sp.name);
-        }
+        .filter(|x| x.service == "dockerd" && x.kind == KIND_SERVER && x.span_id != stream.span_id)
+        .collect();
+    let background: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|x| {
+            x.service == "containerd"
+                && x.kind == KIND_SERVER
+                && str_attr(x, "runtime_tap.client.executable") == Some("dockerd")
+                && x.start_ns >= stream.start_ns
+                && x.end_ns <= stream.end_ns
+                && !requests
+                    .iter()
+                    .any(|r| r.start_ns <= x.start_ns && x.end_ns <= r.end_ns)
+        })
+        .collect();
+    let names: Vec<&str> = background.iter().map(|x| x.name.as_str()).collect();
+    assert!(
+        background
+            .iter()
+            .any(|x| x.name == format!("{TASKS}/Delete") && str_attr(x, "container.id") == Some(id.as_str())),
+        "the exit cleanup is among the background calls: {names:?}"
+    );
+    for x in &background {
+        assert!(
+            x.parent_span_id.is_empty(),
+            "{} made outside any request has a parent (link {:?})",
+            x.name,
+            str_attr(x, "runtime_tap.link")
+        );
     }
+    println!(
+        "{} background calls while /events was open, all roots: {names:?}",
+        background.len()
+    );
+    // The docker ps during the stream is a root of its own too.
+    let ps: Vec<_> = dockerd_spans(&spans, "GET /containers/json")
+        .into_iter()
+        .filter(|x| x.start_ns >= stream.start_ns && x.end_ns <= stream.end_ns)
+        .collect();
+    assert!(!ps.is_empty());
+    assert!(ps.iter().all(|x| x.parent_span_id.is_empty()));
+    docker_ok(s, &["rm", "tr-bg"]);
 }
 
 #[test]
@@ -462,10 +547,17 @@ fn errors_logs_exec_pull_events_and_secrets() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // The stream is open once it has shown the container's first line.
+    // (The reader is kept open until the CLI ends, so its writes never meet a closed pipe.)
+    let mut logs_out = std::io::BufReader::new(logs.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut logs_out, &mut first).unwrap();
+    assert_eq!(first, "logged\n");
     let exec = docker_ok(s, &["exec", "tr-logs", "echo", "from-exec"]);
     assert_eq!(exec, "from-exec\n");
     docker_ok(s, &["stop", "-t", "1", "tr-logs"]);
     let _ = logs.wait();
+    drop(logs_out);
     docker_ok(s, &["rm", "tr-logs"]);
     let missing = docker(s, &["inspect", "nosuch-trace"]);
     assert!(!missing.status.success());
@@ -483,7 +575,8 @@ fn errors_logs_exec_pull_events_and_secrets() {
             .unwrap()
             .as_secs()
     );
-    docker_ok(s, &["events", "--since", since, "--until", &until]);
+    let past = docker_ok(s, &["events", "--since", since, "--until", &until]);
+    assert!(past.contains("container start"), "{past}");
     let spans = wait_spans(s, "pull and events", |sp| {
         dockerd_spans(sp, "POST /images/create")
             .iter()
@@ -491,7 +584,12 @@ fn errors_logs_exec_pull_events_and_secrets() {
             && dockerd_spans(sp, "GET /containers/{id}/json")
                 .iter()
                 .any(|x| str_attr(x, "runtime_tap.container.ref") == Some("nosuch-trace"))
-            && !dockerd_spans(sp, "GET /events").is_empty()
+            && dockerd_spans(sp, "GET /events")
+                .iter()
+                .any(|x| str_attr(x, "url.query").is_some_and(|q| q.contains("until=")))
+            && dockerd_spans(sp, "DELETE /containers/{id}")
+                .iter()
+                .any(|x| str_attr(x, "container.id") == Some(id.as_str()))
     });
     // 404 with the daemon's message, not an error status.
     let inspect: Vec<_> = dockerd_spans(&spans, "GET /containers/{id}/json")
@@ -516,21 +614,97 @@ fn errors_logs_exec_pull_events_and_secrets() {
             && str_attr(p, "container.image.name") == Some("registry.invalid/nosuch/image")),
         "{pulls:?}"
     );
-    // logs -f, exec, stop by name resolve to the full id.
-    let logs = dockerd_spans(&spans, "GET /containers/{id}/logs");
-    assert!(logs.iter().any(|l| str_attr(l, "container.id") == Some(id.as_str())));
+    // logs -f, exec, stop and rm by name resolve to the full id.
+    let stop: Vec<_> = dockerd_spans(&spans, "POST /containers/{id}/stop")
+        .into_iter()
+        .filter(|x| str_attr(x, "container.id") == Some(id.as_str()))
+        .collect();
+    assert_eq!(stop.len(), 1);
+    let stop = stop[0];
+    assert_eq!(int_attr(stop, "http.response.status_code"), Some(204));
+    let logs: Vec<_> = dockerd_spans(&spans, "GET /containers/{id}/logs")
+        .into_iter()
+        .filter(|l| str_attr(l, "container.id") == Some(id.as_str()))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:#?}");
+    let logs = logs[0];
     assert!(
-        dockerd_spans(&spans, "POST /containers/{id}/exec")
-            .iter()
-            .any(|e| str_attr(e, "container.exec.id").is_some() && str_attr(e, "container.id") == Some(id.as_str()))
+        str_attr(logs, "url.query").is_some_and(|q| q.contains("follow=1")),
+        "{logs:?}"
     );
-    assert!(!dockerd_spans(&spans, "POST /exec/{id}/start").is_empty());
+    // A long-lived stream: open before the exec, ended by the container stopping, not cut.
+    assert!(!is_incomplete(logs), "{logs:?}");
+    assert!(logs.end_ns >= stop.start_ns, "logs -f ended before the stop");
+    assert!(int_attr(logs, "runtime_tap.response.bytes").unwrap_or(0) >= "logged\n".len() as i64);
+    // exec: the create names the container and returns the exec id; the start is hijacked,
+    // with bytes each way, about the same exec.
+    let exec_create: Vec<_> = dockerd_spans(&spans, "POST /containers/{id}/exec")
+        .into_iter()
+        .filter(|e| str_attr(e, "container.id") == Some(id.as_str()))
+        .collect();
+    assert_eq!(exec_create.len(), 1);
+    let exec_id = str_attr(exec_create[0], "container.exec.id").expect("container.exec.id from the exec create");
+    assert_eq!(exec_id.len(), 64);
     assert!(
-        dockerd_spans(&spans, "POST /containers/{id}/stop")
-            .iter()
-            .any(|x| str_attr(x, "container.id") == Some(id.as_str()))
+        logs.start_ns < exec_create[0].start_ns,
+        "logs -f was open before the exec"
     );
-    assert!(!dockerd_spans(&spans, "GET /events").is_empty());
+    let exec_start = dockerd_spans(&spans, "POST /exec/{id}/start");
+    assert_eq!(exec_start.len(), 1, "{exec_start:#?}");
+    let exec_start = exec_start[0];
+    assert_eq!(str_attr(exec_start, "container.exec.id"), Some(exec_id));
+    // docker 20.10's CLI asks for `Upgrade: tcp` and dockerd switches protocols.
+    assert_eq!(
+        int_attr(exec_start, "http.response.status_code"),
+        Some(101),
+        "{exec_start:?}"
+    );
+    // Request: the start's JSON body; response: one stdout frame (8-byte header + line).
+    assert!(
+        int_attr(exec_start, "runtime_tap.request.bytes").unwrap_or(0) > 0,
+        "{exec_start:?}"
+    );
+    assert!(
+        int_attr(exec_start, "runtime_tap.response.bytes").unwrap_or(0) >= (8 + "from-exec\n".len()) as i64,
+        "{exec_start:?}"
+    );
+    // docker rm: a DELETE with the full id, answered 204.
+    let rm: Vec<_> = dockerd_spans(&spans, "DELETE /containers/{id}")
+        .into_iter()
+        .filter(|x| str_attr(x, "container.id") == Some(id.as_str()))
+        .collect();
+    assert_eq!(rm.len(), 1, "{:#?}", dockerd_spans(&spans, "DELETE /containers/{id}"));
+    assert_eq!(int_attr(rm[0], "http.response.status_code"), Some(204));
+    // docker events --since --until: the past events as linked event spans, and the stream
+    // ends normally when --until passes.
+    let stream: Vec<_> = dockerd_spans(&spans, "GET /events")
+        .into_iter()
+        .filter(|x| str_attr(x, "url.query").is_some_and(|q| q.contains("until=")))
+        .collect();
+    assert_eq!(stream.len(), 1, "{:#?}", dockerd_spans(&spans, "GET /events"));
+    let stream = stream[0];
+    assert!(!is_incomplete(stream), "{stream:?}");
+    assert_eq!(int_attr(stream, "http.response.status_code"), Some(200));
+    let delivered: Vec<_> = spans
+        .iter()
+        .filter(|x| {
+            x.service == "dockerd"
+                && x.name.starts_with("event ")
+                && x.start_ns >= stream.start_ns
+                && x.start_ns <= stream.end_ns
+        })
+        .collect();
+    assert!(
+        delivered.iter().any(|x| x.name == "event container start"),
+        "{:?}",
+        delivered.iter().map(|x| &x.name).collect::<Vec<_>>()
+    );
+    for ev in &delivered {
+        assert_eq!(ev.kind, KIND_INTERNAL);
+        assert_eq!(ev.links.len(), 1, "{ev:?}");
+        assert_eq!(ev.links[0].span_id, stream.span_id, "{} linked elsewhere", ev.name);
+        assert_eq!(ev.links[0].trace_id, stream.trace_id);
+    }
     // The secrets never reach the exporter.
     let all = format!("{:?}", s.receiver.resource_spans());
     for secret in ["hunter2", "tr-user"] {
@@ -551,29 +725,34 @@ fn cri_pod_starts_are_one_trace_each_and_traceparent_is_honoured() {
         .unwrap();
     assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
     let sock = s.stack.containerd.clone();
+    let log_dir = s.stack.bed.dir.join("pods");
+    std::fs::create_dir_all(&log_dir).unwrap();
     let pods = s.rt.block_on(async move {
-        let start_pod = |name: &'static str| {
+        // Each pod runs its own image, so that an ImageStatus belongs to one pod only.
+        let start_pod = |name: &'static str, image: &'static str| {
             let sock = sock.clone();
+            let log_dir = log_dir.clone();
             async move {
                 let mut c = GrpcClient::connect(&sock).await;
                 let rs = "runtime.v1.RuntimeService";
                 let config = json!({
                     "metadata": {"name": name, "namespace": "tr-ns", "uid": format!("uid-{name}"), "attempt": 0},
-                    "log_directory": "/tmp",
+                    "log_directory": log_dir,
                     "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}
                 });
                 let run = c.unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[]).await.unwrap();
                 let sandbox = run["podSandboxId"].as_str().unwrap().to_string();
-                c.unary("runtime.v1.ImageService/ImageStatus", json!({"image": {"image": "registry.k8s.io/pause:3.6"}}), &[]).await.unwrap();
                 let _ = c
                     .unary("runtime.v1.ImageService/PullImage", json!({"image": {"image": "registry.invalid/app:1"}, "sandbox_config": config.clone()}), &[])
                     .await;
                 let mut containers = Vec::new();
                 for ctr in ["one", "two"] {
+                    // As kubelet does before each container: is the image there?
+                    c.unary("runtime.v1.ImageService/ImageStatus", json!({"image": {"image": image}}), &[]).await.unwrap();
                     let create = c
                         .unary(
                             &format!("{rs}/CreateContainer"),
-                            json!({"pod_sandbox_id": sandbox, "config": {"metadata": {"name": ctr}, "image": {"image": "registry.k8s.io/pause:3.6"}, "command": ["/bin/sleep", "1"], "log_path": format!("{ctr}.log")}, "sandbox_config": config}),
+                            json!({"pod_sandbox_id": sandbox, "config": {"metadata": {"name": ctr}, "image": {"image": image}, "command": ["/bin/sleep", "1"], "log_path": format!("{ctr}.log")}, "sandbox_config": config}),
                             &[],
                         )
                         .await
@@ -585,7 +764,10 @@ fn cri_pod_starts_are_one_trace_each_and_traceparent_is_honoured() {
                 (name, sandbox, containers)
             }
         };
-        let (a, b) = tokio::join!(start_pod("tr-pod-a"), start_pod("tr-pod-b"));
+        let (a, b) = tokio::join!(
+            start_pod("tr-pod-a", "registry.k8s.io/pause:3.6"),
+            start_pod("tr-pod-b", "docker.io/library/bb:latest")
+        );
         // A CRI call that carries kubelet's trace context joins that trace.
         let mut c = GrpcClient::connect(&sock).await;
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -637,6 +819,41 @@ fn cri_pod_starts_are_one_trace_each_and_traceparent_is_honoured() {
     assert_eq!(version.parent_span_id, "00f067aa0ba902b7");
     assert_eq!(version.trace_state, "k=v");
     assert_eq!(str_attr(version, "runtime_tap.link"), Some("traceparent"));
+    for ((name, _, _), image) in pods.iter().zip(["registry.k8s.io/pause", "docker.io/library/bb"]) {
+        pending_correlator_change_image_status_joins_its_pod_start(&spans, name, image);
+    }
+}
+
+/// The pod's ImageStatus calls (one before each CreateContainer of its image) are members of
+/// its `pod start` trace, under the root.
+///
+/// PENDING: this needs the correlator change being made on another branch (ImageStatus joins
+/// the pod whose next PullImage/CreateContainer of the same image from the same client follows
+/// within 2 s); until it lands this fails, by design.
+fn pending_correlator_change_image_status_joins_its_pod_start(spans: &[ReceivedSpan], pod: &str, image: &str) {
+    let root = spans
+        .iter()
+        .find(|x| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some(pod))
+        .expect("pod start root");
+    let status: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|x| {
+            x.name == "runtime.v1.ImageService/ImageStatus" && str_attr(x, "container.image.name") == Some(image)
+        })
+        .collect();
+    assert_eq!(
+        status.len(),
+        2,
+        "{pod}: one ImageStatus of {image} per container: {status:#?}"
+    );
+    for st in status {
+        assert_eq!(
+            (st.trace_id.as_str(), st.parent_span_id.as_str()),
+            (root.trace_id.as_str(), root.span_id.as_str()),
+            "{pod}: ImageStatus of {image} not under its pod start (link {:?}); pending the correlator change",
+            str_attr(st, "runtime_tap.link")
+        );
+    }
 }
 
 #[test]
@@ -662,26 +879,34 @@ fn default_sampling_keeps_the_pod_start_and_a_counted_fraction_of_polls() {
         .unwrap();
     assert!(import.status.success());
     let sock = dir.path("cri.sock");
+    let log_dir = dir.path("pods");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    // kubelet's loop: ListPodSandbox + ListContainers every second for a minute.
     let polls = 60;
+    let started = Instant::now();
     s.rt.block_on(async move {
         let mut c = GrpcClient::connect(&sock).await;
         let rs = "runtime.v1.RuntimeService";
-        let config = json!({"metadata": {"name": "sampled-pod", "namespace": "tr-ns", "uid": "uid-sampled", "attempt": 0}, "log_directory": "/tmp", "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}});
+        let config = json!({"metadata": {"name": "sampled-pod", "namespace": "tr-ns", "uid": "uid-sampled", "attempt": 0}, "log_directory": log_dir, "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}});
         let poller = {
             let sock = sock.clone();
             tokio::spawn(async move {
                 let mut p = GrpcClient::connect(&sock).await;
-                // kubelet polls every second; ten times faster here keeps the test short
-                // while the default rate (one trace per 10 s per method) still has work to do.
                 for _ in 0..polls {
                     p.unary(&format!("{rs}/ListPodSandbox"), json!({}), &[]).await.unwrap();
                     p.unary(&format!("{rs}/ListContainers"), json!({}), &[]).await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             })
         };
+        // One pod start during the polls, as kubelet makes it (the pull fails: no registry).
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let run = c.unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[]).await.unwrap();
         let sandbox = run["podSandboxId"].as_str().unwrap().to_string();
+        let pull = c
+            .unary("runtime.v1.ImageService/PullImage", json!({"image": {"image": "registry.invalid/app:1"}, "sandbox_config": config.clone()}), &[])
+            .await;
+        assert!(pull.is_err());
         let create = c
             .unary(&format!("{rs}/CreateContainer"), json!({"pod_sandbox_id": sandbox, "config": {"metadata": {"name": "c"}, "image": {"image": "registry.k8s.io/pause:3.6"}, "command": ["/bin/true"], "log_path": "c.log"}, "sandbox_config": config}), &[])
             .await
@@ -691,20 +916,31 @@ fn default_sampling_keeps_the_pod_start_and_a_counted_fraction_of_polls() {
         c.unary(&format!("{rs}/StopPodSandbox"), json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
         c.unary(&format!("{rs}/RemovePodSandbox"), json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
     });
-    let spans = wait_spans(s, "sampled pod start", |sp| {
+    let elapsed = started.elapsed().as_secs_f64();
+    let spans = wait_spans(s, "sampled pod start and the stop after the polls", |sp| {
         sp.iter().any(|x| x.service == "cri-sampled" && x.name == "pod start")
+            && sp
+                .iter()
+                .any(|x| x.service == "cri-sampled" && x.name == "runtime.v1.RuntimeService/RemovePodSandbox")
     });
     let mine: Vec<&ReceivedSpan> = spans.iter().filter(|x| x.service == "cri-sampled").collect();
+    // The pod start in full: every call of it, under its root.
     let root = mine.iter().find(|x| x.name == "pod start").unwrap();
     let members: Vec<&str> = mine
         .iter()
-        .filter(|x| x.parent_span_id == root.span_id)
+        .filter(|x| x.parent_span_id == root.span_id && x.trace_id == root.trace_id)
         .map(|x| x.name.as_str())
         .collect();
-    for m in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
-        assert!(
-            members.contains(&format!("runtime.v1.RuntimeService/{m}").as_str()),
-            "{m} kept: {members:?}"
+    for m in [
+        "RuntimeService/RunPodSandbox",
+        "ImageService/PullImage",
+        "RuntimeService/CreateContainer",
+        "RuntimeService/StartContainer",
+    ] {
+        assert_eq!(
+            members.iter().filter(|x| **x == format!("runtime.v1.{m}")).count(),
+            1,
+            "{m} kept under the pod start: {members:?}"
         );
     }
     let kept = |m: &str| {
@@ -712,8 +948,18 @@ fn default_sampling_keeps_the_pod_start_and_a_counted_fraction_of_polls() {
             .filter(|x| x.name == format!("runtime.v1.RuntimeService/{m}"))
             .count()
     };
+    // The default rule for a poll: a token bucket of one trace per 10 s per method, holding
+    // one at the start. Over `elapsed` seconds that keeps at most 1 + elapsed/10 (plus a
+    // second of slack for when the decisions are made); with a poll every second, a token
+    // never waits more than about a second to be used.
+    let most = 1 + ((elapsed + 1.0) * sample::DEFAULT_POLL_PER_SECOND).floor() as usize;
+    let least = 1 + ((elapsed - 2.0) / (1.0 / sample::DEFAULT_POLL_PER_SECOND + 2.0)).floor() as usize;
     for m in ["ListPodSandbox", "ListContainers"] {
-        assert!((1..polls / 4).contains(&kept(m)), "{m}: {} of {polls} kept", kept(m));
+        println!(
+            "{m}: {} of {polls} kept in {elapsed:.1} s (allowed {least}..={most})",
+            kept(m)
+        );
+        assert!((least..=most).contains(&kept(m)), "{m}: {} of {polls} kept", kept(m));
     }
     // Every call is accounted for: the sampled-out polls are counted.
     let dropped = tap
@@ -723,27 +969,37 @@ fn default_sampling_keeps_the_pod_start_and_a_counted_fraction_of_polls() {
         dropped as usize,
         2 * polls - kept("ListPodSandbox") - kept("ListContainers")
     );
-    // RED metrics agree with the exported spans for the same calls.
-    let count = tap.metric("runtime_tap_call_duration_seconds_count{intercept=\"cri-sampled\",method=\"runtime.v1.RuntimeService/ListPodSandbox\",status=\"OK\"}");
-    assert_eq!(
-        count,
-        Some(polls as u64),
-        "every poll is in the histogram, sampled or not"
-    );
-    let run = mine
-        .iter()
-        .find(|x| x.name == "runtime.v1.RuntimeService/RunPodSandbox")
-        .unwrap();
-    let (_, body) = tap.admin_get("/metrics");
-    let sum: f64 = body
-        .lines()
-        .find_map(|l| l.strip_prefix("runtime_tap_call_duration_seconds_sum{intercept=\"cri-sampled\",method=\"runtime.v1.RuntimeService/RunPodSandbox\",status=\"OK\"} "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let span_seconds = (run.end_ns - run.start_ns) as f64 / 1e9;
-    assert!(
-        (sum - span_seconds).abs() < 1e-6,
-        "histogram {sum} vs span {span_seconds}"
-    );
+    // RED metrics: every call is in the histogram, sampled or not, and for the calls that
+    // were all kept, the histogram's sum is the exported spans' durations.
+    let metrics = tap.metrics();
+    let series = |kind: &str, method: &str, status: &str| {
+        let key = format!(
+            "runtime_tap_call_duration_seconds_{kind}{{intercept=\"cri-sampled\",method=\"runtime.v1.{method}\",status=\"{status}\"}}"
+        );
+        *metrics.get(&key).unwrap_or_else(|| panic!("{key} not on /metrics"))
+    };
+    for (method, status, calls) in [
+        ("RuntimeService/ListPodSandbox", "OK", polls),
+        ("RuntimeService/ListContainers", "OK", polls),
+        ("RuntimeService/RunPodSandbox", "OK", 1),
+        ("ImageService/PullImage", "UNKNOWN", 1),
+        ("RuntimeService/CreateContainer", "OK", 1),
+        ("RuntimeService/StartContainer", "OK", 1),
+        ("RuntimeService/StopPodSandbox", "OK", 1),
+        ("RuntimeService/RemovePodSandbox", "OK", 1),
+    ] {
+        assert_eq!(series("count", method, status), calls as f64, "{method} count");
+        if calls == 1 {
+            let span = mine
+                .iter()
+                .find(|x| x.name == format!("runtime.v1.{method}"))
+                .unwrap_or_else(|| panic!("{method} exported"));
+            let span_seconds = (span.end_ns - span.start_ns) as f64 / 1e9;
+            let sum = series("sum", method, status);
+            assert!(
+                (sum - span_seconds).abs() < 1e-6,
+                "{method}: histogram {sum} vs span {span_seconds}"
+            );
+        }
+    }
 }

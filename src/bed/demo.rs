@@ -1,5 +1,8 @@
 //! `runtime-tap demo`: a private containerd and dockerd with runtime-tap in front of both,
-//! a container run through it, and directions for sending more traffic; runs until Ctrl-C.
+//! a docker container and a CRI pod run through it, each finished trace shown as a waterfall
+//! (and exported too when an OTLP endpoint is set), and directions for sending more traffic;
+//! runs until Ctrl-C, or exits after the sample with `--once`. Everything it writes is below
+//! the bed's private directory.
 
 use std::path::PathBuf;
 
@@ -7,15 +10,16 @@ use anyhow::Context as _;
 
 use super::Bed;
 use crate::app::Hooks;
-use crate::config::{Admin, Config, Endpoint, Intercept, Relay};
+use crate::config::{Admin, Config, Endpoint, Export, Intercept, Relay};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Run the sample container, print what happened, and exit instead of staying up.
     #[arg(long)]
     pub once: bool,
-    /// Admin endpoint address, or "off".
-    #[arg(long, default_value = crate::config::DEFAULT_ADMIN_LISTEN)]
+    /// Admin endpoint address, or "off". Port 0 (the default) picks a free port, printed at
+    /// the end: the usual 9464 may be taken by a runtime-tap already running on this node.
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: String,
 }
 
@@ -31,8 +35,18 @@ pub fn config(bed: &Bed, admin: String) -> Config {
             intercept("dockerd", tap.join("docker.sock"), bed.docker_socket()),
         ],
         admin: Admin { listen: admin },
-        relay: Relay::default(),
-        export: Default::default(),
+        // dockerd keeps its containerd connections open until it stops, after runtime-tap:
+        // a short grace period so that `--once` and Ctrl-C do not wait the default for them.
+        relay: Relay {
+            grace_period_secs: 2,
+            ..Relay::default()
+        },
+        // The waterfall is what the demo is for: keep it on when an OTLP endpoint (from the
+        // environment) is set too, where the console view would otherwise be off.
+        export: Export {
+            console: Some(true),
+            ..Export::default()
+        },
         descriptor_sets: Vec::new(),
         sampling: Default::default(),
         redact: Default::default(),
@@ -46,7 +60,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(bed)
     })
     .await??;
-    let config = config(&bed, args.admin.clone());
+    let admin = admin_address(&args.admin).context("--admin")?;
+    let config = config(&bed, admin.clone());
     let (Endpoint::Unix(tap_containerd), Endpoint::Unix(tap_docker)) =
         (config.intercepts[0].listen.clone(), config.intercepts[1].listen.clone())
     else {
@@ -88,7 +103,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     bed = bed_back;
     let sample = sample?;
-    let pod = cri_pod(&bed.dir.join("tap/containerd.sock"))
+    let pod = cri_pod(&bed.dir.join("tap/containerd.sock"), &bed.dir.join("pods"))
         .await
         .context("CRI pod through runtime-tap")?;
     let tap = bed.dir.join("tap");
@@ -101,15 +116,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
            export DOCKER_HOST=unix://{}/docker.sock DOCKER_CONFIG={}\n  \
            docker run --rm --network none bb:latest echo hi\n  \
            ctr -a {}/containerd.sock -n moby containers ls\n\
-         Metrics: curl -s http://{}/metrics\n",
+         {}\n",
         sample.trim(),
         &pod[..pod.len().min(12)],
         tap.display(),
         bed.docker_config_dir().display(),
         tap.display(),
-        args.admin
+        if admin == "off" {
+            "Metrics: off (--admin off)".to_string()
+        } else {
+            format!("Metrics: curl -s http://{admin}/metrics")
+        }
     );
     if args.once {
+        // The pod's `pod start` root ends only after a quiet period, and the waterfall shows a
+        // trace once it is quiet: wait for both, so the pod's trace is shown before the exit
+        // rather than flushed at shutdown.
+        let settle = crate::trace::correlate::POD_QUIET_PERIOD
+            + crate::trace::export::trace_buffer::QUIET
+            + std::time::Duration::from_secs(1);
+        println!(
+            "Waiting {}s for the pod's trace to settle, then stopping (--once).",
+            settle.as_secs()
+        );
+        tokio::time::sleep(settle).await;
         stop.cancel();
     } else {
         println!("Ctrl-C stops runtime-tap and the private daemons.");
@@ -119,16 +149,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The admin address to listen on: `off` as it is, a port 0 replaced by a free port (bound
+/// and released here; app::run binds it again right after, so it can be printed).
+fn admin_address(given: &str) -> anyhow::Result<String> {
+    if given == "off" {
+        return Ok(given.to_string());
+    }
+    let addr: std::net::SocketAddr = given
+        .parse()
+        .with_context(|| format!("{given:?}: expected host:port or off"))?;
+    if addr.port() != 0 {
+        return Ok(given.to_string());
+    }
+    let free = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .with_context(|| format!("find a free port on {}", addr.ip()))?;
+    Ok(free.to_string())
+}
+
 /// Start a pod as kubelet does (sandbox, container, start), then stop and remove it, through
-/// the containerd intercept; the sandbox id.
-async fn cri_pod(socket: &std::path::Path) -> anyhow::Result<String> {
+/// the containerd intercept; the sandbox id. The pod's logs go below `log_dir` (the bed's
+/// private directory), never to a shared place such as /tmp.
+async fn cri_pod(socket: &std::path::Path, log_dir: &std::path::Path) -> anyhow::Result<String> {
     use serde_json::json;
+    std::fs::create_dir_all(log_dir).with_context(|| format!("create {}", log_dir.display()))?;
     let mut c = super::cri::GrpcClient::connect(socket).await?;
     let rs = "runtime.v1.RuntimeService";
     c.unary(&format!("{rs}/Version"), json!({}), &[]).await?;
     let config = json!({
         "metadata": {"name": "demo-pod", "namespace": "demo", "uid": "demo-pod-uid", "attempt": 0},
-        "log_directory": "/tmp",
+        "log_directory": log_dir,
         "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}
     });
     c.unary(
@@ -149,7 +199,10 @@ async fn cri_pod(socket: &std::path::Path) -> anyhow::Result<String> {
                 "config": {
                     "metadata": {"name": "hello"},
                     "image": {"image": "registry.k8s.io/pause:3.6"},
-                    "command": ["/bin/echo", "hello from a pod"],
+                    // Runs until the pod is stopped, as a pod's container does: a container
+                    // that exits by itself can race StopPodSandbox's kill of it ("ttrpc:
+                    // closed" from a shim on its way out).
+                    "command": ["/bin/sh", "-c", "echo hello from a pod; exec sleep 3600"],
                     "log_path": "hello.log"
                 },
                 "sandbox_config": config
