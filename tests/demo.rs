@@ -148,17 +148,10 @@ fn check_demo_output(run: &Run) {
         start.iter().any(|l| l.contains("self time: dockerd")),
         "per-layer self time on the root"
     );
-    // The CRI pod: its `pod start` root over the calls that started it.
-    // PRODUCT BUG (console waterfall, src/trace/export): the console shows a trace once it has
-    // been quiet for trace_buffer::QUIET (1 s), but the `pod start` root ends only after the
-    // correlator's POD_QUIET_PERIOD (5 s): the pod's calls are printed as a tree without its
-    // root and the root comes later as a lone line. This assertion fails until that is fixed.
-    let pod = block_rooted(&blocks, "pod start").unwrap_or_else(|| {
-        panic!(
-            "no waterfall rooted at `pod start` (known console bug, see comment); stderr:\n{}",
-            run.stderr
-        )
-    });
+    // The CRI pod: its `pod start` root over the calls that started it (the root is exported
+    // 5 s after the pod's last call; the console waits for a parent its spans name).
+    let pod = block_rooted(&blocks, "pod start")
+        .unwrap_or_else(|| panic!("no waterfall rooted at `pod start`; stderr:\n{}", run.stderr));
     for call in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
         assert!(
             has_child(pod, call),

@@ -820,17 +820,13 @@ fn cri_pod_starts_are_one_trace_each_and_traceparent_is_honoured() {
     assert_eq!(version.trace_state, "k=v");
     assert_eq!(str_attr(version, "runtime_tap.link"), Some("traceparent"));
     for ((name, _, _), image) in pods.iter().zip(["registry.k8s.io/pause", "docker.io/library/bb"]) {
-        pending_correlator_change_image_status_joins_its_pod_start(&spans, name, image);
+        image_status_joins_its_pod_start(&spans, name, image);
     }
 }
 
 /// The pod's ImageStatus calls (one before each CreateContainer of its image) are members of
 /// its `pod start` trace, under the root.
-///
-/// PENDING: this needs the correlator change being made on another branch (ImageStatus joins
-/// the pod whose next PullImage/CreateContainer of the same image from the same client follows
-/// within 2 s); until it lands this fails, by design.
-fn pending_correlator_change_image_status_joins_its_pod_start(spans: &[ReceivedSpan], pod: &str, image: &str) {
+fn image_status_joins_its_pod_start(spans: &[ReceivedSpan], pod: &str, image: &str) {
     let root = spans
         .iter()
         .find(|x| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some(pod))
@@ -850,7 +846,7 @@ fn pending_correlator_change_image_status_joins_its_pod_start(spans: &[ReceivedS
         assert_eq!(
             (st.trace_id.as_str(), st.parent_span_id.as_str()),
             (root.trace_id.as_str(), root.span_id.as_str()),
-            "{pod}: ImageStatus of {image} not under its pod start (link {:?}); pending the correlator change",
+            "{pod}: ImageStatus of {image} not under its pod start (link {:?})",
             str_attr(st, "runtime_tap.link")
         );
     }

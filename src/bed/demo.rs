@@ -181,16 +181,17 @@ async fn cri_pod(socket: &std::path::Path, log_dir: &std::path::Path) -> anyhow:
         "log_directory": log_dir,
         "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}
     });
+    let run = c
+        .unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[])
+        .await?;
+    let sandbox = run["podSandboxId"].as_str().unwrap_or_default().to_string();
+    // kubelet checks a container's image once the sandbox runs, then creates the container.
     c.unary(
         "runtime.v1.ImageService/ImageStatus",
         json!({"image": {"image": "registry.k8s.io/pause:3.6"}}),
         &[],
     )
     .await?;
-    let run = c
-        .unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[])
-        .await?;
-    let sandbox = run["podSandboxId"].as_str().unwrap_or_default().to_string();
     let create = c
         .unary(
             &format!("{rs}/CreateContainer"),

@@ -820,7 +820,7 @@ impl Correlator {
             }
             i += 1;
         }
-        let self_times = self.gather_self_times(&tree);
+        let mut self_times = self.gather_self_times(&tree);
         let mut spans = Vec::with_capacity(tree.len());
         let mut is_root = false;
         for (k, cur) in tree.into_iter().enumerate() {
@@ -865,6 +865,11 @@ impl Correlator {
                 // Sampling is decided at the trace's root; a span under a remote parent is
                 // the top of runtime-tap's part of the trace, so it gets the self times too.
                 is_root = n.remote.is_none();
+                // The root's own layer first, then the others as their spans were placed.
+                let mut self_times = std::mem::take(&mut self_times);
+                if let Some(i) = self_times.iter().position(|(s, _)| *s == n.conn.service) {
+                    self_times[..=i].rotate_right(1);
+                }
                 push_self_times(&mut span.attributes, &self_times);
             }
             spans.push(span);

@@ -570,6 +570,15 @@ fn self_time_counts_children_placed_after_the_root_ended() {
         None,
         "only roots carry self times"
     );
+    let first = by_id[&ids[0]]
+        .attributes
+        .iter()
+        .find(|a| a.key.starts_with("runtime_tap.self_time_ms."));
+    assert_eq!(
+        first.map(|a| a.key.as_ref()),
+        Some("runtime_tap.self_time_ms.dockerd"),
+        "the root's layer first"
+    );
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! reach the exporter already correlated (a child once its parent's trace is settled, a root
 //! when it ends, before or after its children), so a trace is taken as finished once no span
 //! has arrived for it for [`QUIET`], or once it has been held for [`MAX_HOLD`] (a trace that
-//! keeps growing, like an event subscription, still shows).
+//! keeps growing, like an event subscription, still shows). A trace whose spans name a parent
+//! it has not received yet (a `pod start` root is exported after 5 s without another call of
+//! the pod; a propagated parent after its children) waits [`AWAITED_QUIET`] instead, up to
+//! [`AWAITED_MAX_HOLD`], so the tree is shown whole.
 //!
 //! The rule it keeps: bounded memory and no span lost. At most [`MAX_TRACES`] traces are held
 //! (a new one pushes out the least recently active, which is shown early) and at most
@@ -12,12 +15,17 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::trace::span::{SpanRecord, TraceId};
+use crate::trace::span::{SpanId, SpanRecord, TraceId};
 
 /// A trace with no new span for this long is shown.
 pub const QUIET: Duration = Duration::from_secs(1);
 /// A trace held this long is shown even if spans keep coming; later ones start a new group.
 pub const MAX_HOLD: Duration = Duration::from_secs(10);
+/// A trace still missing a parent its spans name is shown after this long without a new span
+/// (the correlator's pod quiet period, plus [`QUIET`]).
+pub const AWAITED_QUIET: Duration = Duration::from_secs(6);
+/// ... or once held this long.
+pub const AWAITED_MAX_HOLD: Duration = Duration::from_secs(30);
 /// Traces held at once.
 pub const MAX_TRACES: usize = 256;
 /// Spans held per trace; more are shown at once in compact form.
@@ -45,11 +53,38 @@ struct Held {
     overflow: usize,
     first: Instant,
     last: Instant,
+    /// Local parents named by its spans that it has not received.
+    awaited: Vec<SpanId>,
 }
 
 impl Held {
+    fn new(now: Instant) -> Held {
+        Held {
+            spans: Vec::new(),
+            overflow: 0,
+            first: now,
+            last: now,
+            awaited: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, span: SpanRecord) {
+        self.awaited.retain(|p| *p != span.span_id);
+        if let Some(p) = span.parent.filter(|p| !p.remote)
+            && !self.spans.iter().any(|s| s.span_id == p.span_id)
+            && !self.awaited.contains(&p.span_id)
+        {
+            self.awaited.push(p.span_id);
+        }
+        self.spans.push(span);
+    }
+
     fn due_at(&self, quiet: Duration, max_hold: Duration) -> Instant {
-        (self.last + quiet).min(self.first + max_hold)
+        if self.awaited.is_empty() {
+            (self.last + quiet).min(self.first + max_hold)
+        } else {
+            (self.last + quiet.max(AWAITED_QUIET)).min(self.first + max_hold.max(AWAITED_MAX_HOLD))
+        }
     }
 }
 
@@ -89,7 +124,7 @@ impl TraceBuffer {
                 h.overflow += 1;
                 return Some(Ready::Overflow(span));
             }
-            h.spans.push(span);
+            h.add(span);
             return None;
         }
         let mut out = None;
@@ -106,15 +141,10 @@ impl TraceBuffer {
                 overflow: h.overflow,
             }));
         }
-        self.traces.insert(
-            span.trace_id,
-            Held {
-                spans: vec![span],
-                overflow: 0,
-                first: now,
-                last: now,
-            },
-        );
+        let mut held = Held::new(now);
+        let trace_id = span.trace_id;
+        held.add(span);
+        self.traces.insert(trace_id, held);
         out
     }
 
@@ -210,6 +240,33 @@ mod tests {
         assert_eq!(d.iter().map(ids).collect::<Vec<_>>(), vec![vec![1, 2]]);
         assert!(b.is_empty());
         assert_eq!(b.next_due(), None);
+    }
+
+    #[test]
+    fn a_trace_waits_for_a_parent_its_spans_name() {
+        use crate::trace::span::ParentRef;
+        let t0 = Instant::now();
+        let ms = |v: u64| t0 + Duration::from_millis(v);
+        let mut b = TraceBuffer::default();
+        let mut member = span(1, 2);
+        member.parent = Some(ParentRef {
+            span_id: [1; 8],
+            remote: false,
+        });
+        b.push(member, ms(0));
+        assert!(b.due(ms(5000)).is_empty(), "its root (span 1) has not come");
+        b.push(span(1, 1), ms(5500));
+        assert!(b.due(ms(6000)).is_empty());
+        let d = b.due(ms(6500));
+        assert_eq!(d.iter().map(ids).collect::<Vec<_>>(), vec![vec![2, 1]]);
+        // A parent that never comes delays the trace by AWAITED_QUIET, no more.
+        let mut orphan = span(3, 2);
+        orphan.parent = Some(ParentRef {
+            span_id: [9; 8],
+            remote: false,
+        });
+        b.push(orphan, ms(10_000));
+        assert_eq!(b.next_due(), Some(ms(10_000) + AWAITED_QUIET));
     }
 
     #[test]
