@@ -350,7 +350,9 @@ impl Registry {
             "runtime_tap_payloads_skipped_total",
             "counter",
             "Payloads a rule or capture wanted but that were not decoded (too large, not \
-             decompressible, load shedding...), by reason; their calls are still spans.",
+             decompressible, cut by a reset or close: truncated...), by reason; their calls are \
+             still spans. event_shed: a delivered event left undecoded by load shedding, which \
+             therefore has no event span.",
         );
         for m in &self.intercepts {
             for (reason, n) in m.payloads_skipped_by_reason() {

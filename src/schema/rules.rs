@@ -190,6 +190,19 @@ pub fn wants_payload(method: &MethodInfo, side: Side) -> bool {
     method.rules.iter().any(|r| r.side == side)
 }
 
+/// Whether every rule on `side` of `method` already has its value in `attrs`: with first
+/// value wins, decoding more messages of that side can add nothing. False when no rule wants
+/// the side. An image reference rule needs its name, tags and id all present.
+pub fn rules_satisfied(method: &MethodInfo, side: Side, attrs: &[Attr]) -> bool {
+    let has = |key: &str| attrs.iter().any(|a| a.key == key);
+    let mut rules = method.rules.iter().filter(|r| r.side == side).peekable();
+    rules.peek().is_some()
+        && rules.all(|r| match r.kind {
+            ValueKind::ImageRef => has(CONTAINER_IMAGE_NAME) && has(CONTAINER_IMAGE_TAGS) && has(CONTAINER_IMAGE_ID),
+            _ => has(r.attr),
+        })
+}
+
 /// Decodes one gRPC message of `side` of `method` and appends the attributes its rules give
 /// to `out`. A key already in `out` is left as it is (first value wins), so one `out` can
 /// collect a whole call. Does nothing, without decoding, when no rule wants the payload.
