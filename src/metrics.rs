@@ -138,7 +138,8 @@ impl InterceptMetrics {
         count(&self.decoder_give_ups, reason, 1);
     }
 
-    fn decoder_give_ups(&self) -> Vec<(&'static str, u64)> {
+    /// Decoder give-ups so far, by reason.
+    pub fn decoder_give_ups(&self) -> Vec<(&'static str, u64)> {
         snapshot(&self.decoder_give_ups)
     }
 
