@@ -138,7 +138,8 @@ impl InterceptMetrics {
         count(&self.decoder_give_ups, reason, 1);
     }
 
-    fn decoder_give_ups(&self) -> Vec<(&'static str, u64)> {
+    /// Decoder give-ups so far, by reason.
+    pub fn decoder_give_ups(&self) -> Vec<(&'static str, u64)> {
         snapshot(&self.decoder_give_ups)
     }
 
@@ -350,7 +351,9 @@ impl Registry {
             "runtime_tap_payloads_skipped_total",
             "counter",
             "Payloads a rule or capture wanted but that were not decoded (too large, not \
-             decompressible, load shedding...), by reason; their calls are still spans.",
+             decompressible, cut by a reset or close: truncated...), by reason; their calls are \
+             still spans. event_shed: a delivered event left undecoded by load shedding, which \
+             therefore has no event span.",
         );
         for m in &self.intercepts {
             for (reason, n) in m.payloads_skipped_by_reason() {

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use opentelemetry_semantic_conventions::attribute::{RPC_METHOD, RPC_RESPONSE_STATUS_CODE, RPC_SYSTEM_NAME};
+use opentelemetry_semantic_conventions::attribute::{
+    RPC_METHOD, RPC_METHOD_ORIGINAL, RPC_RESPONSE_STATUS_CODE, RPC_SYSTEM_NAME,
+};
 
 use super::session::{Injected, Session, SessionCtx};
 use crate::relay::rewrite::Injection;
 use crate::schema::{self, MethodInfo, Schema, Side};
 use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
+use crate::trace::red::RPC_METHOD_OTHER;
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
 use crate::wire::grpc::{GrpcDecoder, GrpcEvent, Headers, Limits, Message, SkipReason, StreamEnd, StreamId};
@@ -60,6 +63,40 @@ fn is_server_error(code: u32) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
+/// Reason counted (with the skipped payloads) for a delivered event of an event stream that
+/// load shedding left undecoded: it has no event span.
+pub const EVENT_SHED: &str = "event_shed";
+
+/// The gRPC status of a stream reset before any `grpc-status`, as gRPC maps RST_STREAM codes
+/// (PROTOCOL-HTTP2.md, "Errors"): CANCEL is a cancellation, REFUSED_STREAM means nothing was
+/// processed, ENHANCE_YOUR_CALM and INADEQUATE_SECURITY have their own codes, the rest are
+/// INTERNAL. NO_ERROR from the server is INTERNAL too (it should have sent a status); from
+/// the client it can only mean the client abandoned the call: CANCELLED.
+fn reset_status(http2_code: u32, by: Direction) -> u32 {
+    match http2_code {
+        0x0 if by == Direction::ClientToServer => 1,
+        0x8 => 1,  // CANCEL -> CANCELLED
+        0x7 => 14, // REFUSED_STREAM -> UNAVAILABLE
+        0xb => 8,  // ENHANCE_YOUR_CALM -> RESOURCE_EXHAUSTED
+        0xc => 7,  // INADEQUATE_SECURITY -> PERMISSION_DENIED
+        _ => 13,   // INTERNAL
+    }
+}
+
+/// The gRPC status of a response whose HTTP status is not 200 and that carries no
+/// `grpc-status` (an intermediary answered), as gRPC clients map it
+/// (doc/http-grpc-status-mapping.md).
+fn http_status(status: u16) -> u32 {
+    match status {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
 struct GrpcCall {
     span_id: SpanId,
     start: Instant,
@@ -69,6 +106,8 @@ struct GrpcCall {
     messages: [u64; 2],
     bytes: [u64; 2],
     status: Option<(u32, String)>,
+    /// `:status` of the response headers (or of a Trailers-Only response).
+    http_status: Option<u16>,
     remote_parent: Option<RemoteParent>,
     own_trace: Option<TraceId>,
     shape: Shape,
@@ -129,11 +168,26 @@ impl GrpcSession {
             match event {
                 GrpcEvent::RequestHeaders { stream, headers } => self.request_headers(stream, &headers, at),
                 GrpcEvent::RequestMessage { stream, message } => self.message(stream, Side::Request, message, at),
-                GrpcEvent::ResponseHeaders { .. } => {}
-                GrpcEvent::ResponseMessage { stream, message } => self.message(stream, Side::Response, message, at),
-                GrpcEvent::Trailers { stream, headers, .. } => {
+                GrpcEvent::ResponseHeaders { stream, headers } => {
                     if let Some(call) = self.calls.get_mut(&stream) {
-                        let code = headers.get("grpc-status").and_then(|s| s.trim().parse::<u32>().ok());
+                        call.http_status = headers.get(":status").and_then(|s| s.trim().parse().ok());
+                    }
+                }
+                GrpcEvent::ResponseMessage { stream, message } => self.message(stream, Side::Response, message, at),
+                GrpcEvent::Trailers {
+                    stream,
+                    headers,
+                    trailers_only,
+                } => {
+                    if let Some(call) = self.calls.get_mut(&stream) {
+                        if trailers_only {
+                            call.http_status = headers.get(":status").and_then(|s| s.trim().parse().ok());
+                        }
+                        // A code gRPC does not define is UNKNOWN (and a server error).
+                        let code = headers
+                            .get("grpc-status")
+                            .and_then(|s| s.trim().parse::<u32>().ok())
+                            .map(|c| if (c as usize) < CODES.len() { c } else { 2 });
                         // The message is recorded for failures only (`finish`).
                         let message = match headers.get("grpc-message") {
                             _ if code == Some(0) => String::new(),
@@ -148,6 +202,7 @@ impl GrpcSession {
                     }
                 }
                 GrpcEvent::StreamEnd { stream, end } => self.end(stream, end, at),
+                GrpcEvent::MessageCut { reason, .. } => count_skipped(&mut self.skipped, reason),
                 GrpcEvent::Anomaly(_) => {}
                 GrpcEvent::GaveUp(reason) => {
                     self.gave_up = Some(reason.as_str());
@@ -169,7 +224,14 @@ impl GrpcSession {
         // peer attributes added at export, so the list is allocated once.
         let mut attributes = Vec::with_capacity(18);
         attributes.push(Attr::str(RPC_SYSTEM_NAME, "grpc"));
-        attributes.push(Attr::str(RPC_METHOD, name.clone()));
+        if method.is_some() {
+            attributes.push(Attr::str(RPC_METHOD, name.clone()));
+        } else {
+            // Not a method the pool knows: the conventions' `_OTHER`, which also keeps the
+            // RED metrics' method labels bounded by the pool, whatever paths clients send.
+            attributes.push(Attr::str(RPC_METHOD, RPC_METHOD_OTHER));
+            attributes.push(Attr::str(RPC_METHOD_ORIGINAL, name.clone()));
+        }
         if let Some(ns) = headers.get("containerd-namespace") {
             attributes.push(Attr::str(names::CONTAINERD_NAMESPACE, ns));
         }
@@ -192,6 +254,7 @@ impl GrpcSession {
             messages: [0; 2],
             bytes: [0; 2],
             status: None,
+            http_status: None,
             remote_parent,
             shape,
             events: Vec::new(),
@@ -222,18 +285,18 @@ impl GrpcSession {
         };
         call.messages[i] += 1;
         call.bytes[i] += message.len;
-        // Skipped for want of interest is not a loss, and shedding is counted on its own.
-        if let Some(reason) = message.skipped.filter(|r| *r != SkipReason::PayloadsOff) {
-            let label = reason.as_str();
-            match self.skipped.iter_mut().find(|(l, _)| *l == label) {
-                Some((_, n)) => *n += 1,
-                None => self.skipped.push((label, 1)),
-            }
+        let event = call.event_stream && side == Side::Response;
+        match message.skipped {
+            // An event stream's payloads are always wanted: under shedding, a delivered event
+            // has no event span, and that is counted.
+            Some(SkipReason::PayloadsOff) if event => count(&mut self.skipped, EVENT_SHED),
+            Some(reason) => count_skipped(&mut self.skipped, reason),
+            None => {}
         }
         let (Some(method), Some(data)) = (&call.method, &message.data) else {
             return;
         };
-        if call.event_stream && side == Side::Response {
+        if event {
             let mut attributes = Vec::new();
             let _ = schema::extract(&self.schema, method, side, data, &mut attributes);
             let topic = attributes
@@ -261,6 +324,15 @@ impl GrpcSession {
                 // Ids in a request are known while the call runs: its children can use them.
                 self.ctx.sink.learned(call.span_id, &call.attributes[before..]);
             }
+            // Every rule of this side has its value and later ones cannot change it: the
+            // stream's further messages (a Content/Write's chunks) are walked, not decoded.
+            if !self.ctx.conn.capture_payloads && schema::rules_satisfied(method, side, &call.attributes) {
+                let dir = match side {
+                    Side::Request => Direction::ClientToServer,
+                    Side::Response => Direction::ServerToClient,
+                };
+                self.decoder.skip_payloads(stream, dir, SkipReason::RulesSatisfied);
+            }
         }
         if self.ctx.conn.capture_payloads && call.events.len() < CAPTURE_MAX_MESSAGES {
             let body = schema::render_json(&self.schema, method.message(side), data, CAPTURE_CAP);
@@ -280,12 +352,22 @@ impl GrpcSession {
         let Some(mut call) = self.calls.remove(&stream) else {
             return;
         };
+        // No grpc-status but an HTTP status other than 200: an intermediary (or a server that
+        // is not gRPC) answered; gRPC clients map the HTTP status, and so do we.
+        if call.status.is_none()
+            && let Some(http) = call.http_status.filter(|s| *s != 200)
+        {
+            call.status = Some((http_status(http), format!("http status {http} without grpc-status")));
+        }
         let incomplete = match end {
             StreamEnd::Complete => false,
             // A reset after the trailers is how some servers close a stream: not a failure.
-            StreamEnd::Reset { code, .. } => {
+            StreamEnd::Reset { code, by } => {
                 if call.status.is_none() {
-                    call.status = Some((1, format!("stream reset (http/2 error code {code})")));
+                    call.status = Some((
+                        reset_status(code, by),
+                        format!("stream reset (http/2 error code {code})"),
+                    ));
                 }
                 false
             }
@@ -424,6 +506,22 @@ impl Drop for GrpcSession {
         if !self.calls.is_empty() {
             self.end_all(Instant::now());
         }
+    }
+}
+
+/// Count a message whose payload was not decoded. Skipped for want of interest (or because
+/// the rules already have their values) is not a loss, and shedding is counted on its own.
+fn count_skipped(counts: &mut Vec<(&'static str, u64)>, reason: SkipReason) {
+    if !matches!(reason, SkipReason::PayloadsOff | SkipReason::RulesSatisfied) {
+        count(counts, reason.as_str());
+    }
+}
+
+/// Add one to `label`'s count.
+fn count(counts: &mut Vec<(&'static str, u64)>, label: &'static str) {
+    match counts.iter_mut().find(|(l, _)| *l == label) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((label, 1)),
     }
 }
 

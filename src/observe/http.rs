@@ -303,7 +303,7 @@ impl HttpSession {
             if rule.is_some_and(|r| r.path_image)
                 && let Some(image) = m.params.get("name")
             {
-                push_image(&mut attrs, &docker_rules::percent_decode(image), None);
+                push_image(&mut attrs, &docker_rules::percent_decode_path(image), None);
             }
         }
         for query_rule in rule.map_or(&[][..], |r| r.query) {
@@ -1000,6 +1000,11 @@ fn word(s: &str) -> String {
 /// Image attributes from a reference; `tag` (a pull's `?tag=`, a tag or a digest) wins over
 /// the reference's own.
 fn push_image(attrs: &mut Vec<Attr>, reference: &str, tag: Option<&str>) {
+    // `sha256:7cdd7cbb` or `7cdd7cbbe2d0` is an image id, not a name `sha256` tagged `7cdd7cbb`.
+    if tag.is_none() && image_ref::is_docker_image_id(reference.trim()) {
+        attrs.push(Attr::str(CONTAINER_IMAGE_ID, capped(reference.trim(), MAX_ATTR_VALUE)));
+        return;
+    }
     let r = image_ref::parse(reference);
     if let Some(name) = r.name {
         attrs.push(Attr::str(CONTAINER_IMAGE_NAME, capped(name, MAX_ATTR_VALUE)));

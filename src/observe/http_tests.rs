@@ -1003,3 +1003,145 @@ fn ten_thousand_keep_alive_exchanges_cost_linear_time() {
     // The last quarter costs about what the first did: nothing grows with the connection.
     assert!(laps[3] < laps[0] * 3 + Duration::from_millis(50), "{laps:?}");
 }
+
+/// RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body;
+/// the bytes after its head are the next request. When they are a request, both are calls;
+/// when they are not (a body sent without a length), the decoder gives up, counted.
+#[test]
+fn a_request_without_length_has_no_body_and_what_follows_is_the_next_head() {
+    let mut rig = Rig::new(&Arc::new(DockerIds::new()), false);
+    rig.send(
+        C2S,
+        format!("POST /v1.41/containers/{ID_05}/start HTTP/1.1\r\nHost: d\r\n\r\nGET /v1.41/version HTTP/1.1\r\nHost: d\r\n\r\n"),
+    )
+    .send(S2C, "HTTP/1.1 204 No Content\r\n\r\n")
+    .send(S2C, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(rig.session.gave_up(), None);
+    let start = rig.sink.call("POST /containers/{id}/start");
+    assert_eq!(int_attr(&start, names::REQUEST_BYTES), Some(0));
+    assert!(!start.incomplete);
+    let version = rig.sink.call("GET /version");
+    assert_eq!(int_attr(&version, HTTP_RESPONSE_STATUS_CODE), Some(200));
+    assert!(!version.incomplete);
+
+    // A JSON body sent without a length is read as the next head: not HTTP, given up.
+    let mut rig = Rig::new(&Arc::new(DockerIds::new()), false);
+    rig.send(
+        C2S,
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n\r\n{\"Image\":\"bb\"}\r\n\r\n",
+    );
+    assert_eq!(rig.session.gave_up(), Some("malformed_head"));
+    rig.close();
+    let create = rig.sink.call("POST /containers/create");
+    assert_eq!(int_attr(&create, names::REQUEST_BYTES), Some(0));
+    assert_eq!(str_attr(&create, CONTAINER_IMAGE_NAME), None, "the body is no body");
+    assert!(create.incomplete, "its response was never seen");
+    rig.sink.check_accounting();
+}
+
+/// `/configs/create` bodies (swarm configs may hold credentials) never reach the sink, even
+/// with payload capture on; the call is still a span.
+#[test]
+fn config_bodies_never_reach_the_sink() {
+    let mut rig = Rig::new(&Arc::new(DockerIds::new()), true);
+    for path in ["/v1.41/configs/create", "/v1.41/configs/c1/update?version=3"] {
+        let config = r#"{"Name":"app-config","Data":"cGFzc3dvcmQ9aHVudGVyMg=="}"#;
+        rig.send(
+            C2S,
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{config}",
+                config.len()
+            ),
+        )
+        .send(
+            S2C,
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ID\":\"c1\"}",
+        );
+    }
+    rig.close();
+    rig.sink.check_accounting();
+    let create = rig.sink.call("POST /configs/create");
+    assert!(!create.incomplete);
+    rig.sink.call("POST /configs/{id}/update");
+    let all = rig.sink.everything();
+    for needle in ["cGFzc3dvcmQ9aHVudGVyMg", "app-config"] {
+        assert!(!all.contains(needle), "{needle:?} leaked: {all}");
+    }
+}
+
+/// A 2 GiB Content-Length body, all of it fed (1 MiB refcounted chunks, one buffer shared),
+/// then the response: the request ends with its exact size, nothing buffered on the way.
+#[test]
+fn a_two_gib_body_is_walked_to_its_end_and_counted_exactly() {
+    const TWO_GIB: u64 = 2 * 1024 * 1024 * 1024;
+    let mut rig = Rig::new(&Arc::new(DockerIds::new()), false);
+    rig.send(
+        C2S,
+        format!(
+            "PUT /v1.41/containers/{ID_05}/archive?path=/ HTTP/1.1\r\nHost: d\r\nContent-Length: {TWO_GIB}\r\n\r\n"
+        ),
+    );
+    let chunk = Bytes::from(vec![0x5au8; 1 << 20]);
+    for i in 0..TWO_GIB / chunk.len() as u64 {
+        let at = rig.tick();
+        rig.session.data(C2S, at, chunk.clone());
+        if i % 256 == 0 {
+            assert!(
+                rig.session.buffered_bytes() < 8 * 1024,
+                "{}",
+                rig.session.buffered_bytes()
+            );
+        }
+    }
+    rig.send(S2C, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(rig.session.buffered_bytes(), 0);
+    // The request is over at its last byte: the next one on the connection is a new call.
+    rig.send(C2S, "GET /v1.41/version HTTP/1.1\r\nHost: d\r\n\r\n")
+        .send(S2C, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(rig.session.gave_up(), None);
+    let put = rig.sink.call("PUT /containers/{id}/archive");
+    assert!(!put.incomplete);
+    assert_eq!(int_attr(&put, names::REQUEST_BYTES), Some(TWO_GIB as i64));
+    assert_eq!(int_attr(&put, names::RESPONSE_BYTES), Some(0));
+    assert_eq!(int_attr(&put, HTTP_RESPONSE_STATUS_CODE), Some(200));
+    rig.sink.call("GET /version");
+    rig.close();
+    rig.sink.check_accounting();
+}
+
+/// Image references in paths: an id (`sha256:` and hex, or 12 to 64 hex digits) is
+/// `container.image.id`, never a name `sha256` tagged with the hex; path segments are
+/// percent-decoded as paths (`+` stays `+`).
+#[test]
+fn image_ids_and_path_encoded_names() {
+    let mut rig = Rig::new(&Arc::new(DockerIds::new()), false);
+    let full = "sha256:7cdd7cbbe2d02bbdbcf522648b1930bf8fd4fcd50a84d1ac1761a968de02a5f2";
+    for path in [
+        "/v1.41/images/sha256:7cdd7cbb/json".to_owned(),
+        "/v1.41/images/7cdd7cbbe2d0/json".to_owned(),
+        format!("/v1.41/images/{full}/history"),
+        "/v1.41/images/localhost:5000/a+b:v%2B1/json".to_owned(),
+        "/v1.41/images/busybox%3Alatest/json".to_owned(),
+    ] {
+        rig.send(C2S, format!("GET {path} HTTP/1.1\r\nHost: d\r\n\r\n"))
+            .send(S2C, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+    }
+    rig.close();
+    let calls = rig.sink.calls();
+    let image = |c: &Call| {
+        (
+            str_attr(c, CONTAINER_IMAGE_NAME).map(str::to_owned),
+            attr(c, CONTAINER_IMAGE_TAGS).cloned(),
+            str_attr(c, CONTAINER_IMAGE_ID).map(str::to_owned),
+        )
+    };
+    let tags = |t: &str| Some(AttrValue::StrList(vec![t.to_owned()]));
+    assert_eq!(image(&calls[0]), (None, None, Some("sha256:7cdd7cbb".to_owned())));
+    assert_eq!(image(&calls[1]), (None, None, Some("7cdd7cbbe2d0".to_owned())));
+    assert_eq!(image(&calls[2]), (None, None, Some(full.to_owned())));
+    assert_eq!(
+        image(&calls[3]),
+        (Some("localhost:5000/a+b".to_owned()), tags("v+1"), None)
+    );
+    assert_eq!(image(&calls[4]), (Some("busybox".to_owned()), tags("latest"), None));
+}

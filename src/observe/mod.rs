@@ -245,6 +245,18 @@ mod tests {
 
     struct Ignore;
 
+    /// Collects ended calls.
+    #[derive(Default)]
+    struct Ended(std::sync::Mutex<Vec<Call>>);
+
+    impl CallSink for Ended {
+        fn started(&self, _: &CallStart) {}
+        fn ended(&self, call: Call) {
+            self.0.lock().unwrap().push(call);
+        }
+        fn event(&self, _: StreamEvent) {}
+    }
+
     impl CallSink for Ignore {
         fn started(&self, _: &CallStart) {}
         fn ended(&self, _: Call) {}
@@ -285,5 +297,64 @@ mod tests {
         tap.offer(Direction::ClientToServer, Bytes::from(vec![7u8; 4096]));
         assert!(!tap.is_tapping());
         assert_eq!(metrics.bytes(Direction::ClientToServer), first_len + 4096);
+    }
+
+    /// Garbage after a valid HTTP/1.1 exchange: the decoder gives up, the give-up is counted
+    /// with its reason on the intercept's metrics, the exchange before it is a complete call,
+    /// and every byte still counts as relayed (the observer never touches the byte path).
+    #[tokio::test]
+    async fn http_garbage_mid_connection_gives_up_counted() {
+        let metrics = InterceptMetrics::new("dockerd");
+        let (mut tap, rx) = Tap::new(64, 1 << 20, Arc::clone(&metrics));
+        let sink = Arc::new(Ended::default());
+        let observer = Arc::new(Observer {
+            sink: sink.clone(),
+            clock: Clock::new(),
+            schema: Schema::builtin(),
+            docker_ids: Arc::default(),
+        });
+        let conn = Arc::new(ConnMeta {
+            id: 2,
+            service: Arc::from("dockerd"),
+            transport: "unix",
+            listen: "unix:///tap.sock".into(),
+            upstream: "unix:///up.sock".into(),
+            client: None,
+            server: None,
+            capture_payloads: false,
+        });
+        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), None));
+        let chunks = [
+            (
+                Direction::ClientToServer,
+                &b"GET /v1.41/version HTTP/1.1\r\nHost: d\r\n\r\n"[..],
+            ),
+            (
+                Direction::ServerToClient,
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"[..],
+            ),
+            (
+                Direction::ClientToServer,
+                &b"\x16\x03\x01\x02\x00 not http at all\r\n\r\n"[..],
+            ),
+        ];
+        let mut sent = [0u64; 2];
+        for (dir, bytes) in chunks {
+            tap.offer(dir, Bytes::from_static(bytes));
+            sent[dir.index()] += bytes.len() as u64;
+        }
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the observer stops once decoding is given up")
+            .expect("observer task");
+        assert_eq!(metrics.decoder_give_ups(), [("malformed_head", 1)]);
+        let ended = sink.0.lock().unwrap();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].name, "GET /version");
+        assert!(!ended[0].incomplete);
+        // Bytes keep flowing and counting after the give-up.
+        tap.offer(Direction::ClientToServer, Bytes::from_static(b"more garbage"));
+        assert_eq!(metrics.bytes(Direction::ClientToServer), sent[0] + 12);
+        assert_eq!(metrics.bytes(Direction::ServerToClient), sent[1]);
     }
 }

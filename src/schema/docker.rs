@@ -77,6 +77,7 @@ static ROUTES: &[Route] = &[
     r("GET", "/images/json"),
     r("POST", "/build"),
     r("POST", "/build/prune"),
+    r("POST", "/build/cancel"),
     r("POST", "/images/create"),
     r("GET", "/images/search"),
     r("POST", "/images/prune"),
@@ -483,6 +484,10 @@ mod tests {
 
         let m = match_route("GET", "/images/sha256:7cdd7cbb/history").unwrap();
         assert_eq!(m.params.get("name"), Some("sha256:7cdd7cbb"));
+
+        let m = match_route("POST", "/v1.44/build/cancel?id=b1").unwrap();
+        assert_eq!(m.route, "/build/cancel");
+        assert_eq!(span_name("POST", "/v1.44/build/cancel?id=b1"), "POST /build/cancel");
 
         let m = match_route("GET", "/images/nosuch-fixture/json").unwrap();
         assert_eq!(m.params.get("name"), Some("nosuch-fixture"));

@@ -310,7 +310,17 @@ pub fn query_bool(query: &str, name: &str) -> Option<bool> {
 /// Percent-decoding of a query component, `+` as space; invalid escapes are kept as they are
 /// and invalid UTF-8 is replaced.
 pub fn percent_decode(s: &str) -> String {
-    if !s.contains(['%', '+']) {
+    decode(s, true)
+}
+
+/// Percent-decoding of a path segment (RFC 3986: `+` is a `+` there, as Go's `url.PathUnescape`
+/// reads it and so dockerd's router); invalid escapes kept, invalid UTF-8 replaced.
+pub fn percent_decode_path(s: &str) -> String {
+    decode(s, false)
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
+    if !(s.contains('%') || (plus_is_space && s.contains('+'))) {
         return s.to_owned();
     }
     let bytes = s.as_bytes();
@@ -318,7 +328,7 @@ pub fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
@@ -390,5 +400,7 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%41"), "A");
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode_path("a+b%2Bc%3a1"), "a+b+c:1");
     }
 }

@@ -43,6 +43,18 @@ pub fn parse(reference: &str) -> ImageRef<'_> {
     }
 }
 
+/// Whether a Docker image reference is an image id rather than a name: `sha256:` and hex
+/// (full or a prefix, as `docker image inspect sha256:7cdd7cbb` takes), or 12 to 64 hex
+/// digits alone (a short or full id as `docker images` prints it). dockerd resolves such a
+/// reference by id, so it belongs in `container.image.id`, never split into name and tag.
+pub fn is_docker_image_id(reference: &str) -> bool {
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match reference.strip_prefix("sha256:") {
+        Some(h) => (1..=64).contains(&h.len()) && hex(h),
+        None => (12..=64).contains(&reference.len()) && hex(reference),
+    }
+}
+
 /// `algorithm:hex` with a lowercase algorithm and at least [`MIN_DIGEST_HEX`] hex digits.
 fn is_digest(s: &str) -> bool {
     let Some((algorithm, hex)) = s.split_once(':') else {
@@ -108,6 +120,23 @@ mod tests {
         assert_eq!(p(D), (None, None, Some(D)));
         // A short hex tag stays a tag.
         assert_eq!(p("img:deadbeef"), (Some("img"), Some("deadbeef"), None));
+    }
+
+    #[test]
+    fn docker_image_ids() {
+        for id in [D, "sha256:7cdd7cbb", "7cdd7cbbe2d0", &D[7..]] {
+            assert!(is_docker_image_id(id), "{id}");
+        }
+        for name in [
+            "busybox",
+            "7cdd7cbb",
+            "sha256:",
+            "sha256:XYZ",
+            "deadbeefcafe:1",
+            "bb:7cdd7cbbe2d0",
+        ] {
+            assert!(!is_docker_image_id(name), "{name}");
+        }
     }
 
     #[test]

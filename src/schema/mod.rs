@@ -26,7 +26,7 @@ mod testutil;
 
 pub use pool::{Api, MethodInfo, Schema, SchemaError};
 pub use render::render_json;
-pub use rules::{Rule, ValueKind, extract, wants_payload};
+pub use rules::{Rule, ValueKind, extract, rules_satisfied, wants_payload};
 
 use crate::trace::attr::{Attr, AttrValue, names as contract};
 

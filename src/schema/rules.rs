@@ -190,6 +190,19 @@ pub fn wants_payload(method: &MethodInfo, side: Side) -> bool {
     method.rules.iter().any(|r| r.side == side)
 }
 
+/// Whether every rule on `side` of `method` already has its value in `attrs`: with first
+/// value wins, decoding more messages of that side can add nothing. False when no rule wants
+/// the side. An image reference rule needs its name, tags and id all present.
+pub fn rules_satisfied(method: &MethodInfo, side: Side, attrs: &[Attr]) -> bool {
+    let has = |key: &str| attrs.iter().any(|a| a.key == key);
+    let mut rules = method.rules.iter().filter(|r| r.side == side).peekable();
+    rules.peek().is_some()
+        && rules.all(|r| match r.kind {
+            ValueKind::ImageRef => has(CONTAINER_IMAGE_NAME) && has(CONTAINER_IMAGE_TAGS) && has(CONTAINER_IMAGE_ID),
+            _ => has(r.attr),
+        })
+}
+
 /// Decodes one gRPC message of `side` of `method` and appends the attributes its rules give
 /// to `out`. A key already in `out` is left as it is (first value wins), so one `out` can
 /// collect a whole call. Does nothing, without decoding, when no rule wants the payload.
@@ -209,7 +222,19 @@ pub fn extract(
         return Ok(());
     }
     let desc = method.message(side).clone();
-    let msg = DynamicMessage::decode(desc, payload).map_err(|source| SchemaError::Decode {
+    // Only the top-level fields a rule reads are decoded: a Content/Write chunk's `data`, a
+    // spec's JSON, labels... are stepped over without a copy.
+    let wanted: Vec<u32> = method
+        .rules
+        .iter()
+        .filter(|r| r.side == side)
+        .flat_map(|r| [Some(r.field_path), r.when.map(|w| w.field_path)])
+        .flatten()
+        .filter_map(|path| desc.get_field_by_name(path.split('.').next()?))
+        .map(|f| f.number())
+        .collect();
+    let payload = prune(payload, &wanted);
+    let msg = DynamicMessage::decode(desc, payload.as_ref()).map_err(|source| SchemaError::Decode {
         method: method.full_name.clone(),
         side,
         message: method.message(side).full_name().to_owned(),
@@ -219,6 +244,54 @@ pub fn extract(
         apply(schema, rule, &msg, out);
     }
     Ok(())
+}
+
+/// The fields of `payload` (protobuf wire format) whose numbers are in `wanted`, in order;
+/// the others are stepped over by their lengths, never decoded. A payload that does not
+/// walk cleanly (or uses groups) is returned whole, for the decoder to judge.
+pub(crate) fn prune<'a>(payload: &'a [u8], wanted: &[u32]) -> Cow<'a, [u8]> {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let walk = || -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < payload.len() {
+            let start = at;
+            let key = varint(payload, &mut at)?;
+            let field = u32::try_from(key >> 3).ok()?;
+            match key & 7 {
+                0 => {
+                    varint(payload, &mut at)?;
+                }
+                1 => at = at.checked_add(8)?,
+                2 => {
+                    let len = usize::try_from(varint(payload, &mut at)?).ok()?;
+                    at = at.checked_add(len)?;
+                }
+                5 => at = at.checked_add(4)?,
+                _ => return None,
+            }
+            let whole = payload.get(start..at)?;
+            if wanted.contains(&field) {
+                out.extend_from_slice(whole);
+            }
+        }
+        Some(out)
+    };
+    match walk() {
+        Some(pruned) if pruned.len() < payload.len() => Cow::Owned(pruned),
+        _ => Cow::Borrowed(payload),
+    }
 }
 
 /// Applies one rule to a decoded message.

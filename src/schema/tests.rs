@@ -672,3 +672,39 @@ fn entity_ids_picks_ids() {
         ]
     );
 }
+
+/// Decode only what a rule needs: a Content/Write chunk's `data` and `labels` are stepped
+/// over, never decoded. A labels entry that is not even valid protobuf does not stop the
+/// rules' fields (digest, size) from being read, and the pruned payload holds only those.
+#[test]
+fn only_the_fields_a_rule_reads_are_decoded() {
+    let schema = Schema::builtin();
+    let method = schema
+        .method("/containerd.services.content.v1.Content/Write")
+        .expect("method");
+    let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000002";
+    let mut payload = vec![0x08, 0x01]; // action = WRITE
+    payload.extend([0x12, 0x03]);
+    payload.extend(b"ref"); // ref
+    payload.extend([0x18, 0x80, 0x08]); // total = 1024
+    payload.push(0x22);
+    payload.push(digest.len() as u8);
+    payload.extend(digest.as_bytes()); // expected
+    payload.extend([0x32, 0x80, 0x08]);
+    payload.extend([0xabu8; 1024]); // data: 1 KiB
+    payload.extend([0x3a, 0x03, 0xff, 0xff, 0xff]); // labels: a broken map entry
+    assert!(
+        DynamicMessage::decode(method.input.clone(), &payload[..]).is_err(),
+        "the whole message does not decode"
+    );
+    let mut out = Vec::new();
+    extract(&schema, &method, Side::Request, &payload, &mut out).expect("extract");
+    assert_eq!(get_str(&out, names::CONTAINERD_CONTENT_DIGEST), digest);
+    assert_eq!(get(&out, names::CONTAINERD_CONTENT_SIZE), Some(&AttrValue::Int(1024)));
+    let wanted = [3, 4];
+    let pruned = rules::prune(&payload, &wanted);
+    assert_eq!(pruned.len(), 3 + 2 + digest.len());
+    // Groups or a broken walk: the payload is given back whole for the decoder to judge.
+    assert_eq!(rules::prune(&[0x0b, 0x0c], &wanted).len(), 2);
+    assert_eq!(rules::prune(&[0x22, 0x40, 0x01], &wanted).len(), 3);
+}

@@ -1,13 +1,17 @@
 //! RED metrics (rate, errors, duration) of calls, per intercept, method (span name) and status,
 //! rendered on /metrics. Label values are bounded: span names come from the descriptor pool
-//! and the Docker route table (unknown Docker paths are named by their HTTP method alone), and
-//! past `MAX_METHODS_PER_INTERCEPT` distinct names an intercept's further names become `other`.
+//! and the Docker route table (unknown Docker paths are named by their HTTP method alone);
+//! a gRPC method the pool does not know (`rpc.method` = `_OTHER`) is `other` from the first
+//! call, so a client sending made-up paths cannot push real methods out. As a backstop (large
+//! user descriptor sets), past `MAX_METHODS_PER_INTERCEPT` names further names are `other`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use opentelemetry_semantic_conventions::attribute::RPC_METHOD;
 
 use crate::trace::attr::AttrValue;
 use crate::trace::call::Call;
@@ -53,10 +57,12 @@ impl Red {
             Some(m) => m,
             None => inner.series.entry(Arc::clone(&call.conn.service)).or_default(),
         };
-        let method = if methods.contains_key(&call.name) || methods.len() < MAX_METHODS_PER_INTERCEPT {
+        let method = if unknown_method(call) {
+            OTHER
+        } else if methods.contains_key(&call.name) || methods.len() < MAX_METHODS_PER_INTERCEPT {
             call.name.as_str()
         } else {
-            "other"
+            OTHER
         };
         let statuses = match methods.get_mut(method) {
             Some(s) => s,
@@ -108,6 +114,21 @@ impl Red {
             let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
         }
     }
+}
+
+/// The label of calls whose method has no label of its own.
+const OTHER: &str = "other";
+
+/// `rpc.method` of a method the instrumentation does not know (the conventions' value; the
+/// raw method goes in `rpc.method_original`).
+pub const RPC_METHOD_OTHER: &str = "_OTHER";
+
+/// A gRPC call whose method is not in the descriptor pool: the session says so with
+/// `rpc.method = _OTHER` (its span name is the raw path).
+fn unknown_method(call: &Call) -> bool {
+    call.attributes
+        .iter()
+        .any(|a| a.key == RPC_METHOD && matches!(&a.value, AttrValue::Str(s) if s == RPC_METHOD_OTHER))
 }
 
 /// `OK`, `NOT_FOUND`... for gRPC, the HTTP status code for Docker, `incomplete` otherwise.

@@ -88,6 +88,11 @@ pub enum SkipReason {
     UnsupportedEncoding,
     /// Buffering it would exceed `Limits::max_buffered_per_conn`.
     BufferFull,
+    /// Its stream or direction ended before the message did (reset, connection closed).
+    Truncated,
+    /// Every rule that wants this stream's payloads already has its value (first value
+    /// wins), so the later messages are walked, not decoded.
+    RulesSatisfied,
 }
 
 impl SkipReason {
@@ -100,6 +105,8 @@ impl SkipReason {
             SkipReason::PayloadsOff => "payloads_off",
             SkipReason::UnsupportedEncoding => "unsupported_encoding",
             SkipReason::BufferFull => "buffer_full",
+            SkipReason::Truncated => "truncated",
+            SkipReason::RulesSatisfied => "rules_satisfied",
         }
     }
 }
@@ -178,6 +185,19 @@ pub enum GrpcEvent {
         /// How.
         end: StreamEnd,
     },
+    /// A message its stream or direction ended in the middle of (reset, connection closed):
+    /// never delivered as a message, so the reason its payload is lost is given here, once
+    /// (`Truncated` when it was being buffered). A cut 4 GiB prefix costs no more than this.
+    MessageCut {
+        /// Stream id.
+        stream: StreamId,
+        /// The direction the message travelled.
+        direction: Direction,
+        /// Its length prefix.
+        len: u64,
+        /// Why its payload is not decoded.
+        reason: SkipReason,
+    },
     /// Something odd the decoder survived (counted by the caller).
     Anomaly(Anomaly),
     /// The decoder lost sync and stops decoding this connection for good (bytes still flow
@@ -233,8 +253,9 @@ pub struct CallState {
     encoding: [Encoding; 2],
     msg: [MsgState; 2],
     messages: [u64; 2],
-    /// Payloads nobody wants on this stream, per direction: boundaries only, no buffering.
-    skip: [bool; 2],
+    /// Payloads nobody wants on this stream, per direction, and why (nothing wants them, or
+    /// every rule already has its value): boundaries only, no buffering.
+    skip: [Option<SkipReason>; 2],
 }
 
 impl fmt::Debug for CallState {
@@ -325,6 +346,15 @@ impl GrpcDecoder {
         self.conn.eof(dir, &mut sink);
     }
 
+    /// Stop decoding the payloads of one direction of one stream from its next message on
+    /// (they are walked and counted, never buffered): whoever wanted them has what it needs.
+    /// `reason` is what the skipped messages carry. Unknown streams are ignored.
+    pub fn skip_payloads(&mut self, stream: StreamId, dir: Direction, reason: SkipReason) {
+        if let Some(st) = self.conn.stream_mut(stream) {
+            st.skip[dir.index()] = Some(reason);
+        }
+    }
+
     /// Load shedding: when false, message payloads are no longer buffered (Message.data =
     /// None) but frames, message boundaries and EVERY header block are still walked, so calls
     /// keep their names and status. Messages being buffered are dropped at their next bytes.
@@ -363,7 +393,7 @@ impl Handler for Sink<'_> {
                 st.encoding[i] = Encoding::from_headers(&headers);
                 if let Some(interest) = self.shared.interest.as_mut() {
                     let want = interest(headers.get(":path").unwrap_or(""));
-                    st.skip = [!want[0], !want[1]];
+                    st.skip = want.map(|w| (!w).then_some(SkipReason::PayloadsOff));
                 }
                 self.out.push(GrpcEvent::RequestHeaders { stream, headers });
             }
@@ -463,19 +493,19 @@ impl Handler for Sink<'_> {
         }
     }
 
-    fn end_of_direction(&mut self, dir: Direction, _stream: StreamId, st: &mut CallState) {
+    fn end_of_direction(&mut self, dir: Direction, stream: StreamId, st: &mut CallState) {
         let i = dir.index();
         let state = std::mem::take(&mut st.msg[i]);
         if !matches!(state, MsgState::Idle) {
             self.out.push(GrpcEvent::Anomaly(Anomaly::TruncatedMessage));
         }
-        self.drop_state(state);
+        self.cut(stream, dir, state);
     }
 
     fn stream_end(&mut self, stream: StreamId, st: CallState, end: StreamEnd) {
         let [a, b] = st.msg;
-        self.drop_state(a);
-        self.drop_state(b);
+        self.cut(stream, Direction::ClientToServer, a);
+        self.cut(stream, Direction::ServerToClient, b);
         self.out.push(GrpcEvent::StreamEnd { stream, end });
     }
 
@@ -505,8 +535,10 @@ impl Sink<'_> {
         let limits = &self.shared.limits;
         let skip = if len_usize > limits.max_message {
             Some(SkipReason::TooLarge)
-        } else if !self.shared.payloads || st.skip[dir.index()] {
+        } else if !self.shared.payloads {
             Some(SkipReason::PayloadsOff)
+        } else if let Some(reason) = st.skip[dir.index()] {
+            Some(reason)
         } else if compressed && matches!(st.encoding[dir.index()], Encoding::Identity | Encoding::Other) {
             Some(SkipReason::UnsupportedEncoding)
         } else if self.shared.reserved.saturating_add(len_usize) > limits.max_buffered_per_conn {
@@ -574,9 +606,23 @@ impl Sink<'_> {
         *reserved = 0;
     }
 
-    fn drop_state(&mut self, state: MsgState) {
-        if let MsgState::Body { mut reserved, .. } = state {
+    /// A message state dropped with its stream or direction: its reservation is released
+    /// and a message cut in its body is reported (a partial prefix has no length to report).
+    fn cut(&mut self, stream: StreamId, direction: Direction, state: MsgState) {
+        if let MsgState::Body {
+            len,
+            skip,
+            mut reserved,
+            ..
+        } = state
+        {
             self.release(&mut reserved);
+            self.out.push(GrpcEvent::MessageCut {
+                stream,
+                direction,
+                len: u64::from(len),
+                reason: skip.unwrap_or(SkipReason::Truncated),
+            });
         }
     }
 }

@@ -92,6 +92,9 @@ fn calls(events: &[GrpcEvent]) -> (Vec<Call>, Vec<Anomaly>, Vec<GiveUp>) {
                 c.end = Some(*end);
                 by_id.insert(*stream, c);
             }
+            GrpcEvent::MessageCut { stream, .. } => {
+                open(&mut by_id, stream);
+            }
             GrpcEvent::Anomaly(a) => anomalies.push(*a),
             GrpcEvent::GaveUp(g) => give_ups.push(*g),
         }
@@ -1073,14 +1076,54 @@ fn four_gib_length_prefix_costs_nothing() {
     assert!(d.buffered_bytes() < 1024, "buffered {}", d.buffered_bytes());
     let ev = run_with(Limits::default(), &s.0, true).0;
     assert!(messages(&ev).is_empty(), "no message completes");
-    let ev = s.c(t::rst(1, 8)).events();
+    let cut = GrpcEvent::MessageCut {
+        stream: 1,
+        direction: C,
+        len: u64::from(u32::MAX),
+        reason: SkipReason::TooLarge,
+    };
+    // Ended by a reset: the skipped message is reported once, as too large, then the end.
+    let ev = s.clone().c(t::rst(1, 8)).events();
     assert_eq!(
-        ev.last(),
-        Some(&GrpcEvent::StreamEnd {
-            stream: 1,
-            end: StreamEnd::Reset { code: 8, by: C }
-        })
+        ev[ev.len() - 2..],
+        [
+            cut.clone(),
+            GrpcEvent::StreamEnd {
+                stream: 1,
+                end: StreamEnd::Reset { code: 8, by: C }
+            }
+        ]
     );
+    assert_eq!(
+        ev.iter().filter(|e| matches!(e, GrpcEvent::MessageCut { .. })).count(),
+        1
+    );
+    // Ended by the connection's end: the same.
+    let mut d = s.decoder(Limits::default());
+    let mut out = Vec::new();
+    d.eof(C, &mut out);
+    d.eof(S, &mut out);
+    assert_eq!(out.iter().filter(|e| **e == cut).count(), 1, "{out:?}");
+    assert!(out.contains(&GrpcEvent::StreamEnd {
+        stream: 1,
+        end: StreamEnd::ConnectionClosed
+    }));
+}
+
+/// A message being buffered when its stream is reset is lost: reported as `Truncated`.
+#[test]
+fn a_buffered_message_cut_by_a_reset_is_reported_truncated() {
+    let ev = Script::new()
+        .c(t::headers(1, 0, &req_block("/p.S/M", &[])))
+        .c(t::data(1, 0, &t::grpc_msg(false, &[7u8; 100])[..50]))
+        .c(t::rst(1, 8))
+        .events();
+    assert!(ev.contains(&GrpcEvent::MessageCut {
+        stream: 1,
+        direction: C,
+        len: 100,
+        reason: SkipReason::Truncated
+    }));
 }
 
 #[test]

@@ -271,6 +271,11 @@ impl<S: Default> H2Conn<S> {
         self.streams.get(&id).map(|s| &s.user)
     }
 
+    /// The handler state of an open stream, to change.
+    pub fn stream_mut(&mut self, id: StreamId) -> Option<&mut S> {
+        self.streams.get_mut(&id).map(|s| &mut s.user)
+    }
+
     /// Iterate the handler state of all open streams.
     pub fn streams(&self) -> impl Iterator<Item = (StreamId, &S)> + '_ {
         self.streams.iter().map(|(id, s)| (*id, &s.user))
