@@ -22,6 +22,19 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker.io", "dockerd"),
     ("busybox-static", "busybox"),
 ];
+/// Whether `package` is there: its command is on PATH, and for busybox-static the package
+/// itself (Debian's plain `busybox` also gives a `busybox` command, but linked dynamically it
+/// cannot run in the bed's image, which has no libc).
+fn is_installed(package: &str, cmd: &str) -> bool {
+    if package != "busybox-static" {
+        return which(cmd).is_some();
+    }
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
 /// How long a daemon may take to answer after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -33,7 +46,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn ensure_installed() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(_, cmd)| which(cmd).is_none())
+        .filter(|(package, cmd)| !is_installed(package, cmd))
         .map(|(p, _)| *p)
         .collect();
     if missing.is_empty() {

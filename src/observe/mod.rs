@@ -276,16 +276,7 @@ mod tests {
             schema: Schema::builtin(),
             docker_ids: Arc::default(),
         });
-        let conn = Arc::new(ConnMeta {
-            id: 1,
-            service: Arc::from("bulk"),
-            transport: "unix",
-            listen: "unix:///tap.sock".into(),
-            upstream: "unix:///up.sock".into(),
-            client: None,
-            server: None,
-            capture_payloads: false,
-        });
+        let conn = test_conn(1, "bulk");
         let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), None));
         let first = Bytes::from_static(b"\x00\x01\x02 not a protocol we know");
         let first_len = first.len() as u64;
@@ -297,6 +288,20 @@ mod tests {
         tap.offer(Direction::ClientToServer, Bytes::from(vec![7u8; 4096]));
         assert!(!tap.is_tapping());
         assert_eq!(metrics.bytes(Direction::ClientToServer), first_len + 4096);
+    }
+
+    /// A unix connection with no known peers.
+    fn test_conn(id: u64, service: &str) -> Arc<ConnMeta> {
+        Arc::new(ConnMeta {
+            id,
+            service: Arc::from(service),
+            transport: "unix",
+            listen: "unix:///tap.sock".into(),
+            upstream: "unix:///up.sock".into(),
+            client: None,
+            server: None,
+            capture_payloads: false,
+        })
     }
 
     /// Garbage after a valid HTTP/1.1 exchange: the decoder gives up, the give-up is counted
@@ -313,16 +318,7 @@ mod tests {
             schema: Schema::builtin(),
             docker_ids: Arc::default(),
         });
-        let conn = Arc::new(ConnMeta {
-            id: 2,
-            service: Arc::from("dockerd"),
-            transport: "unix",
-            listen: "unix:///tap.sock".into(),
-            upstream: "unix:///up.sock".into(),
-            client: None,
-            server: None,
-            capture_payloads: false,
-        });
+        let conn = test_conn(2, "dockerd");
         let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), None));
         let chunks = [
             (
