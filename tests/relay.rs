@@ -345,8 +345,14 @@ fn sigterm_removes_own_socket_and_exits_zero() {
         &dir.0,
         &one_intercept("t", &dir.path("tap.sock"), &dir.path("up.sock"), "off"),
     );
-    // An open connection is let run through the grace period, then cut.
-    let _open = connect(&dir.path("tap.sock"));
+    // An open connection is let run through the grace period, then cut. One echo through it
+    // first, so it has been accepted (one still in the listen backlog at SIGTERM is closed
+    // with the listener, never served).
+    let mut open = connect(&dir.path("tap.sock"));
+    open.write_all(b"x").unwrap();
+    let mut echoed = [0u8; 1];
+    open.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"x");
     assert_eq!(tap.stop(), Some(0));
     assert!(!dir.path("tap.sock").exists());
     assert!(tap.log_text().contains("grace period over"));
