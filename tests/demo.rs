@@ -5,14 +5,13 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::otlp::{OtlpReceiver, ReceivedSpan};
-use support::proc::plain;
+use support::proc::{plain, run_captured};
 
 /// Each demo starts its own containerd and dockerd: one at a time on a small machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -31,43 +30,21 @@ struct Run {
 /// Run `runtime-tap demo --once` with `env` added (and no OTLP variables of our own).
 fn demo(env: &[(&str, &str)]) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
-        .args(["demo", "--once"])
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start runtime-tap demo");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("demo --once still running after {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let (status, stdout, stderr) = run_captured(
+        Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
+            .args(["demo", "--once"])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(env.iter().copied()),
+        DEADLINE,
+    );
+    let Some(status) = status else {
+        panic!("demo --once still running after {DEADLINE:?}");
     };
     let run = Run {
-        code,
-        stdout: out.join().unwrap(),
-        stderr: plain(&err.join().unwrap()),
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: plain(&stderr),
         took: start.elapsed(),
     };
     println!("demo --once took {:.1} s", run.took.as_secs_f64());

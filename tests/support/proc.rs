@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Resident memory (VmRSS) of `pid`, in KiB.
@@ -74,6 +74,16 @@ impl Outcome {
 
 /// Run `cmd` to completion or kill it at `deadline` (the deadline a user's client would have).
 pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Outcome {
+    match run_captured(cmd, deadline) {
+        (Some(s), stdout, _) if s.success() => Outcome::Ok(stdout),
+        (Some(_), _, stderr) => Outcome::Failed(stderr),
+        (None, _, _) => Outcome::Hung,
+    }
+}
+
+/// Run `cmd` with stdin closed and its output captured until it exits, or kill it once
+/// `deadline` has passed: its exit status (`None` when killed), stdout and stderr.
+pub fn run_captured(cmd: &mut Command, deadline: Duration) -> (Option<ExitStatus>, Vec<u8>, String) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -104,13 +114,11 @@ pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stdout = reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    match status {
-        Some(s) if s.success() => Outcome::Ok(stdout),
-        Some(_) => Outcome::Failed(stderr),
-        None => Outcome::Hung,
-    }
+    (
+        status,
+        reader.join().unwrap_or_default(),
+        err_reader.join().unwrap_or_default(),
+    )
 }
 
 /// Strip ANSI colour sequences from a log.

@@ -39,22 +39,27 @@ impl Shares {
         }
     }
 
-    fn slot(&self, service: &Arc<str>) -> Option<usize> {
+    /// The slot `service` has claimed, if any.
+    fn find(&self, service: &Arc<str>) -> Option<usize> {
         let n = self.claimed.load(Ordering::Acquire);
-        let found = (0..n).find(|&i| {
+        (0..n).find(|&i| {
             self.names[i]
                 .get()
                 .is_some_and(|s| Arc::ptr_eq(s, service) || **s == **service)
-        });
-        if found.is_some() {
-            return found;
+        })
+    }
+
+    /// The slot of `service`, claimed on its first span; `None` once every slot is taken.
+    fn slot(&self, service: &Arc<str>) -> Option<usize> {
+        if let Some(i) = self.find(service) {
+            return Some(i);
         }
         // First span of this service: claim a slot (rare; once per intercept).
         let _guard = self.claim.lock().unwrap_or_else(|e| e.into_inner());
-        let n = self.claimed.load(Ordering::Acquire);
-        if let Some(i) = (0..n).find(|&i| self.names[i].get().is_some_and(|s| **s == **service)) {
+        if let Some(i) = self.find(service) {
             return Some(i);
         }
+        let n = self.claimed.load(Ordering::Acquire);
         if n == SLOTS {
             return None;
         }
@@ -87,12 +92,7 @@ impl Shares {
 
     /// The export task took a span of `service` off the queue.
     pub fn taken(&self, service: &Arc<str>) {
-        let n = self.claimed.load(Ordering::Acquire);
-        if let Some(i) = (0..n).find(|&i| {
-            self.names[i]
-                .get()
-                .is_some_and(|s| Arc::ptr_eq(s, service) || **s == **service)
-        }) {
+        if let Some(i) = self.find(service) {
             // Saturating: a span queued before its slot was claimed is not counted.
             let _ = self.queued[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
         }
