@@ -99,6 +99,31 @@ fn run(specs: Vec<Spec>) -> (Vec<SpanRecord>, Vec<SpanId>) {
     (out, ids)
 }
 
+/// RunPodSandbox's attributes for pod `uid` in `sandbox`.
+fn pod(uid: &str, sandbox: &str) -> Vec<Attr> {
+    vec![
+        Attr::str("k8s.pod.name", format!("pod-{uid}")),
+        Attr::str("k8s.namespace.name", "ns"),
+        Attr::str("k8s.pod.uid", uid),
+        Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
+    ]
+}
+
+/// CreateContainer's attributes: container `c` in `sandbox`.
+fn create(sandbox: &str, c: &str) -> Vec<Attr> {
+    vec![
+        Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
+        Attr::str("container.id", c),
+    ]
+}
+
+/// CreateContainer's attributes with the image it was created from.
+fn create_from(sandbox: &str, c: &str, image: Vec<Attr>) -> Vec<Attr> {
+    let mut a = create(sandbox, c);
+    a.extend(image);
+    a
+}
+
 fn spec(
     conn: &Arc<ConnMeta>,
     name: &'static str,
@@ -281,20 +306,6 @@ fn an_id_learned_from_the_parents_response_still_places_the_child() {
 #[test]
 fn cri_calls_of_a_pod_start_go_under_a_pod_start_root() {
     let kubelet = conn("containerd", 50, 300);
-    let pod = |uid: &str, sandbox: &str| {
-        vec![
-            Attr::str("k8s.pod.name", format!("pod-{uid}")),
-            Attr::str("k8s.namespace.name", "ns"),
-            Attr::str("k8s.pod.uid", uid),
-            Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
-        ]
-    };
-    let create = |sandbox: &str, c: &str| {
-        vec![
-            Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
-            Attr::str("container.id", c),
-        ]
-    };
     let (out, ids) = run(vec![
         spec(
             &kubelet,
@@ -677,22 +688,6 @@ fn image(name: &str, tag: &str) -> Vec<Attr> {
 #[test]
 fn image_checks_join_the_pod_whose_next_call_names_the_image() {
     let kubelet = conn("containerd", 50, 300);
-    let pod = |uid: &str, sandbox: &str| {
-        vec![
-            Attr::str("k8s.pod.name", format!("pod-{uid}")),
-            Attr::str("k8s.namespace.name", "ns"),
-            Attr::str("k8s.pod.uid", uid),
-            Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
-        ]
-    };
-    let create = |sandbox: &str, c: &str, img: Vec<Attr>| {
-        let mut a = vec![
-            Attr::str(names::CRI_POD_SANDBOX_ID, sandbox),
-            Attr::str("container.id", c),
-        ];
-        a.extend(img);
-        a
-    };
     let mut status_resp = image("bb", "latest");
     status_resp.push(Attr::str("container.image.id", "sha256:bbbb"));
     let (out, ids) = run(vec![
@@ -731,7 +726,7 @@ fn image_checks_join_the_pod_whose_next_call_names_the_image() {
             150,
             Shape::Unary,
             vec![],
-            create("S1", "C1", vec![Attr::str("container.image.name", "sha256:bbbb")]),
+            create_from("S1", "C1", vec![Attr::str("container.image.name", "sha256:bbbb")]),
         ),
         spec(
             &kubelet,
@@ -749,7 +744,7 @@ fn image_checks_join_the_pod_whose_next_call_names_the_image() {
             190,
             Shape::Unary,
             vec![],
-            create("S2", "C2", image("bb", "latest")),
+            create_from("S2", "C2", image("bb", "latest")),
         ),
         // An image check nothing follows: no member.
         spec(
