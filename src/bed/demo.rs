@@ -21,6 +21,16 @@ pub struct DemoArgs {
     /// the end: the usual 9464 may be taken by a runtime-tap already running on this node.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: String,
+    /// Which daemons to run: bookworm's containerd 1.6 and dockerd 20.10 (the machine's own
+    /// packages, installed when missing), or trixie's (1.7, 26.1) or sid's (2.x, 28.x),
+    /// downloaded once from the mirror apt already uses and unpacked into a cache folder
+    /// (RUNTIME_TAP_DAEMON_CACHE, default /var/cache/runtime-tap/daemons), never installed.
+    #[arg(long, value_enum, default_value_t = super::Generation::Bookworm)]
+    pub runtime: super::Generation,
+    /// Only make sure the --runtime daemons are there (fetching them when needed), print their
+    /// versions, and exit.
+    #[arg(long)]
+    pub versions: bool,
 }
 
 /// The demo's config: runtime-tap on its own paths in front of the bed's daemons.
@@ -49,13 +59,18 @@ pub fn config(bed: &Bed, admin: String) -> Config {
         },
         descriptor_sets: Vec::new(),
         sampling: Default::default(),
+        correlation: Default::default(),
         redact: Default::default(),
     }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let mut bed = tokio::task::spawn_blocking(|| -> anyhow::Result<Bed> {
-        let mut bed = Bed::new("demo")?;
+    let generation = args.runtime;
+    if args.versions {
+        return tokio::task::spawn_blocking(move || print_versions(generation)).await?;
+    }
+    let mut bed = tokio::task::spawn_blocking(move || -> anyhow::Result<Bed> {
+        let mut bed = Bed::with_generation("demo", generation)?;
         bed.start_containerd()?;
         Ok(bed)
     })
@@ -108,19 +123,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("CRI pod through runtime-tap")?;
     let tap = bed.dir.join("tap");
     println!(
-        "\nruntime-tap is in front of a private containerd and dockerd.\n\
+        "\nruntime-tap is in front of a private containerd and dockerd ({}: {}).\n\
          A container ran through it and printed: {}\n\
          A CRI pod started and stopped through it, as kubelet does: sandbox {}\n\
          Their traces are the waterfalls above (stderr); OTEL_EXPORTER_OTLP_ENDPOINT sends them on.\n\
          Send more traffic through it:\n  \
            export DOCKER_HOST=unix://{}/docker.sock DOCKER_CONFIG={}\n  \
            docker run --rm --network none bb:latest echo hi\n  \
-           ctr -a {}/containerd.sock -n moby containers ls\n\
+           {} -a {}/containerd.sock -n moby containers ls\n\
          {}\n",
+        bed.generation(),
+        bed.versions(),
         sample.trim(),
         &pod[..pod.len().min(12)],
         tap.display(),
         bed.docker_config_dir().display(),
+        if bed.generation() == super::Generation::Bookworm {
+            "ctr".into()
+        } else {
+            bed.ctr_path().display().to_string()
+        },
         tap.display(),
         if admin == "off" {
             "Metrics: off (--admin off)".to_string()
@@ -147,6 +169,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let result = proxy.await.context("runtime-tap task")?;
     tokio::task::spawn_blocking(move || drop(bed)).await?;
     result
+}
+
+/// `demo --versions`: the generation's daemons made sure of, and their versions on stdout.
+fn print_versions(generation: super::Generation) -> anyhow::Result<()> {
+    let binaries = generation.ensure()?;
+    println!("{generation}: {}", binaries.version("containerd"));
+    println!("{generation}: {}", binaries.version("dockerd"));
+    println!("{generation}: {} (the machine's)", binaries.version("runc"));
+    Ok(())
 }
 
 /// The admin address to listen on: `off` as it is, a port 0 replaced by a free port (bound

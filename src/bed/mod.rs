@@ -1,12 +1,16 @@
-//! A private container-runtime bed: containerd and dockerd from Debian's packages, started
-//! under a temporary directory with their own sockets, state and namespaces, for the test
-//! suite, the benchmarks and `runtime-tap demo`. It never touches the machine's own
+//! A private container-runtime bed: containerd and dockerd from Debian's packages, of one
+//! [`Generation`] (the machine's bookworm packages, or trixie's or sid's unpacked privately),
+//! started under a temporary directory with their own sockets, state and namespaces, for the
+//! test suite, the benchmarks and `runtime-tap demo`. It never touches the machine's own
 //! /run/containerd or /var/run/docker.sock, and it stops only what it started, by pid:
 //! the daemons, the shims they started (found by the bed's path in their command line) and
 //! the containers under those shims. A watchdog process does the same if the owner dies.
 
 pub mod cri;
 pub mod demo;
+pub mod generation;
+
+pub use generation::{Binaries, Generation};
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -81,20 +85,49 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The daemon versions a bed runs: the first line of `containerd --version` and of
+/// `dockerd --version`.
+#[derive(Clone, Debug)]
+pub struct Versions {
+    pub containerd: String,
+    pub dockerd: String,
+}
+
+impl std::fmt::Display for Versions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.containerd, self.dockerd)
+    }
+}
+
 /// A running private bed. Dropping it stops everything it started.
 pub struct Bed {
     /// The bed's directory; everything it writes is below it.
     pub dir: PathBuf,
+    generation: Generation,
+    binaries: Binaries,
+    versions: Versions,
     containerd: Option<Child>,
     dockerd: Option<Child>,
     watchdog: Option<Child>,
 }
 
 impl Bed {
-    /// A new bed directory under /tmp (short: unix socket paths are limited to 107 bytes),
-    /// with a watchdog that cleans up if this process dies without dropping the bed.
+    /// A bed of the machine's own packages (bookworm's); see [`Bed::with_generation`].
     pub fn new(label: &str) -> anyhow::Result<Bed> {
-        ensure_installed()?;
+        Bed::with_generation(label, Generation::Bookworm)
+    }
+
+    /// A new bed directory under /tmp (short: unix socket paths are limited to 107 bytes),
+    /// with a watchdog that cleans up if this process dies without dropping the bed, for the
+    /// daemons of `generation` (fetched once when they are not there yet). Prints the
+    /// versions it runs to stderr.
+    pub fn with_generation(label: &str, generation: Generation) -> anyhow::Result<Bed> {
+        let binaries = generation.ensure()?;
+        let versions = Versions {
+            containerd: binaries.version("containerd"),
+            dockerd: binaries.version("dockerd"),
+        };
+        eprintln!("bed {label}: {generation}: {versions}");
         let dir = std::env::temp_dir().join(format!("rtap-{label}-{}", std::process::id()));
         if dir.exists() {
             teardown_dir(&dir);
@@ -115,6 +148,9 @@ impl Bed {
             .context("start bed watchdog")?;
         Ok(Bed {
             dir,
+            generation,
+            binaries,
+            versions,
             containerd: None,
             dockerd: None,
             watchdog: Some(watchdog),
@@ -131,55 +167,75 @@ impl Bed {
         self.dir.join("docker.sock")
     }
 
+    /// The daemon generation the bed runs.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The containerd and dockerd versions the bed runs.
+    pub fn versions(&self) -> &Versions {
+        &self.versions
+    }
+
+    /// A command running `cmd` of the bed's generation (its ctr, containerd...; the machine's
+    /// when the generation has none, as for runc and the docker CLI) with the generation's
+    /// PATH.
+    pub fn command(&self, cmd: &str) -> Command {
+        self.binaries.command(cmd)
+    }
+
+    /// The generation's ctr.
+    pub fn ctr_path(&self) -> PathBuf {
+        self.binaries.resolve("ctr").unwrap_or_else(|| PathBuf::from("ctr"))
+    }
+
     /// Start containerd (with a working CRI plugin) and wait until it answers.
     pub fn start_containerd(&mut self) -> anyhow::Result<()> {
-        let d = self.dir.display();
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = "{d}/containerd-debug.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-    Root = "{d}/runc"
-"#
-        );
+        let config = containerd_config(self.generation, &self.dir);
         std::fs::write(self.dir.join("containerd.toml"), config)?;
         // Appended to: a restart after `kill_containerd` keeps the first run's log.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("containerd.log"))?;
-        let child = Command::new("containerd")
+        let child = self
+            .command("containerd")
             .arg("--config")
             .arg(self.dir.join("containerd.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("start containerd")?;
+            .with_context(|| format!("start containerd ({})", self.versions.containerd))?;
         self.containerd = Some(child);
         let sock = self.containerd_socket();
         wait_until(READY_TIMEOUT, "containerd", || {
-            Command::new("ctr")
-                .arg("-a")
-                .arg(&sock)
+            self.ctr(&sock)
                 .arg("version")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         })
+        .with_context(|| self.failure_note("containerd"))
+    }
+
+    /// What a daemon's failure to start needs next to it: the generation, the version met and
+    /// the end of the daemon's log.
+    fn failure_note(&self, daemon: &str) -> String {
+        let version = if daemon == "containerd" {
+            &self.versions.containerd
+        } else {
+            &self.versions.dockerd
+        };
+        let log = std::fs::read_to_string(self.dir.join(format!("{daemon}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{} bed, {version}; end of {daemon}.log:\n{}",
+            self.generation,
+            tail.join("\n")
+        )
     }
 
     /// containerd's pid, while the bed runs it.
@@ -200,9 +256,17 @@ state = "{d}/state"
     /// Start dockerd on the containerd socket `containerd` (containerd's own, or an
     /// intercepting one) and wait until it answers.
     pub fn start_dockerd(&mut self, containerd: &Path) -> anyhow::Result<()> {
+        self.start_dockerd_env(containerd, &[])
+    }
+
+    /// As [`Bed::start_dockerd`], with `env` added to dockerd's environment (such as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, which turns on dockerd's own tracing from 26.x on).
+    pub fn start_dockerd_env(&mut self, containerd: &Path, env: &[(&str, &str)]) -> anyhow::Result<()> {
         let d = &self.dir;
         let log = std::fs::File::create(d.join("dockerd.log"))?;
-        let child = Command::new("dockerd")
+        let child = self
+            .command("dockerd")
+            .envs(env.iter().copied())
             .arg("--containerd")
             .arg(containerd)
             .args([
@@ -230,18 +294,18 @@ state = "{d}/state"
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("start dockerd")?;
+            .with_context(|| format!("start dockerd ({})", self.versions.dockerd))?;
         self.dockerd = Some(child);
         let sock = self.docker_socket();
-        let config = self.docker_config_dir();
         wait_until(READY_TIMEOUT, "dockerd", || {
-            docker_command(&sock, &config)
+            self.docker(&sock)
                 .arg("version")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         })
+        .with_context(|| self.failure_note("dockerd"))
     }
 
     /// A private docker CLI config directory, so the machine's ~/.docker is never touched.
@@ -249,15 +313,20 @@ state = "{d}/state"
         self.dir.join("docker-cli")
     }
 
-    /// A docker CLI command against `socket` (dockerd's own, or an intercepting one).
+    /// A docker CLI command against `socket` (dockerd's own, or an intercepting one): the
+    /// machine's CLI (28.x talks to every generation's dockerd), with the generation's PATH.
     pub fn docker(&self, socket: &Path) -> Command {
-        docker_command(socket, &self.docker_config_dir())
+        let mut c = docker_command(socket, &self.docker_config_dir());
+        c.env("PATH", self.binaries.path_env());
+        c
     }
 
-    /// A ctr command against `socket`.
+    /// The generation's ctr against `socket`, made absolute (ctr 2.x refuses a relative
+    /// socket path: "invalid (non-empty) authority").
     pub fn ctr(&self, socket: &Path) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("-a").arg(socket);
+        let mut c = self.command("ctr");
+        c.arg("-a")
+            .arg(std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf()));
         c
     }
 
@@ -320,6 +389,57 @@ impl Drop for Bed {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// containerd's config for `generation` below `dir`: every socket and all state private
+/// (grpc, ttrpc and debug addresses, root, state, runc's root), a CRI plugin that works here
+/// (restrict_oom_score_adj) and the sandbox image the bed provides (registry.k8s.io/pause:3.6;
+/// 1.7 would default to 3.8). containerd 2.x wants `version = 3`, where CRI is split into
+/// images and runtime plugins; NRI, on by default there, would open /var/run/nri: off.
+fn containerd_config(generation: Generation, dir: &Path) -> String {
+    let d = dir.display();
+    let common = format!(
+        r#"root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/containerd-debug.sock"
+"#
+    );
+    if generation.containerd_config_v3() {
+        return format!(
+            r#"version = 3
+{common}[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = "registry.k8s.io/pause:3.6"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        Root = "{d}/runc"
+"#
+        );
+    }
+    format!(
+        r#"version = 2
+{common}[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  sandbox_image = "registry.k8s.io/pause:3.6"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    Root = "{d}/runc"
+"#
+    )
 }
 
 /// Kills, by pid, every process whose command line names the bed directory (daemons, shims)

@@ -45,6 +45,18 @@ impl Drop for TempDir {
     }
 }
 
+/// The daemon generation the end-to-end tests run against: `RTAP_GENERATION` (bookworm,
+/// trixie or sid; tests/run sets it), bookworm when unset.
+///
+/// # Panics
+/// When `RTAP_GENERATION` names no generation.
+pub fn generation() -> runtime_tap::bed::Generation {
+    match std::env::var("RTAP_GENERATION") {
+        Ok(v) if !v.is_empty() => v.parse().unwrap_or_else(|e| panic!("RTAP_GENERATION: {e}")),
+        _ => runtime_tap::bed::Generation::Bookworm,
+    }
+}
+
 /// A free TCP port on loopback (bound and released: good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,11 +1,12 @@
 //! The real stack under test: a private containerd and dockerd with runtime-tap (the real
-//! binary) in front of both, dockerd's `--containerd` pointed at the containerd intercept.
+//! binary) in front of both, dockerd's `--containerd` pointed at the containerd intercept;
+//! the daemons of the generation `RTAP_GENERATION` names (see [`super::generation`]).
 
 use std::path::PathBuf;
 
 use runtime_tap::bed::Bed;
 
-use super::{Tap, free_port};
+use super::{Tap, free_port, generation};
 
 pub struct Stack {
     pub bed: Bed,
@@ -33,8 +34,10 @@ impl Stack {
     /// As `start_with`, with the appended config made from the bed once it exists (further
     /// `[[intercept]]` tables in front of the bed's sockets...).
     pub fn start_custom(label: &str, intercept_extra: &str, extra: impl FnOnce(&Bed) -> String) -> Stack {
-        let mut bed = Bed::new(label).expect("test bed");
-        bed.start_containerd().expect("containerd");
+        let mut bed = Bed::with_generation(label, generation()).expect("test bed");
+        let versions = bed.versions().clone();
+        bed.start_containerd()
+            .unwrap_or_else(|e| panic!("containerd ({versions}): {e:#}"));
         let containerd = bed.dir.join("tap/containerd.sock");
         let docker = bed.dir.join("tap/docker.sock");
         let config = format!(
@@ -50,8 +53,10 @@ impl Stack {
         );
         let tap = Tap::start(&bed.dir, &config);
         bed.start_dockerd(&containerd)
-            .expect("dockerd through the containerd intercept");
-        let images_tar = bed.make_images(&docker).expect("images through the proxy");
+            .unwrap_or_else(|e| panic!("dockerd through the containerd intercept ({versions}): {e:#}"));
+        let images_tar = bed
+            .make_images(&docker)
+            .unwrap_or_else(|e| panic!("images through the proxy ({versions}): {e:#}"));
         Stack {
             bed,
             tap,
