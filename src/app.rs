@@ -113,7 +113,11 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (exporter, export_handle) = Exporter::start(export_config, host).context("export")?;
-    let tracer = Tracer::new(exporter, Sampler::new(&config.sampling));
+    let tracer = Tracer::new(
+        exporter,
+        Sampler::new(&config.sampling),
+        config.correlation.remote_parent,
+    );
     let tracer_stop = CancellationToken::new();
     let tracer_task = tokio::spawn(Arc::clone(&tracer).run(tracer_stop.clone()));
     let sink: Arc<dyn CallSink> = tracer.clone();

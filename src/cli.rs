@@ -140,6 +140,7 @@ fn base_config(
         export: Default::default(),
         descriptor_sets: Vec::new(),
         sampling: Default::default(),
+        correlation: Default::default(),
         redact: Default::default(),
     };
     config.validate("command line").map_err(|e| e.to_string())?;

@@ -46,6 +46,9 @@ pub struct Config {
     /// Which traces are exported: polls are thinned, errors and slow calls always kept.
     #[serde(default)]
     pub sampling: crate::trace::sample::SamplingConfig,
+    /// How calls are tied together; today what a client's W3C `traceparent` counts for.
+    #[serde(default)]
+    pub correlation: crate::trace::remote::CorrelationConfig,
     /// Extra protobuf descriptor sets (`FileDescriptorSet`, binary) for other gRPC services,
     /// such as plugins; the built-in CRI and containerd definitions are always loaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -510,6 +510,20 @@ fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {
     }
     header(
         out,
+        "runtime_tap_remote_parents_total",
+        "counter",
+        "Calls that carried a client's traceparent, by what became of it (config correlation.remote_parent).",
+    );
+    for outcome in crate::trace::remote::RemoteOutcome::ALL {
+        let _ = writeln!(
+            out,
+            "runtime_tap_remote_parents_total{{outcome=\"{}\"}} {}",
+            outcome.as_str(),
+            k.remote.get(outcome)
+        );
+    }
+    header(
+        out,
         "runtime_tap_export_queue_spans",
         "gauge",
         "Spans waiting in the export queue.",

@@ -72,4 +72,7 @@ pub mod names {
     pub const RESPONSE_MESSAGES: &str = "runtime_tap.response.messages";
     pub const INCOMPLETE: &str = "runtime_tap.incomplete";
     pub const LINK: &str = "runtime_tap.link";
+    /// What became of the W3C `traceparent` the client sent (`followed`, `confirmed`,
+    /// `replaced`, `linked`; `trace::remote::RemoteOutcome`).
+    pub const REMOTE_PARENT: &str = "runtime_tap.remote_parent";
 }

@@ -4,9 +4,11 @@
 //!
 //! The rules (deterministic; README "Correlation across layers"), for a call B whose client
 //! process is the server process of calls A on other sockets that contain B in time:
-//! 1. B carries a W3C `traceparent`: child of that remote span (`traceparent`).
+//! 1. B carries a W3C `traceparent`: what it counts for is a policy ([`RemoteParentPolicy`]).
+//!    By default it is B's parent (`traceparent`) unless rules 3-4 find an observed parent:
+//!    then that parent wins and the context becomes a span link.
 //! 2. B is a CRI call of a pod being started: child of the synthesized `pod start` root
-//!    (`pod`), unless kubelet's own trace context came with it.
+//!    (`pod`), unless kubelet's own trace context came with it (and is followed).
 //! 3. Some A share an entity id with B (container, sandbox, exec): the latest-started of them
 //!    (`entity`) — the innermost request for that entity.
 //! 4. Exactly one A that is not a long-lived stream and not about another entity of the
@@ -25,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use crate::schema::{EntityKind, entity_ids};
 use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, ConnMeta, RemoteParent, Shape};
+use crate::trace::remote::{RemoteCounts, RemoteOutcome, RemoteParentPolicy};
 use crate::trace::sample::Sampler;
 use crate::trace::span::{
     LinkRecord, ParentRef, SpanId, SpanIdMap, SpanIdSet, SpanKind, SpanRecord, SpanStatus, TraceId, new_span_id,
@@ -86,6 +89,8 @@ pub struct CorrelateCounts {
     pub sampled_out: u64,
     /// `pod start` root spans synthesized (spans that are no call).
     pub pod_roots: u64,
+    /// Calls that carried a client's trace context, by what became of it.
+    pub remote: RemoteCounts,
 }
 
 enum State {
@@ -118,6 +123,8 @@ struct Node {
     parent: Option<(SpanId, Link)>,
     /// Boxed: few calls carry one, and every tracked call pays for the field.
     remote: Option<Box<RemoteParent>>,
+    /// What `remote` became, once decided (a parent, or a link).
+    remote_outcome: Option<RemoteOutcome>,
     /// False when an incoming trace context said not sampled (inherited by children).
     sampled: bool,
     links: Vec<(SpanId, TraceId)>,
@@ -222,6 +229,7 @@ pub struct Correlator {
     held: SpanIdSet,
     dropped_traces: HashSet<TraceId>,
     dropped_order: VecDeque<TraceId>,
+    policy: RemoteParentPolicy,
     pub counts: CorrelateCounts,
 }
 
@@ -267,8 +275,15 @@ impl Correlator {
             held: SpanIdSet::default(),
             dropped_traces: HashSet::new(),
             dropped_order: VecDeque::new(),
+            policy: RemoteParentPolicy::default(),
             counts: CorrelateCounts::default(),
         }
+    }
+
+    /// The same correlator, using clients' trace contexts as `policy` says.
+    pub fn with_remote_policy(mut self, policy: RemoteParentPolicy) -> Correlator {
+        self.policy = policy;
+        self
     }
 
     /// Calls tracked now (for tests and metrics).
@@ -281,9 +296,14 @@ impl Correlator {
         if self.nodes.len() >= MAX_NODES {
             self.evict_oldest(out);
         }
+        // Provisional until decided: the context's trace, unless the policy never follows it.
+        let followed = s
+            .remote_parent
+            .as_ref()
+            .filter(|_| self.policy != RemoteParentPolicy::Link);
         let trace_id = s
             .own_trace
-            .or(s.remote_parent.as_ref().map(|r| r.trace_id))
+            .or(followed.map(|r| r.trace_id))
             .unwrap_or_else(new_trace_id);
         let mut entities = HashSet::new();
         for (kind, id) in entity_ids(&s.attributes) {
@@ -302,7 +322,12 @@ impl Correlator {
                 settled: s.own_trace.is_some(),
                 parent: None,
                 remote: s.remote_parent.clone().map(Box::new),
-                sampled: s.remote_parent.as_ref().is_none_or(|r| r.sampled),
+                // Provisional: the decision may make it `Confirmed` or `Replaced`.
+                remote_outcome: s.remote_parent.as_ref().map(|_| match self.policy {
+                    RemoteParentPolicy::Link => RemoteOutcome::Linked,
+                    _ => RemoteOutcome::Followed,
+                }),
+                sampled: followed.is_none_or(|r| r.sampled),
                 links: Vec::new(),
                 fixed: s.own_trace.is_some(),
                 evidence: Vec::new(),
@@ -501,13 +526,14 @@ impl Correlator {
             return;
         };
         let cri = is_cri(&call.name);
-        // Rule 1: incoming trace context.
-        if node.remote.is_some() {
+        // Rule 1: incoming trace context, as the policy says.
+        let remote_first = node.remote.is_some() && self.policy != RemoteParentPolicy::Link;
+        if remote_first && self.policy == RemoteParentPolicy::Follow {
             self.settle(id, now, out);
             return;
         }
-        // Rule 2: a CRI call of a pod being started.
-        if cri {
+        // Rule 2: a CRI call of a pod being started (kubelet's own context, followed, wins).
+        if cri && !remote_first {
             match self.pod_member(id, force) {
                 Membership::Member(parent) => return self.set_parent(id, parent, Link::Pod, now, out),
                 Membership::Wait => return,
@@ -516,18 +542,14 @@ impl Correlator {
         }
         let Some(node) = self.nodes.get(&id) else { return };
         let Some(client) = pid_of(&node.conn.client) else {
-            self.counts.roots += 1;
-            self.settle(id, now, out);
-            return;
+            return self.no_observed_parent(id, now, out);
         };
         let (start, end) = (node.start, node.end.unwrap_or(node.start));
         let mine = &node.entities;
         // Only calls served by this call's client process can be its parents: the index keeps
         // the lookup to those, whatever else runs on the node.
         let Some(served) = self.served.get(&client) else {
-            self.counts.roots += 1;
-            self.settle(id, now, out);
-            return;
+            return self.no_observed_parent(id, now, out);
         };
         let candidates: Vec<(SpanId, &Node)> = served
             .iter()
@@ -549,8 +571,7 @@ impl Correlator {
         if let Some((parent, _)) = by_entity {
             let parent = *parent;
             self.counts.by_entity += 1;
-            self.set_parent(id, parent, Link::Entity, now, out);
-            return;
+            return self.observed_parent(id, parent, Link::Entity, now, out);
         }
         // Late facts: an open unary candidate may still learn the ids this call carries.
         if !force
@@ -574,13 +595,10 @@ impl Correlator {
             .map(|(k, _)| *k)
             .collect();
         match temporal.len() {
-            0 => {
-                self.counts.roots += 1;
-                self.settle(id, now, out);
-            }
+            0 => self.no_observed_parent(id, now, out),
             1 => {
                 self.counts.temporal += 1;
-                self.set_parent(id, temporal[0], Link::Temporal, now, out);
+                self.observed_parent(id, temporal[0], Link::Temporal, now, out);
             }
             _ => {
                 self.counts.ambiguous += 1;
@@ -595,6 +613,38 @@ impl Correlator {
                 self.settle(id, now, out);
             }
         }
+    }
+
+    /// Rules 3-4 found `parent`: under policy `observed` it wins over the client's context,
+    /// which becomes a link (`trace::remote` says why, also when both are in one trace).
+    fn observed_parent(&mut self, id: SpanId, parent: SpanId, link: Link, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        let parent_trace = self.nodes.get(&parent).map(|p| p.trace_id);
+        let policy = self.policy;
+        if let Some(n) = self.nodes.get_mut(&id)
+            && let Some(remote) = &n.remote
+            && policy == RemoteParentPolicy::Observed
+        {
+            n.remote_outcome = Some(if parent_trace == Some(remote.trace_id) {
+                RemoteOutcome::Confirmed
+            } else {
+                RemoteOutcome::Replaced
+            });
+            // The context's sampled flag belonged to a trace not followed.
+            n.sampled = true;
+        }
+        self.set_parent(id, parent, link, now, out);
+    }
+
+    /// Rules 3-4 found no parent: a root, or the child of the client's context it carries.
+    fn no_observed_parent(&mut self, id: SpanId, now: SystemTime, out: &mut Vec<SpanRecord>) {
+        if !self
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.remote_outcome.is_some_and(RemoteOutcome::is_parent))
+        {
+            self.counts.roots += 1;
+        }
+        self.settle(id, now, out);
     }
 
     /// The pod root a CRI call belongs to, creating the group at RunPodSandbox. `force`: decide
@@ -854,6 +904,9 @@ impl Correlator {
                 }
             };
             n.settled = true;
+            if let Some(outcome) = n.remote_outcome {
+                self.counts.remote.add(outcome);
+            }
             if !n.sampled {
                 // The caller's trace is not sampled: respected, and counted, never silent.
                 self.counts.not_sampled += 1;
@@ -864,7 +917,7 @@ impl Correlator {
             if k == 0 && n.parent.is_none() {
                 // Sampling is decided at the trace's root; a span under a remote parent is
                 // the top of runtime-tap's part of the trace, so it gets the self times too.
-                is_root = n.remote.is_none();
+                is_root = !n.remote_outcome.is_some_and(RemoteOutcome::is_parent);
                 // The root's own layer first, then the others as their spans were placed.
                 let mut self_times = std::mem::take(&mut self_times);
                 if let Some(i) = self_times.iter().position(|(s, _)| *s == n.conn.service) {
@@ -945,7 +998,11 @@ fn span_of(call: Call, node: &Node) -> SpanRecord {
     if call.incomplete {
         attributes.push(Attr::bool(names::INCOMPLETE, true));
     }
-    let (parent, trace_state) = match (&node.remote, node.parent) {
+    let remote_parent = node
+        .remote
+        .as_ref()
+        .filter(|_| node.remote_outcome.is_some_and(RemoteOutcome::is_parent));
+    let (parent, trace_state) = match (remote_parent, node.parent) {
         (Some(r), _) => {
             attributes.push(Attr::str(names::LINK, Link::Traceparent.as_str()));
             (
@@ -969,6 +1026,16 @@ fn span_of(call: Call, node: &Node) -> SpanRecord {
         (None, None) => (None, None),
     };
     let mut links = Vec::new();
+    if let (Some(remote), Some(outcome)) = (&node.remote, node.remote_outcome) {
+        attributes.push(Attr::str(names::REMOTE_PARENT, outcome.as_str()));
+        if !outcome.is_parent() {
+            links.push(LinkRecord {
+                trace_id: remote.trace_id,
+                span_id: remote.span_id,
+                attributes: vec![Attr::str(names::LINK, Link::Traceparent.as_str())],
+            });
+        }
+    }
     if !node.links.is_empty() {
         attributes.push(Attr::str(names::LINK, Link::Ambiguous.as_str()));
         for (span_id, trace_id) in &node.links {

@@ -42,6 +42,8 @@ struct Spec {
     end_attrs: Vec<Attr>,
     /// Propagation fixed this call's trace (and its span id is the spec's index's id).
     own: Option<TraceId>,
+    /// The W3C context the client sent with it.
+    remote: Option<RemoteParent>,
 }
 
 fn cid(id: &str) -> Vec<Attr> {
@@ -50,7 +52,11 @@ fn cid(id: &str) -> Vec<Attr> {
 
 /// Feed calls to a correlator in time order of their events, as the tracer would.
 fn run(specs: Vec<Spec>) -> (Vec<SpanRecord>, Vec<SpanId>) {
-    let mut c = Correlator::new();
+    run_with(Correlator::new(), specs).0
+}
+
+/// As [`run`], on correlator `c`; also returns its counts.
+fn run_with(mut c: Correlator, specs: Vec<Spec>) -> ((Vec<SpanRecord>, Vec<SpanId>), CorrelateCounts) {
     let ids: Vec<SpanId> = specs.iter().map(|_| new_span_id()).collect();
     let mut events: Vec<(u64, bool, usize)> = Vec::new();
     for (i, s) in specs.iter().enumerate() {
@@ -72,7 +78,7 @@ fn run(specs: Vec<Spec>) -> (Vec<SpanRecord>, Vec<SpanId>) {
                 status: SpanStatus::Unset,
                 incomplete: false,
                 shape: s.shape,
-                remote_parent: None,
+                remote_parent: s.remote.clone(),
                 own_trace: s.own,
                 events: Vec::new(),
             };
@@ -85,7 +91,7 @@ fn run(specs: Vec<Spec>) -> (Vec<SpanRecord>, Vec<SpanId>) {
                     name: s.name.to_string(),
                     start: t(s.start),
                     shape: s.shape,
-                    remote_parent: None,
+                    remote_parent: s.remote.clone(),
                     own_trace: s.own,
                     attributes: s.start_attrs.clone(),
                 },
@@ -96,7 +102,7 @@ fn run(specs: Vec<Spec>) -> (Vec<SpanRecord>, Vec<SpanId>) {
     }
     c.tick(t(1_000_000), &mut out);
     c.flush(t(1_000_000), &mut out);
-    (out, ids)
+    ((out, ids), c.counts)
 }
 
 /// RunPodSandbox's attributes for pod `uid` in `sandbox`.
@@ -142,6 +148,7 @@ fn spec(
         start_attrs: s,
         end_attrs: e,
         own: None,
+        remote: None,
     }
 }
 
@@ -437,7 +444,7 @@ proptest! {
             let e = g.entity.map(|e| cid(&format!("E{e}"))).unwrap_or_default();
             let (s, en) = if late { (vec![], e) } else { (e.clone(), e) };
             Spec { conn: layer_conn(g.layer, k), name: "call", start: g.start, end: g.start + g.len,
-                   shape: if g.long { Shape::LongLived } else { Shape::Unary }, start_attrs: s, end_attrs: en, own: None }
+                   shape: if g.long { Shape::LongLived } else { Shape::Unary }, start_attrs: s, end_attrs: en, own: None, remote: None }
         }).collect();
         let n = specs.len();
         let (out, ids) = run(specs);
@@ -833,4 +840,281 @@ fn a_pod_roots_self_time_is_its_calls_and_kubelets_gaps() {
     assert_eq!(self_ms(root, "cri"), Some(70 + 50 + 50));
     assert_eq!(self_ms(root, "dockerd"), Some(30));
     assert_eq!(self_ms(root, "kubelet"), Some(50 + 50));
+}
+
+/// A client's W3C context in a fresh trace of its own (as dockerd 26 sends on every
+/// containerd call, with no tracing configured).
+fn fresh_remote() -> RemoteParent {
+    RemoteParent {
+        trace_id: new_trace_id(),
+        span_id: new_span_id(),
+        sampled: true,
+        trace_state: None,
+    }
+}
+
+fn remote_parent_of(span: &SpanRecord) -> Option<&str> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == names::REMOTE_PARENT)
+        .and_then(|a| match &a.value {
+            AttrValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+/// `docker start` as dockerd 26 makes it: each containerd call carries a context of its own
+/// trace, whose parent span nobody exports.
+fn docker26_start(policy: RemoteParentPolicy) -> (Vec<SpanRecord>, Vec<SpanId>, Vec<RemoteParent>, CorrelateCounts) {
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let mut specs = vec![
+        spec(
+            &cli,
+            "POST /containers/{id}/start",
+            0,
+            100,
+            Shape::Unary,
+            cid("X"),
+            cid("X"),
+        ),
+        spec(&ctd, "Containers/Create", 10, 20, Shape::Unary, vec![], cid("X")),
+        spec(&ctd, "Tasks/Create", 30, 60, Shape::Unary, vec![], cid("X")),
+        spec(&ctd, "Tasks/Start", 70, 90, Shape::Unary, vec![], cid("X")),
+        // A background call dockerd makes on its own: no observed parent.
+        spec(&ctd, "Tasks/Get", 200, 201, Shape::Unary, vec![], vec![]),
+    ];
+    let remotes: Vec<RemoteParent> = (1..5).map(|_| fresh_remote()).collect();
+    for (s, r) in specs[1..].iter_mut().zip(&remotes) {
+        s.remote = Some(r.clone());
+    }
+    let ((out, ids), counts) = run_with(Correlator::new().with_remote_policy(policy), specs);
+    (out, ids, remotes, counts)
+}
+
+#[test]
+fn an_observed_parent_wins_over_a_context_naming_another_trace() {
+    let (out, ids, remotes, counts) = docker26_start(RemoteParentPolicy::Observed);
+    assert_eq!(out.len(), 5);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    let start = by_id[&ids[0]];
+    assert!(start.parent.is_none());
+    for i in 1..4 {
+        let child = by_id[&ids[i]];
+        assert_eq!(child.trace_id, start.trace_id, "{} in the start's trace", child.name);
+        assert_eq!(
+            child.parent,
+            Some(ParentRef {
+                span_id: ids[0],
+                remote: false
+            })
+        );
+        assert_eq!(link_of(child), Some("entity"));
+        assert_eq!(remote_parent_of(child), Some("replaced"));
+        // The context the client sent is kept, as a link to its own trace.
+        assert_eq!(child.links.len(), 1, "{}", child.name);
+        assert_eq!(child.links[0].trace_id, remotes[i - 1].trace_id);
+        assert_eq!(child.links[0].span_id, remotes[i - 1].span_id);
+        assert_eq!(child.links[0].attributes, vec![Attr::str(names::LINK, "traceparent")]);
+        assert_eq!(child.trace_state, None);
+    }
+    // No observed parent: the client's context is followed, and the span says so.
+    let bg = by_id[&ids[4]];
+    assert_eq!(bg.trace_id, remotes[3].trace_id);
+    assert_eq!(
+        bg.parent,
+        Some(ParentRef {
+            span_id: remotes[3].span_id,
+            remote: true
+        })
+    );
+    assert_eq!(remote_parent_of(bg), Some("followed"));
+    assert!(bg.links.is_empty());
+    assert_eq!(
+        RemoteOutcome::ALL.map(|o| counts.remote.get(o)),
+        [1, 0, 3, 0],
+        "followed, confirmed, replaced, linked"
+    );
+    // The start's own self time counts its containerd children again.
+    assert!(
+        start
+            .attributes
+            .contains(&Attr::int("runtime_tap.self_time_ms.containerd", 60)),
+        "{:?}",
+        start.attributes
+    );
+}
+
+#[test]
+fn policy_follow_keeps_every_context_as_the_parent() {
+    let (out, ids, remotes, counts) = docker26_start(RemoteParentPolicy::Follow);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    for i in 1..5 {
+        let child = by_id[&ids[i]];
+        assert_eq!(child.trace_id, remotes[i - 1].trace_id);
+        assert_eq!(
+            child.parent.map(|p| (p.span_id, p.remote)),
+            Some((remotes[i - 1].span_id, true))
+        );
+        assert_eq!(remote_parent_of(child), Some("followed"));
+    }
+    assert_eq!(counts.remote.get(RemoteOutcome::Followed), 4);
+}
+
+#[test]
+fn policy_link_never_makes_a_context_a_parent() {
+    let (out, ids, remotes, counts) = docker26_start(RemoteParentPolicy::Link);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    for i in 1..4 {
+        assert_eq!(by_id[&ids[i]].parent.map(|p| p.span_id), Some(ids[0]));
+    }
+    let bg = by_id[&ids[4]];
+    assert_eq!(bg.parent, None, "a root of its own");
+    assert_ne!(bg.trace_id, remotes[3].trace_id);
+    assert_eq!(bg.links.len(), 1);
+    assert_eq!(bg.links[0].span_id, remotes[3].span_id);
+    assert_eq!(remote_parent_of(bg), Some("linked"));
+    assert_eq!(counts.remote.get(RemoteOutcome::Linked), 4);
+}
+
+#[test]
+fn a_context_in_the_observed_parents_trace_is_a_link_too() {
+    // Propagation on dockerd's intercept: the start went to dockerd with runtime-tap's own
+    // span id, dockerd made its client span under it, and the containerd call carries that
+    // client span: the same trace. dockerd 26 does this without exporting anything, so the
+    // observed start stays the parent and dockerd's span is a link.
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let fixed = new_trace_id();
+    let dockerd_client_span = RemoteParent {
+        trace_id: fixed,
+        span_id: new_span_id(),
+        sampled: true,
+        trace_state: Some("k=v".into()),
+    };
+    let mut specs = vec![
+        spec(
+            &cli,
+            "POST /containers/{id}/start",
+            0,
+            100,
+            Shape::Unary,
+            cid("X"),
+            cid("X"),
+        ),
+        spec(&ctd, "Tasks/Start", 70, 90, Shape::Unary, vec![], cid("X")),
+    ];
+    specs[0].own = Some(fixed);
+    specs[1].remote = Some(dockerd_client_span.clone());
+    let ((out, ids), counts) = run_with(Correlator::new(), specs);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    let task = by_id[&ids[1]];
+    assert_eq!(task.trace_id, fixed);
+    assert_eq!(
+        task.parent,
+        Some(ParentRef {
+            span_id: ids[0],
+            remote: false
+        })
+    );
+    assert_eq!(task.links.len(), 1);
+    assert_eq!(task.links[0].span_id, dockerd_client_span.span_id);
+    assert_eq!(task.links[0].trace_id, fixed);
+    assert_eq!(remote_parent_of(task), Some("confirmed"));
+    assert_eq!(counts.remote.get(RemoteOutcome::Confirmed), 1);
+}
+
+#[test]
+fn an_unsampled_context_that_is_replaced_does_not_drop_the_call() {
+    let (out, _, _, counts) = {
+        let cli = conn("dockerd", 100, 200);
+        let ctd = conn("containerd", 200, 300);
+        let mut specs = vec![
+            spec(
+                &cli,
+                "POST /containers/{id}/start",
+                0,
+                100,
+                Shape::Unary,
+                cid("X"),
+                cid("X"),
+            ),
+            spec(&ctd, "Tasks/Start", 70, 90, Shape::Unary, vec![], cid("X")),
+        ];
+        specs[1].remote = Some(RemoteParent {
+            sampled: false,
+            ..fresh_remote()
+        });
+        let ((out, ids), counts) = run_with(Correlator::new(), specs);
+        (out, ids, (), counts)
+    };
+    assert_eq!(out.len(), 2, "the start's trace is sampled: its child is kept");
+    assert_eq!(counts.not_sampled, 0);
+}
+
+#[test]
+fn kubelet_calls_with_their_own_context_follow_it_and_make_no_pod_root() {
+    let kubelet = conn("containerd", 50, 300);
+    let kubelet_span = fresh_remote();
+    let mut specs = vec![
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/RunPodSandbox",
+            0,
+            40,
+            Shape::Unary,
+            vec![],
+            pod("u1", "s1"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/CreateContainer",
+            50,
+            60,
+            Shape::Unary,
+            vec![],
+            create("s1", "c1"),
+        ),
+    ];
+    for s in &mut specs {
+        s.remote = Some(kubelet_span.clone());
+    }
+    let ((out, _), counts) = run_with(Correlator::new(), specs);
+    assert_eq!(out.len(), 2, "no pod start root: {out:?}");
+    assert!(out.iter().all(|s| s.trace_id == kubelet_span.trace_id
+        && s.parent.map(|p| p.span_id) == Some(kubelet_span.span_id)
+        && remote_parent_of(s) == Some("followed")));
+    assert_eq!(counts.pod_roots, 0);
+    // With policy link, kubelet's context is a link and the pod root is made as without one.
+    let mut specs = vec![
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/RunPodSandbox",
+            0,
+            40,
+            Shape::Unary,
+            vec![],
+            pod("u1", "s1"),
+        ),
+        spec(
+            &kubelet,
+            "runtime.v1.RuntimeService/CreateContainer",
+            50,
+            60,
+            Shape::Unary,
+            vec![],
+            create("s1", "c1"),
+        ),
+    ];
+    for s in &mut specs {
+        s.remote = Some(kubelet_span.clone());
+    }
+    let ((out, _), counts) = run_with(Correlator::new().with_remote_policy(RemoteParentPolicy::Link), specs);
+    assert_eq!(counts.pod_roots, 1);
+    let root = out.iter().find(|s| s.name == "pod start").expect("pod root");
+    assert!(
+        out.iter()
+            .filter(|s| s.name != "pod start")
+            .all(|s| s.trace_id == root.trace_id)
+    );
 }

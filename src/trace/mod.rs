@@ -5,6 +5,7 @@ pub mod call;
 pub mod correlate;
 pub mod export;
 pub mod red;
+pub mod remote;
 pub mod sample;
 pub mod span;
 pub mod tracer;

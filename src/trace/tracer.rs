@@ -15,6 +15,7 @@ use crate::trace::call::{Call, CallSink, CallStart, ConnMeta, StreamEvent};
 use crate::trace::correlate::{CorrelateCounts, Correlator};
 use crate::trace::export::Exporter;
 use crate::trace::red::Red;
+use crate::trace::remote::RemoteParentPolicy;
 use crate::trace::sample::Sampler;
 use crate::trace::span::{LinkRecord, SpanId, SpanKind, SpanRecord, SpanStatus, new_span_id, new_trace_id};
 
@@ -42,10 +43,10 @@ pub struct Tracer {
 const TICK: Duration = Duration::from_millis(200);
 
 impl Tracer {
-    pub fn new(exporter: Exporter, sampler: Sampler) -> Arc<Tracer> {
+    pub fn new(exporter: Exporter, sampler: Sampler, remote: RemoteParentPolicy) -> Arc<Tracer> {
         Arc::new(Tracer {
             exporter,
-            correlator: Mutex::new(Correlator::with_sampler(sampler)),
+            correlator: Mutex::new(Correlator::with_sampler(sampler).with_remote_policy(remote)),
             counters: TracerCounters::default(),
             red: Red::default(),
         })
