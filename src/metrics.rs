@@ -500,6 +500,7 @@ fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {
     );
     for (link, n) in [
         ("entity", k.by_entity),
+        ("stream", k.by_stream),
         ("temporal", k.temporal),
         ("ambiguous", k.ambiguous),
         ("root", k.roots),

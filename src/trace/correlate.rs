@@ -9,6 +9,8 @@
 //!    then that parent wins and the context becomes a span link.
 //! 2. B is a CRI call of a pod being started: child of the synthesized `pod start` root
 //!    (`pod`), unless kubelet's own trace context came with it (and is followed).
+//!    B is a containerd 2.x Streaming/Stream: child of the call of the same client that named
+//!    its stream id (a Transfer/Transfer) (`stream`), though the stream opened first.
 //! 3. Some A share an entity id with B (container, sandbox, exec): the latest-started of them
 //!    (`entity`) — the innermost request for that entity.
 //! 4. Exactly one A that is not a long-lived stream and not about another entity of the
@@ -49,6 +51,8 @@ pub const RETAIN: Duration = Duration::from_secs(3);
 pub const MAX_NODES: usize = 57_344;
 /// A pod's start is over after this long without another of its calls.
 pub const POD_QUIET_PERIOD: Duration = Duration::from_secs(5);
+/// The method whose calls carry a stream another call of the same client names.
+pub const STREAMING_STREAM: &str = "containerd.services.streaming.v1.Streaming/Stream";
 
 /// How an edge was made, as `runtime_tap.link` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +62,7 @@ pub enum Link {
     Entity,
     Temporal,
     Ambiguous,
+    Stream,
 }
 
 impl Link {
@@ -68,6 +73,7 @@ impl Link {
             Link::Entity => "entity",
             Link::Temporal => "temporal",
             Link::Ambiguous => "ambiguous",
+            Link::Stream => "stream",
         }
     }
 }
@@ -76,6 +82,8 @@ impl Link {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CorrelateCounts {
     pub by_entity: u64,
+    /// Streaming/Stream calls placed under the call that named their stream.
+    pub by_stream: u64,
     pub temporal: u64,
     pub ambiguous: u64,
     pub roots: u64,
@@ -117,6 +125,8 @@ struct Node {
     end: Option<SystemTime>,
     shape: Shape,
     entities: HashSet<(EntityKind, String)>,
+    /// A Streaming/Stream call: its parent is the call that names its stream id.
+    opens_stream: bool,
     /// Provisional until settled; fixed once settled.
     trace_id: TraceId,
     settled: bool,
@@ -222,6 +232,9 @@ pub struct Correlator {
     sampler: Sampler,
     /// Tracked calls by the pid of the process serving them: a call's parent candidates.
     served: HashMap<u32, SpanIdSet>,
+    /// Stream ids named by tracked calls that are not streams themselves (a Transfer's source
+    /// and progress streams), for the Streaming/Stream calls that carry them.
+    stream_users: HashMap<String, SpanId>,
     /// Ended calls still waiting for late facts (may name calls that moved on since).
     deciding: SpanIdSet,
     /// Calls in `State::Held`. With these two sets a tick visits only what waits, not every
@@ -271,6 +284,7 @@ impl Correlator {
             pods: Vec::new(),
             sampler,
             served: HashMap::new(),
+            stream_users: HashMap::new(),
             deciding: SpanIdSet::default(),
             held: SpanIdSet::default(),
             dropped_traces: HashSet::new(),
@@ -305,10 +319,6 @@ impl Correlator {
             .own_trace
             .or(followed.map(|r| r.trace_id))
             .unwrap_or_else(new_trace_id);
-        let mut entities = HashSet::new();
-        for (kind, id) in entity_ids(&s.attributes) {
-            entities.insert((kind, id.to_string()));
-        }
         self.nodes.insert(
             s.span_id,
             Node {
@@ -316,7 +326,8 @@ impl Correlator {
                 start: s.start,
                 end: None,
                 shape: s.shape,
-                entities,
+                entities: HashSet::new(),
+                opens_stream: s.name == STREAMING_STREAM,
                 trace_id,
                 // A propagated call's trace left with its request: settled from the start.
                 settled: s.own_trace.is_some(),
@@ -336,6 +347,7 @@ impl Correlator {
                 state: State::Open,
             },
         );
+        self.add_entities(s.span_id, &s.attributes);
         self.order.push_back(s.span_id);
         if let Some(server) = pid_of(&s.conn.server) {
             self.served.entry(server).or_default().insert(s.span_id);
@@ -344,13 +356,24 @@ impl Correlator {
 
     /// Forget a node for good.
     fn remove(&mut self, id: SpanId) {
-        if let Some(n) = self.nodes.remove(&id)
-            && let Some(server) = pid_of(&n.conn.server)
+        let Some(n) = self.nodes.remove(&id) else {
+            self.deciding.remove(&id);
+            self.held.remove(&id);
+            return;
+        };
+        if let Some(server) = pid_of(&n.conn.server)
             && let Some(set) = self.served.get_mut(&server)
         {
             set.remove(&id);
             if set.is_empty() {
                 self.served.remove(&server);
+            }
+        }
+        if !n.opens_stream {
+            for (_, stream) in n.entities.iter().filter(|(k, _)| *k == EntityKind::Stream) {
+                if self.stream_users.get(stream) == Some(&id) {
+                    self.stream_users.remove(stream);
+                }
             }
         }
         self.deciding.remove(&id);
@@ -359,10 +382,17 @@ impl Correlator {
 
     /// An open call learned entity ids (from its request payload, say).
     pub fn learned(&mut self, span: SpanId, attrs: &[Attr]) {
-        if let Some(n) = self.nodes.get_mut(&span) {
-            for (kind, id) in entity_ids(attrs) {
-                n.entities.insert((kind, id.to_string()));
+        self.add_entities(span, attrs);
+    }
+
+    /// Entity ids of a call, indexed as stream users where the call names streams.
+    fn add_entities(&mut self, span: SpanId, attrs: &[Attr]) {
+        let Some(n) = self.nodes.get_mut(&span) else { return };
+        for (kind, id) in entity_ids(attrs) {
+            if kind == EntityKind::Stream && !n.opens_stream {
+                self.stream_users.insert(id.to_string(), span);
             }
+            n.entities.insert((kind, id.to_string()));
         }
     }
 
@@ -385,10 +415,8 @@ impl Correlator {
                 out,
             );
         }
+        self.add_entities(id, &call.attributes);
         let Some(node) = self.nodes.get_mut(&id) else { return };
-        for (kind, v) in entity_ids(&call.attributes) {
-            node.entities.insert((kind, v.to_string()));
-        }
         node.end = Some(call.end.max(call.start));
         node.state = State::Deciding {
             call: Box::new(call),
@@ -540,6 +568,17 @@ impl Correlator {
                 Membership::No => {}
             }
         }
+        if self.nodes.get(&id).is_some_and(|n| n.opens_stream) {
+            match self.stream_user(id) {
+                Some(user) => {
+                    self.counts.by_stream += 1;
+                    return self.observed_parent(id, user, Link::Stream, now, out);
+                }
+                // The call naming it may not be decoded yet (it opens after the stream).
+                None if !force => return,
+                None => {}
+            }
+        }
         let Some(node) = self.nodes.get(&id) else { return };
         let Some(client) = pid_of(&node.conn.client) else {
             return self.no_observed_parent(id, now, out);
@@ -613,6 +652,21 @@ impl Correlator {
                 self.settle(id, now, out);
             }
         }
+    }
+
+    /// The tracked call of the same client that names stream call `id`'s stream id.
+    fn stream_user(&self, id: SpanId) -> Option<SpanId> {
+        let node = self.nodes.get(&id)?;
+        node.entities
+            .iter()
+            .filter(|(k, _)| *k == EntityKind::Stream)
+            .filter_map(|(_, stream)| self.stream_users.get(stream))
+            .copied()
+            .find(|user| {
+                self.nodes
+                    .get(user)
+                    .is_some_and(|u| pid_of(&u.conn.client) == pid_of(&node.conn.client))
+            })
     }
 
     /// Rules 3-4 found `parent`: under policy `observed` it wins over the client's context,

@@ -1118,3 +1118,71 @@ fn kubelet_calls_with_their_own_context_follow_it_and_make_no_pod_root() {
             .all(|s| s.trace_id == root.trace_id)
     );
 }
+
+#[test]
+fn streams_go_under_the_transfer_that_named_them_though_they_opened_first() {
+    // ctr 2.x `images import`: it opens the progress and data streams, then calls
+    // Transfer/Transfer naming both; all on one connection to containerd.
+    let ctr = conn("containerd", 70, 300);
+    let other = conn("containerd", 71, 300);
+    let stream = |id: &str| vec![Attr::str("containerd.stream.id", id)];
+    let transfer = vec![
+        Attr::str("containerd.transfer.stream", "import-1"),
+        Attr::str("containerd.transfer.progress_stream", "progress-1"),
+    ];
+    let ((out, ids), counts) = run_with(
+        Correlator::new(),
+        vec![
+            spec(
+                &ctr,
+                STREAMING_STREAM,
+                0,
+                150,
+                Shape::LongLived,
+                vec![],
+                stream("progress-1"),
+            ),
+            spec(
+                &ctr,
+                STREAMING_STREAM,
+                5,
+                80,
+                Shape::LongLived,
+                vec![],
+                stream("import-1"),
+            ),
+            spec(
+                &ctr,
+                "containerd.services.transfer.v1.Transfer/Transfer",
+                10,
+                140,
+                Shape::Unary,
+                transfer.clone(),
+                vec![],
+            ),
+            // Another client's stream with an id nobody of its own named: a root.
+            spec(
+                &other,
+                STREAMING_STREAM,
+                20,
+                30,
+                Shape::LongLived,
+                vec![],
+                stream("import-1"),
+            ),
+        ],
+    );
+    assert_eq!(out.len(), 4);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    let t = by_id[&ids[2]];
+    assert!(t.parent.is_none());
+    for i in [0, 1] {
+        let s = by_id[&ids[i]];
+        assert_eq!(s.parent.map(|p| p.span_id), Some(ids[2]));
+        assert_eq!(s.trace_id, t.trace_id);
+        assert_eq!(link_of(s), Some("stream"));
+    }
+    assert!(by_id[&ids[3]].parent.is_none(), "not the other client's transfer");
+    assert_ne!(by_id[&ids[3]].trace_id, t.trace_id);
+    assert_eq!(counts.by_stream, 2);
+}
