@@ -25,6 +25,7 @@ const REMOVE_CONTAINER: &str = "RuntimeService/RemoveContainer";
 const CONTAINER_STATUS: &str = "RuntimeService/ContainerStatus";
 const CONTAINER_STATS: &str = "RuntimeService/ContainerStats";
 const UPDATE_CONTAINER_RESOURCES: &str = "RuntimeService/UpdateContainerResources";
+const UPDATE_POD_SANDBOX_RESOURCES: &str = "RuntimeService/UpdatePodSandboxResources";
 const REOPEN_CONTAINER_LOG: &str = "RuntimeService/ReopenContainerLog";
 const CHECKPOINT_CONTAINER: &str = "RuntimeService/CheckpointContainer";
 const EXEC_SYNC: &str = "RuntimeService/ExecSync";
@@ -50,6 +51,8 @@ pub static RULES: &[Rule] = &[
     Rule::resp(POD_SANDBOX_STATUS, "status.metadata.uid", K8S_POD_UID, Str),
     Rule::req(POD_SANDBOX_STATS, "pod_sandbox_id", CRI_POD_SANDBOX_ID, Str),
     Rule::req(PORT_FORWARD, "pod_sandbox_id", CRI_POD_SANDBOX_ID, Str),
+    // In-place pod resize (CRI v1, kubelet 1.33+; containerd 2.1 answers UNIMPLEMENTED).
+    Rule::req(UPDATE_POD_SANDBOX_RESOURCES, "pod_sandbox_id", CRI_POD_SANDBOX_ID, Str),
     // CreateContainer: sandbox, container name, image, and the pod it belongs to.
     Rule::req(CREATE_CONTAINER, "pod_sandbox_id", CRI_POD_SANDBOX_ID, Str),
     Rule::req(CREATE_CONTAINER, "config.metadata.name", K8S_CONTAINER_NAME, Str),

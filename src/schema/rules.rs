@@ -1,7 +1,11 @@
 //! The rule engine: applies the per-API tables ([`super::cri::RULES`],
 //! [`super::containerd::RULES`]) to decoded payloads. Rule it keeps: only fields a rule names
 //! become attributes (an allowlist), a rule never names a secret-looking field, and the first
-//! value of a key wins (a request's id is not overwritten by the response's copy).
+//! value of a key wins (a request's id is not overwritten by the response's copy), except for
+//! a rule marked [`Rule::latest()`], which keeps the last message's value in one slot.
+//! Messages that are themselves a `google.protobuf.Any` (Streaming/Stream) are read inside
+//! the packed message, and a rule can be limited to one packed type ([`Rule::of_type()`]), read
+//! off the wire before anything is decoded.
 
 use std::borrow::Cow;
 
@@ -25,6 +29,10 @@ pub enum ValueKind {
     /// `container.image.name`, `container.image.tags` and `container.image.id` (digest) as
     /// present, whatever `attr` the rule names.
     ImageRef,
+    /// A `google.protobuf.Any` field: the type name its URL names
+    /// (`containerd.types.transfer.ImageStore`, with or without a `host/` prefix), never its
+    /// contents. An unset Any gives nothing.
+    AnyType,
 }
 
 /// A guard on a rule: the enum at `field_path` must have the value named `enum_value`.
@@ -43,13 +51,22 @@ pub struct Rule {
     pub method: &'static str,
     pub side: Side,
     /// Dotted field names from the message root (`config.metadata.name`). A segment after a
-    /// `google.protobuf.Any` field looks inside the packed message (`event.container_id`).
+    /// `google.protobuf.Any` field looks inside the packed message (`event.container_id`), and
+    /// so does a path on a message that is itself an Any (Streaming/Stream's: `id`).
     /// Repeated and map fields are not walked.
     pub field_path: &'static str,
     /// Attribute name (semantic-conventions constant or one of ours).
     pub attr: &'static str,
     pub kind: ValueKind,
     pub when: Option<When>,
+    /// Only for a message that is itself an Any packing this type (full name, as the URL
+    /// names it after its last `/`); other messages are not decoded for the rule.
+    pub any_type: Option<&'static str>,
+    /// The last message with the field wins, and a message the rule applies to without the
+    /// field removes the attribute, so that the attributes of `latest` rules always come from
+    /// one message. Response side only: a request's attributes are handed to the correlator
+    /// as they are appended.
+    pub latest: bool,
 }
 
 impl Rule {
@@ -62,6 +79,8 @@ impl Rule {
             attr,
             kind,
             when: None,
+            any_type: None,
+            latest: false,
         }
     }
 
@@ -74,6 +93,8 @@ impl Rule {
             attr,
             kind,
             when: None,
+            any_type: None,
+            latest: false,
         }
     }
 
@@ -83,6 +104,21 @@ impl Rule {
             when: Some(When { field_path, enum_value }),
             ..self
         }
+    }
+
+    /// The same rule, for a message that is itself an Any, applied only when it packs
+    /// `type_name` (`containerd.services.streaming.v1.StreamInit`).
+    pub const fn of_type(self, type_name: &'static str) -> Rule {
+        Rule {
+            any_type: Some(type_name),
+            ..self
+        }
+    }
+
+    /// The same rule, keeping the value of the last message it applies to (see the
+    /// [`latest`](Rule#structfield.latest) field).
+    pub const fn latest(self) -> Rule {
+        Rule { latest: true, ..self }
     }
 }
 
@@ -119,7 +155,9 @@ pub(crate) fn rules_for(
                 Side::Request => input,
                 Side::Response => output,
             };
-            path_resolves(desc, r.field_path, r.kind) && r.when.is_none_or(|w| path_is_enum(desc, w.field_path))
+            path_resolves(desc, r.field_path, r.kind)
+                && r.when.is_none_or(|w| path_is_enum(desc, w.field_path))
+                && (r.any_type.is_none() || any::is_any(desc))
         })
         .collect()
 }
@@ -141,6 +179,7 @@ pub(crate) fn path_resolves(desc: &MessageDescriptor, path: &str, kind: ValueKin
     match kind {
         ValueKind::Str | ValueKind::ImageRef => field.kind() == Kind::String,
         ValueKind::Int | ValueKind::NonZeroInt => is_integer(&field.kind()),
+        ValueKind::AnyType => matches!(field.kind(), Kind::Message(m) if any::is_any(&m)),
     }
 }
 
@@ -150,6 +189,9 @@ fn path_is_enum(desc: &MessageDescriptor, path: &str) -> bool {
 
 /// `None`: path does not exist. `Some(None)`: reaches into an Any. `Some(Some(f))`: the leaf.
 fn walk_static(desc: &MessageDescriptor, path: &str) -> Option<Option<prost_reflect::FieldDescriptor>> {
+    if any::is_any(desc) {
+        return Some(None);
+    }
     let (head, rest) = match path.split_once('.') {
         Some((h, r)) => (h, Some(r)),
         None => (path, None),
@@ -192,20 +234,23 @@ pub fn wants_payload(method: &MethodInfo, side: Side) -> bool {
 
 /// Whether every rule on `side` of `method` already has its value in `attrs`: with first
 /// value wins, decoding more messages of that side can add nothing. False when no rule wants
-/// the side. An image reference rule needs its name, tags and id all present.
+/// the side, and when a [`Rule::latest()`] rule does (a later message can change it). An image
+/// reference rule needs its name, tags and id all present.
 pub fn rules_satisfied(method: &MethodInfo, side: Side, attrs: &[Attr]) -> bool {
     let has = |key: &str| attrs.iter().any(|a| a.key == key);
     let mut rules = method.rules.iter().filter(|r| r.side == side).peekable();
     rules.peek().is_some()
         && rules.all(|r| match r.kind {
+            _ if r.latest => false,
             ValueKind::ImageRef => has(CONTAINER_IMAGE_NAME) && has(CONTAINER_IMAGE_TAGS) && has(CONTAINER_IMAGE_ID),
             _ => has(r.attr),
         })
 }
 
 /// Decodes one gRPC message of `side` of `method` and appends the attributes its rules give
-/// to `out`. A key already in `out` is left as it is (first value wins), so one `out` can
-/// collect a whole call. Does nothing, without decoding, when no rule wants the payload.
+/// to `out`. A key already in `out` is left as it is (first value wins; a [`Rule::latest()`]
+/// rule replaces it), so one `out` can collect a whole call. Does nothing, without decoding,
+/// when no rule wants the payload (for an Any, none wants the type it packs).
 ///
 /// # Errors
 ///
@@ -218,38 +263,59 @@ pub fn extract(
     payload: &[u8],
     out: &mut Vec<Attr>,
 ) -> Result<(), SchemaError> {
-    if !wants_payload(method, side) {
+    let desc = method.message(side).clone();
+    let root_any = any::is_any(&desc);
+    // A message that is an Any is judged by its type URL, read off the wire: a data chunk
+    // that no rule wants is never decoded.
+    let packed = if root_any {
+        any_type_url(payload).map(any::type_name)
+    } else {
+        None
+    };
+    let applies = |r: &Rule| r.side == side && r.any_type.is_none_or(|t| packed == Some(t));
+    if !method.rules.iter().any(|r| applies(r)) {
         return Ok(());
     }
-    let desc = method.message(side).clone();
     // Only the top-level fields a rule reads are decoded: a Content/Write chunk's `data`, a
-    // spec's JSON, labels... are stepped over without a copy.
-    let wanted: Vec<u32> = method
-        .rules
-        .iter()
-        .filter(|r| r.side == side)
-        .flat_map(|r| [Some(r.field_path), r.when.map(|w| w.field_path)])
-        .flatten()
-        .filter_map(|path| desc.get_field_by_name(path.split('.').next()?))
-        .map(|f| f.number())
-        .collect();
-    let payload = prune(payload, &wanted);
+    // spec's JSON, labels... are stepped over without a copy. An Any is wanted whole.
+    let payload = if root_any {
+        Cow::Borrowed(payload)
+    } else {
+        let wanted: Vec<u32> = method
+            .rules
+            .iter()
+            .filter(|r| applies(r))
+            .flat_map(|r| [Some(r.field_path), r.when.map(|w| w.field_path)])
+            .flatten()
+            .filter_map(|path| desc.get_field_by_name(path.split('.').next()?))
+            .map(|f| f.number())
+            .collect();
+        prune(payload, &wanted)
+    };
     let msg = DynamicMessage::decode(desc, payload.as_ref()).map_err(|source| SchemaError::Decode {
         method: method.full_name.clone(),
         side,
         message: method.message(side).full_name().to_owned(),
         source,
     })?;
-    for rule in method.rules.iter().filter(|r| r.side == side) {
+    for rule in method.rules.iter().filter(|r| applies(r)) {
         apply(schema, rule, &msg, out);
     }
     Ok(())
 }
 
-/// The fields of `payload` (protobuf wire format) whose numbers are in `wanted`, in order;
-/// the others are stepped over by their lengths, never decoded. A payload that does not
-/// walk cleanly (or uses groups) is returned whole, for the decoder to judge.
-pub(crate) fn prune<'a>(payload: &'a [u8], wanted: &[u32]) -> Cow<'a, [u8]> {
+/// One top-level field of a protobuf payload, as it is on the wire.
+struct WireField<'a> {
+    number: u32,
+    /// The whole field, key included.
+    whole: &'a [u8],
+    /// The contents of a length-delimited field.
+    contents: Option<&'a [u8]>,
+}
+
+/// The field of `payload` that starts at `*at`, moving `*at` past it; `None` when the bytes
+/// do not walk cleanly (a cut field, a bad varint, a group).
+fn next_field<'a>(payload: &'a [u8], at: &mut usize) -> Option<WireField<'a>> {
     fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -262,28 +328,55 @@ pub(crate) fn prune<'a>(payload: &'a [u8], wanted: &[u32]) -> Cow<'a, [u8]> {
         }
         None
     }
+    let start = *at;
+    let key = varint(payload, at)?;
+    let number = u32::try_from(key >> 3).ok()?;
+    let mut contents = None;
+    match key & 7 {
+        0 => {
+            varint(payload, at)?;
+        }
+        1 => *at = at.checked_add(8)?,
+        2 => {
+            let len = usize::try_from(varint(payload, at)?).ok()?;
+            let from = *at;
+            *at = at.checked_add(len)?;
+            contents = Some(payload.get(from..*at)?);
+        }
+        5 => *at = at.checked_add(4)?,
+        _ => return None,
+    }
+    Some(WireField {
+        number,
+        whole: payload.get(start..*at)?,
+        contents,
+    })
+}
+
+/// The `type_url` (field 1) of a payload that is a `google.protobuf.Any`, read off the wire
+/// without decoding the packed value; `None` when it has none or does not walk.
+pub(crate) fn any_type_url(payload: &[u8]) -> Option<&str> {
+    let mut at = 0;
+    while at < payload.len() {
+        let field = next_field(payload, &mut at)?;
+        if field.number == 1 {
+            return std::str::from_utf8(field.contents?).ok();
+        }
+    }
+    None
+}
+
+/// The fields of `payload` (protobuf wire format) whose numbers are in `wanted`, in order;
+/// the others are stepped over by their lengths, never decoded. A payload that does not
+/// walk cleanly (or uses groups) is returned whole, for the decoder to judge.
+pub(crate) fn prune<'a>(payload: &'a [u8], wanted: &[u32]) -> Cow<'a, [u8]> {
     let walk = || -> Option<Vec<u8>> {
         let mut out = Vec::new();
         let mut at = 0;
         while at < payload.len() {
-            let start = at;
-            let key = varint(payload, &mut at)?;
-            let field = u32::try_from(key >> 3).ok()?;
-            match key & 7 {
-                0 => {
-                    varint(payload, &mut at)?;
-                }
-                1 => at = at.checked_add(8)?,
-                2 => {
-                    let len = usize::try_from(varint(payload, &mut at)?).ok()?;
-                    at = at.checked_add(len)?;
-                }
-                5 => at = at.checked_add(4)?,
-                _ => return None,
-            }
-            let whole = payload.get(start..at)?;
-            if wanted.contains(&field) {
-                out.extend_from_slice(whole);
+            let field = next_field(payload, &mut at)?;
+            if wanted.contains(&field.number) {
+                out.extend_from_slice(field.whole);
             }
         }
         Some(out)
@@ -312,32 +405,44 @@ pub(crate) fn apply(schema: &Schema, rule: &Rule, msg: &DynamicMessage, out: &mu
             _ => return,
         }
     }
-    let Some((_, value)) = lookup(schema, msg, rule.field_path) else {
-        return;
-    };
-    match rule.kind {
-        ValueKind::Str => match value {
-            Value::String(s) if !s.is_empty() => push(out, Attr::str(rule.attr, s)),
-            _ => {}
+    let value = lookup(schema, msg, rule.field_path).map(|(_, v)| v);
+    let attr = match (rule.kind, value) {
+        (ValueKind::ImageRef, Some(Value::String(s))) => return push_image_ref(out, &s),
+        (ValueKind::Str, Some(Value::String(s))) if !s.is_empty() => Some(Attr::str(rule.attr, s)),
+        (ValueKind::Int | ValueKind::NonZeroInt, Some(v)) => match as_i64(&v) {
+            Some(n) if n != 0 || rule.kind == ValueKind::Int => Some(Attr::int(rule.attr, n)),
+            _ => None,
         },
-        ValueKind::Int | ValueKind::NonZeroInt => match as_i64(&value) {
-            Some(n) if n != 0 || rule.kind == ValueKind::Int => push(out, Attr::int(rule.attr, n)),
-            _ => {}
-        },
-        ValueKind::ImageRef => {
-            if let Value::String(s) = value {
-                let r = image_ref::parse(&s);
-                if let Some(name) = r.name {
-                    push(out, Attr::str(CONTAINER_IMAGE_NAME, name));
-                }
-                if let Some(tag) = r.tag {
-                    push(out, Attr::list(CONTAINER_IMAGE_TAGS, vec![tag.to_owned()]));
-                }
-                if let Some(digest) = r.digest {
-                    push(out, Attr::str(CONTAINER_IMAGE_ID, digest));
-                }
-            }
+        (ValueKind::AnyType, Some(Value::Message(m))) => {
+            let (url, _) = any::parts(&m);
+            let name = any::type_name(&url);
+            (!name.is_empty()).then(|| Attr::str(rule.attr, name))
         }
+        _ => None,
+    };
+    match (attr, rule.latest) {
+        (Some(attr), false) => push(out, attr),
+        (Some(attr), true) => match out.iter_mut().find(|a| a.key == attr.key) {
+            Some(slot) => *slot = attr,
+            None => out.push(attr),
+        },
+        (None, true) => out.retain(|a| a.key != rule.attr),
+        (None, false) => {}
+    }
+}
+
+/// `container.image.name`, `container.image.tags` and `container.image.id` of a reference,
+/// each as present (first value wins).
+fn push_image_ref(out: &mut Vec<Attr>, reference: &str) {
+    let r = image_ref::parse(reference);
+    if let Some(name) = r.name {
+        push(out, Attr::str(CONTAINER_IMAGE_NAME, name));
+    }
+    if let Some(tag) = r.tag {
+        push(out, Attr::list(CONTAINER_IMAGE_TAGS, vec![tag.to_owned()]));
+    }
+    if let Some(digest) = r.digest {
+        push(out, Attr::str(CONTAINER_IMAGE_ID, digest));
     }
 }
 
@@ -359,7 +464,12 @@ fn as_i64(v: &Value) -> Option<i64> {
 
 /// The value at `path` in `msg` with its field kind: the default for an unset scalar leaf,
 /// `None` for an unset message on the way, a missing field, or an Any the pool cannot unpack.
+/// A message that is an Any is looked into: the path applies to the packed message.
 fn lookup(schema: &Schema, msg: &DynamicMessage, path: &str) -> Option<(Kind, Value)> {
+    if any::is_any(&msg.descriptor()) {
+        let unpacked = any::unpack(schema, msg)?.ok()?;
+        return lookup(schema, &unpacked, path);
+    }
     let (head, rest) = match path.split_once('.') {
         Some((h, r)) => (h, Some(r)),
         None => (path, None),
@@ -371,14 +481,8 @@ fn lookup(schema: &Schema, msg: &DynamicMessage, path: &str) -> Option<(Kind, Va
     if !msg.has_field(&field) {
         return None;
     }
-    let value: Cow<'_, Value> = msg.get_field(&field);
-    let Value::Message(inner) = value.as_ref() else {
-        return None;
-    };
-    if any::is_any(&inner.descriptor()) {
-        let unpacked = any::unpack(schema, inner)?.ok()?;
-        lookup(schema, &unpacked, rest)
-    } else {
-        lookup(schema, inner, rest)
+    match msg.get_field(&field).as_ref() {
+        Value::Message(inner) => lookup(schema, inner, rest),
+        _ => None,
     }
 }

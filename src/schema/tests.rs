@@ -22,7 +22,7 @@ fn all_messages() -> Vec<GrpcMessage> {
     grpc_capture_files().iter().flat_map(|f| capture_messages(f)).collect()
 }
 
-fn attrs_of(schema: &Schema, msgs: &[&GrpcMessage]) -> Vec<Attr> {
+pub(super) fn attrs_of(schema: &Schema, msgs: &[&GrpcMessage]) -> Vec<Attr> {
     let mut out = Vec::new();
     for m in msgs {
         let method = schema.method(&m.path).expect("method in pool");
@@ -32,7 +32,7 @@ fn attrs_of(schema: &Schema, msgs: &[&GrpcMessage]) -> Vec<Attr> {
 }
 
 /// The messages of the first call to `method` (by `:path`) in `file`.
-fn first_call(file: &str, path: &str) -> Vec<GrpcMessage> {
+pub(super) fn first_call(file: &str, path: &str) -> Vec<GrpcMessage> {
     let msgs = capture_messages(file);
     let stream = msgs
         .iter()
@@ -42,30 +42,30 @@ fn first_call(file: &str, path: &str) -> Vec<GrpcMessage> {
     msgs.into_iter().filter(|m| m.stream == stream).collect()
 }
 
-fn call_attrs(schema: &Schema, file: &str, path: &str) -> Vec<Attr> {
+pub(super) fn call_attrs(schema: &Schema, file: &str, path: &str) -> Vec<Attr> {
     let msgs = first_call(file, path);
     attrs_of(schema, &msgs.iter().collect::<Vec<_>>())
 }
 
-fn get<'a>(attrs: &'a [Attr], key: &str) -> Option<&'a AttrValue> {
+pub(super) fn get<'a>(attrs: &'a [Attr], key: &str) -> Option<&'a AttrValue> {
     attrs.iter().find(|a| a.key == key).map(|a| &a.value)
 }
 
-fn get_str<'a>(attrs: &'a [Attr], key: &str) -> &'a str {
+pub(super) fn get_str<'a>(attrs: &'a [Attr], key: &str) -> &'a str {
     match get(attrs, key) {
         Some(AttrValue::Str(s)) => s,
         other => panic!("{key}: {other:?} in {attrs:?}"),
     }
 }
 
-fn get_int(attrs: &[Attr], key: &str) -> i64 {
+pub(super) fn get_int(attrs: &[Attr], key: &str) -> i64 {
     match get(attrs, key) {
         Some(AttrValue::Int(n)) => *n,
         other => panic!("{key}: {other:?} in {attrs:?}"),
     }
 }
 
-fn render(schema: &Schema, m: &GrpcMessage, cap: usize) -> String {
+pub(super) fn render(schema: &Schema, m: &GrpcMessage, cap: usize) -> String {
     let method = schema.method(&m.path).expect("method");
     render_json(schema, method.message(m.side), &m.payload, cap)
 }
@@ -271,7 +271,7 @@ fn cri_image_calls() {
     assert!(get(&pull, CONTAINER_IMAGE_ID).is_none(), "{pull:?}");
 }
 
-const FIXTURE_SECRETS: &[&str] = &["fixture-user", "not-a-real-password", "not-a-real-secret"];
+pub(super) const FIXTURE_SECRETS: &[&str] = &["fixture-user", "not-a-real-password", "not-a-real-secret"];
 
 #[test]
 fn secrets_never_in_attributes_or_rendered_json() {
@@ -306,7 +306,7 @@ fn secrets_never_in_attributes_or_rendered_json() {
 }
 
 /// Every `env`/`envs` list anywhere in `v` shows names only.
-fn env_values_redacted(v: &serde_json::Value, what: &str) {
+pub(super) fn env_values_redacted(v: &serde_json::Value, what: &str) {
     use serde_json::Value as J;
     match v {
         J::Object(map) => {

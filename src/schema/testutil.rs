@@ -35,13 +35,26 @@ pub fn captures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/captures")
 }
 
-/// The gRPC captures (every `*.jsonl` at the top of the captures folder).
+/// The gRPC captures of containerd 1.6, dockerd 20.10, ctr 1.6 and a CRI client (every
+/// `*.jsonl` at the top of the captures folder).
 pub fn grpc_capture_files() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(captures_dir())
+    grpc_capture_files_in("")
+}
+
+/// The `*.jsonl` captures in `folder` below the captures folder (`containerd-2.1`), as
+/// paths relative to it (`containerd-2.1/ctr-images-pull.jsonl`) that [`capture_messages`]
+/// takes, sorted.
+pub fn grpc_capture_files_in(folder: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(captures_dir().join(folder))
         .expect("captures folder")
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            name.ends_with(".jsonl").then_some(name)
+            let rel = if folder.is_empty() {
+                name.clone()
+            } else {
+                format!("{folder}/{name}")
+            };
+            name.ends_with(".jsonl").then_some(rel)
         })
         .collect();
     files.sort();
@@ -165,7 +178,8 @@ fn grpc_messages(mut data: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// Every gRPC message of one capture file, request and response sides, by stream.
+/// Every gRPC message of one capture file (a path relative to the captures folder), request
+/// and response sides, by stream.
 pub fn capture_messages(file: &str) -> Vec<GrpcMessage> {
     let (c2s, s2c) = read_capture(file);
     let c2s = c2s.strip_prefix(PREFACE).expect("HTTP/2 preface");
