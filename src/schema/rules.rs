@@ -464,10 +464,15 @@ fn as_i64(v: &Value) -> Option<i64> {
 
 /// The value at `path` in `msg` with its field kind: the default for an unset scalar leaf,
 /// `None` for an unset message on the way, a missing field, or an Any the pool cannot unpack.
-/// A message that is an Any is looked into: the path applies to the packed message.
+/// A message that is an Any is looked into: the path applies to the packed message. An Any
+/// that packs an Any is not: unpacking consumes no path segment, so crafted nesting would
+/// otherwise recurse as deep as the payload is long.
 fn lookup(schema: &Schema, msg: &DynamicMessage, path: &str) -> Option<(Kind, Value)> {
     if any::is_any(&msg.descriptor()) {
         let unpacked = any::unpack(schema, msg)?.ok()?;
+        if any::is_any(&unpacked.descriptor()) {
+            return None;
+        }
         return lookup(schema, &unpacked, path);
     }
     let (head, rest) = match path.split_once('.') {

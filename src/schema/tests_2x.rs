@@ -330,6 +330,60 @@ fn any_root_rules_type_guard_and_latest() {
     assert_eq!(out.len(), 2, "{out:?}");
 }
 
+/// An Any packing an Any packing an Any... (a crafted Transfer source, 200 000 deep) is not
+/// followed: no stack overflow, and no attribute from inside it.
+#[test]
+fn nested_any_is_not_followed() {
+    const URL: &[u8] = b"google.protobuf.Any";
+    fn varint(out: &mut Vec<u8>, mut n: usize) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let registry = {
+        let schema = Schema::builtin();
+        let mut r = DynamicMessage::new(schema.message(REGISTRY).expect("type"));
+        r.set_field_by_name("reference", Value::String("deep.example/img:1".into()));
+        any(REGISTRY, r.encode_to_vec())
+    };
+    // Sizes from the inside out, then the bytes from the outside in (no quadratic copying).
+    let depth = 200_000;
+    let mut sizes = vec![registry.len()];
+    for _ in 0..depth {
+        let inner = *sizes.last().expect("size");
+        let mut len = Vec::new();
+        varint(&mut len, inner);
+        sizes.push(2 + URL.len() + 1 + len.len() + inner);
+    }
+    let mut payload = vec![0x0a];
+    varint(&mut payload, sizes[depth]);
+    for level in (1..=depth).rev() {
+        payload.extend([0x0a, URL.len() as u8]);
+        payload.extend(URL);
+        payload.push(0x12);
+        varint(&mut payload, sizes[level - 1]);
+    }
+    payload.extend(&registry);
+    let schema = Schema::builtin();
+    let method = schema.method(TRANSFER).expect("Transfer");
+    let mut out = Vec::new();
+    extract(&schema, &method, Side::Request, &payload, &mut out).expect("extract");
+    assert_eq!(get_str(&out, CONTAINERD_TRANSFER_SOURCE_TYPE), any::ANY);
+    assert_eq!(out.len(), 1, "{out:?}");
+    // One level is read: the registry packed straight into the source.
+    let mut direct = vec![0x0a];
+    varint(&mut direct, registry.len());
+    direct.extend(&registry);
+    let mut out = Vec::new();
+    extract(&schema, &method, Side::Request, &direct, &mut out).expect("extract");
+    assert_eq!(
+        get_str(&out, CONTAINERD_TRANSFER_SOURCE_REFERENCE),
+        "deep.example/img:1"
+    );
+}
+
 /// The rule tables' new features are used as documented: type guards name types the pool
 /// has, on methods whose message is an Any, and `latest` rules are on responses only.
 #[test]
