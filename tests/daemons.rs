@@ -1,7 +1,9 @@
-//! Against the real daemons: a private containerd and dockerd (Debian's packages, installed
-//! when missing) with runtime-tap in front of both, dockerd's `--containerd` pointed at the
-//! containerd intercept and the clients (docker CLI, ctr) at the intercepts. One bed per test
-//! binary, shared by the tests; each uses its own names.
+//! Against the real daemons: a private containerd and dockerd (of the generation
+//! `RTAP_GENERATION` names: bookworm's packages, installed when missing, or trixie's or sid's,
+//! unpacked privately) with runtime-tap in front of both, dockerd's `--containerd` pointed at
+//! the containerd intercept and the clients (docker CLI, ctr, a CRI client) at the intercepts.
+//! One bed per test binary, shared by the tests; each uses its own names. Where generations
+//! differ on the wire, the tests say which does what.
 
 mod support;
 
@@ -9,18 +11,43 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use runtime_tap::bed;
+use runtime_tap::bed::{self, Generation};
+use serde_json::json;
+use support::cri::GrpcClient;
+use support::otlp::{OtlpReceiver, ReceivedSpan, Val};
 use support::stack::Stack;
 use support::*;
 
-type Setup = Stack;
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    receiver: OtlpReceiver,
+    stack: Stack,
+}
+
+/// The tests mostly use the stack: `s.bed`, `s.docker`...
+impl std::ops::Deref for Setup {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
 
 // The bed outlives every test of this binary; its watchdog tears it down when the test
 // process exits (statics are never dropped).
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
-    SETUP.get_or_init(|| Stack::start("daemons", ""))
+    SETUP.get_or_init(|| {
+        let rt = runtime();
+        let receiver = rt.block_on(OtlpReceiver::start());
+        let export = format!(
+            "[export]\nendpoint = \"{}\"\n\n[sampling]\ndefault_rules = false\n",
+            receiver.endpoint()
+        );
+        let stack = Stack::start("daemons", &export);
+        Setup { rt, receiver, stack }
+    })
 }
 
 fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
@@ -196,4 +223,145 @@ fn dockerd_reaches_containerd_through_the_intercept() {
         .unwrap();
     assert!(http1 >= 1, "{http1}");
     let _ = bed::which("dockerd").expect("dockerd installed");
+}
+
+/// The major and minor numbers of the first `N.N` after `marker` in `text`.
+fn version_after(text: &str, marker: &str) -> Option<(u32, u32)> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[test]
+fn the_bed_runs_the_generation_asked_for() {
+    let s = setup();
+    let (generation, versions) = (s.bed.generation(), s.bed.versions());
+    assert_eq!(generation, support::generation());
+    let containerd = version_after(&versions.containerd, "containerd ")
+        .or_else(|| version_after(&versions.containerd, "containerd/v2 "))
+        .unwrap_or_else(|| panic!("{versions}"));
+    let dockerd = version_after(&versions.dockerd, "version ").unwrap_or_else(|| panic!("{versions}"));
+    let api = s.bed.docker_api_version().unwrap();
+    let api = version_after(&api, "").unwrap_or_else(|| panic!("docker API {api}"));
+    // The API version the docker CLI (28.x) speaks after negotiation: the daemon's newest, or
+    // the CLI's own newest where the daemon's is newer. sid moves: only lower bounds there.
+    let expected = match generation {
+        Generation::Bookworm => containerd == (1, 6) && dockerd == (20, 10) && api == (1, 41),
+        Generation::Trixie => containerd == (1, 7) && dockerd == (26, 1) && api == (1, 45),
+        Generation::Sid => containerd >= (2, 1) && dockerd >= (28, 5) && api >= (1, 50),
+    };
+    assert!(expected, "{generation}: {versions}, docker API {api:?}");
+}
+
+#[test]
+fn a_cri_pod_starts_and_stops_through_the_proxy() {
+    let s = setup();
+    s.bed.import_cri_images(&s.containerd, &s.images_tar).unwrap();
+    let log_dir = s.bed.dir.join("daemons-pods");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let sock = s.containerd.clone();
+    let state = s.rt.block_on(async move {
+        let mut c = GrpcClient::connect(&sock).await;
+        let rs = "runtime.v1.RuntimeService";
+        let config = json!({
+            "metadata": {"name": "daemons-pod", "namespace": "daemons", "uid": "daemons-pod-uid", "attempt": 0},
+            "log_directory": log_dir,
+            "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}
+        });
+        let run = c
+            .unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[])
+            .await;
+        let sandbox = run.unwrap()["podSandboxId"].as_str().unwrap().to_string();
+        let create = json!({
+            "pod_sandbox_id": sandbox,
+            "config": {
+                "metadata": {"name": "daemons-ctr"},
+                "image": {"image": bed::SANDBOX_IMAGE},
+                "command": ["/bin/sh", "-c", "echo hi; exec sleep 3600"],
+                "log_path": "daemons-ctr.log"
+            },
+            "sandbox_config": config
+        });
+        let created = c.unary(&format!("{rs}/CreateContainer"), create, &[]).await.unwrap();
+        let container = created["containerId"].as_str().unwrap().to_string();
+        let id = json!({"container_id": container});
+        c.unary(&format!("{rs}/StartContainer"), id.clone(), &[]).await.unwrap();
+        let status = c.unary(&format!("{rs}/ContainerStatus"), id, &[]).await.unwrap();
+        let pod = json!({"pod_sandbox_id": sandbox});
+        c.unary(&format!("{rs}/StopPodSandbox"), pod.clone(), &[])
+            .await
+            .unwrap();
+        c.unary(&format!("{rs}/RemovePodSandbox"), pod, &[]).await.unwrap();
+        status["status"]["state"].as_str().unwrap_or_default().to_string()
+    });
+    assert_eq!(state, "CONTAINER_RUNNING");
+}
+
+fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
+    match span.attributes.get(key) {
+        Some(Val::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+const CONTENT_WRITE: &str = "containerd.services.content.v1.Content/Write";
+const TRANSFER: &str = "containerd.services.transfer.v1.Transfer/Transfer";
+const STREAM: &str = "containerd.services.streaming.v1.Streaming/Stream";
+
+#[test]
+fn ctr_images_import_uses_each_generations_api() {
+    let s = setup();
+    let ns = "rt-import-api";
+    let out = output(
+        s.bed
+            .ctr(&s.containerd)
+            .args(["-n", ns, "images", "import"])
+            .arg(&s.images_tar),
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let by_ctr = |spans: &[ReceivedSpan], name: &str| {
+        spans
+            .iter()
+            .filter(|x| x.name == name && str_attr(x, "runtime_tap.client.executable") == Some("ctr"))
+            .filter(|x| name == STREAM || str_attr(x, "containerd.namespace") == Some(ns))
+            .count()
+    };
+    // The import's last call: Images/Create (or Update) of its names on 1.x, from ctr; on
+    // 2.x the Transfer service creates them itself, and Transfer/Transfer ends last.
+    let last = |x: &ReceivedSpan| match s.bed.generation() {
+        Generation::Sid => x.name == TRANSFER,
+        Generation::Bookworm | Generation::Trixie => x.name.starts_with("containerd.services.images.v1.Images/"),
+    };
+    let spans = s.rt.block_on(s.receiver.wait_for(
+        |spans| {
+            spans
+                .iter()
+                .any(|x| last(x) && str_attr(x, "containerd.namespace") == Some(ns))
+        },
+        Duration::from_secs(30),
+    ));
+    let (writes, transfers, streams) = (
+        by_ctr(&spans, CONTENT_WRITE),
+        by_ctr(&spans, TRANSFER),
+        by_ctr(&spans, STREAM),
+    );
+    let versions = s.bed.versions();
+    match s.bed.generation() {
+        // containerd 1.x's ctr writes each blob itself: one Content/Write stream per blob.
+        Generation::Bookworm | Generation::Trixie => {
+            assert!(writes >= 3, "{versions}: {writes} Content/Write");
+            assert_eq!((transfers, streams), (0, 0), "{versions}");
+        }
+        // containerd 2.x's ctr hands the tar to the Transfer service (source and destination
+        // are Any: an import stream, an image store) and sends the data and receives the
+        // progress over Streaming/Stream calls: no Content/Write from the client.
+        Generation::Sid => {
+            assert_eq!(writes, 0, "{versions}");
+            assert!(
+                transfers >= 1 && streams >= 1,
+                "{versions}: {transfers} Transfer, {streams} Stream"
+            );
+        }
+    }
 }

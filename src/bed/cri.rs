@@ -158,3 +158,37 @@ impl GrpcClient {
         Ok(replies)
     }
 }
+
+/// Wait until the CRI plugin behind `socket` knows `image` (ImageStatus answers with it).
+/// containerd fills the CRI image cache from the events of an import a few tens of
+/// milliseconds after `ctr images import` returns (containerd 2.x, through the Transfer
+/// service); a RunPodSandbox in between finds no sandbox image and tries to pull it.
+///
+/// # Errors
+/// When the image is not known within `timeout`, with the last answer or failure.
+pub async fn wait_for_image(socket: &Path, image: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let last = match GrpcClient::connect(socket).await {
+            Ok(mut c) => c
+                .unary(
+                    "runtime.v1.ImageService/ImageStatus",
+                    serde_json::json!({"image": {"image": image}}),
+                    &[],
+                )
+                .await
+                .map(|reply| reply.get("image").is_some_and(|i| !i.is_null())),
+            Err(e) => Err(e),
+        };
+        match last {
+            Ok(true) => return Ok(()),
+            _ if start.elapsed() > timeout => {
+                anyhow::bail!(
+                    "the CRI plugin at {} did not know {image} within {timeout:?}: {last:?}",
+                    socket.display()
+                )
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}

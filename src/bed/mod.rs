@@ -39,6 +39,9 @@ fn is_installed(package: &str, cmd: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
+/// The sandbox image every generation's CRI plugin is configured with (and the bed provides).
+pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.6";
+
 /// How long a daemon may take to answer after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -321,6 +324,18 @@ impl Bed {
         c
     }
 
+    /// The Docker API version the bed's docker CLI and dockerd agree on (the `/v1.NN/` of the
+    /// CLI's requests): the daemon's newest, or the CLI's own where the daemon's is newer.
+    ///
+    /// # Errors
+    /// When `docker version` fails.
+    pub fn docker_api_version(&self) -> anyhow::Result<String> {
+        let out = run(self
+            .docker(&self.docker_socket())
+            .args(["version", "--format", "{{.Client.APIVersion}}"]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// The generation's ctr against `socket`, made absolute (ctr 2.x refuses a relative
     /// socket path: "invalid (non-empty) authority").
     pub fn ctr(&self, socket: &Path) -> Command {
@@ -364,6 +379,32 @@ impl Bed {
             .arg(&saved)
             .args(["bb:latest", "registry.k8s.io/pause:3.6"]))?;
         Ok(saved)
+    }
+
+    /// Import `tar` (from [`Bed::make_images`]) into containerd's k8s.io namespace through
+    /// `socket` with the generation's ctr, and wait until the CRI plugin knows the sandbox
+    /// image: containerd 2.x fills its CRI image cache from the import's events shortly after
+    /// ctr returns, and a pod started in between would try to pull the image.
+    ///
+    /// # Errors
+    /// When the import fails or the CRI plugin does not see the image in time.
+    pub fn import_cri_images(&self, socket: &Path, tar: &Path) -> anyhow::Result<()> {
+        run(self.ctr(socket).args(["-n", "k8s.io", "images", "import"]).arg(tar))
+            .with_context(|| format!("import the CRI images ({})", self.versions.containerd))?;
+        let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
+        // A runtime of its own on a thread of its own: callers may be inside one already.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("runtime for the CRI image wait")?
+                        .block_on(cri::wait_for_image(&socket, SANDBOX_IMAGE, READY_TIMEOUT))
+                })
+                .join()
+                .unwrap_or_else(|_| bail!("the CRI image wait panicked"))
+        })
     }
 
     /// Stop everything the bed started and remove its directory.
@@ -415,7 +456,7 @@ state = "{d}/state"
 {common}[plugins.'io.containerd.nri.v1.nri']
   disable = true
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
-  sandbox = "registry.k8s.io/pause:3.6"
+  sandbox = "{SANDBOX_IMAGE}"
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
@@ -431,7 +472,7 @@ state = "{d}/state"
         r#"version = 2
 {common}[plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
-  sandbox_image = "registry.k8s.io/pause:3.6"
+  sandbox_image = "{SANDBOX_IMAGE}"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
