@@ -16,6 +16,7 @@ use crate::relay::rewrite::Injection;
 use crate::schema::{self, MethodInfo, Schema, Side};
 use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
+use crate::trace::correlate::STREAMING_STREAM;
 use crate::trace::red::RPC_METHOD_OTHER;
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
@@ -242,7 +243,13 @@ impl GrpcSession {
             .filter(|_| identity.is_none())
             .and_then(|tp| RemoteParent::parse(tp, headers.get("tracestate")));
         let long_lived = LONG_LIVED.contains(&name.as_str());
-        let shape = if long_lived { Shape::LongLived } else { Shape::Unary };
+        // A containerd 2.x stream lives as long as a Transfer reads it (a pull's credentials
+        // stream until the connection closes): never a parent by time alone, and no event spans.
+        let shape = if long_lived || name == STREAMING_STREAM {
+            Shape::LongLived
+        } else {
+            Shape::Unary
+        };
         let call = GrpcCall {
             span_id: identity.map_or_else(new_span_id, |(_, span)| span),
             own_trace: identity.map(|(trace, _)| trace),
@@ -320,8 +327,9 @@ impl GrpcSession {
             // First value wins: a response's copy of an id never overwrites the request's.
             let before = call.attributes.len();
             let _ = schema::extract(&self.schema, method, side, data, &mut call.attributes);
-            if side == Side::Request && call.attributes.len() > before {
+            if (side == Side::Request || call.name == STREAMING_STREAM) && call.attributes.len() > before {
                 // Ids in a request are known while the call runs: its children can use them.
+                // A containerd 2.x stream's progress names the image its Transfer saved.
                 self.ctx.sink.learned(call.span_id, &call.attributes[before..]);
             }
             // Every rule of this side has its value and later ones cannot change it: the

@@ -127,6 +127,11 @@ pub static RULES: &[Rule] = &[
     // Streaming/Stream (2.x): each message is an Any. The first names the stream; data chunks
     // are never decoded; of the progress events, the last one's fields are kept.
     Rule::req(STREAM, "id", CONTAINERD_STREAM_ID, Str).of_type(STREAM_INIT),
+    // The image an import saved (a plain `ctr images import` names none in its Transfer):
+    // the first `saved` event; the correlator gives it to the Transfer that named the stream.
+    Rule::resp(STREAM, "name", CONTAINER_IMAGE_NAME, ImageRef)
+        .of_type(PROGRESS)
+        .when("event", "saved"),
     Rule::resp(STREAM, "event", CONTAINERD_TRANSFER_PROGRESS_EVENT, Str)
         .of_type(PROGRESS)
         .latest(),

@@ -98,7 +98,8 @@ impl Rule {
         }
     }
 
-    /// The same rule, applied only when the enum at `field_path` is `enum_value`.
+    /// The same rule, applied only when the enum at `field_path` is `enum_value` (by name), or
+    /// the string there equals it.
     pub const fn when(self, field_path: &'static str, enum_value: &'static str) -> Rule {
         Rule {
             when: Some(When { field_path, enum_value }),
@@ -156,7 +157,7 @@ pub(crate) fn rules_for(
                 Side::Response => output,
             };
             path_resolves(desc, r.field_path, r.kind)
-                && r.when.is_none_or(|w| path_is_enum(desc, w.field_path))
+                && r.when.is_none_or(|w| path_can_guard(desc, w.field_path))
                 && (r.any_type.is_none() || any::is_any(desc))
         })
         .collect()
@@ -183,8 +184,14 @@ pub(crate) fn path_resolves(desc: &MessageDescriptor, path: &str, kind: ValueKin
     }
 }
 
-fn path_is_enum(desc: &MessageDescriptor, path: &str) -> bool {
-    matches!(walk_static(desc, path), Some(Some(f)) if matches!(f.kind(), Kind::Enum(_)))
+/// Whether a guard can read `path`: an enum or string field, or one inside an Any (checked
+/// on each message).
+fn path_can_guard(desc: &MessageDescriptor, path: &str) -> bool {
+    match walk_static(desc, path) {
+        Some(Some(f)) => matches!(f.kind(), Kind::Enum(_) | Kind::String),
+        Some(None) => true,
+        None => false,
+    }
 }
 
 /// `None`: path does not exist. `Some(None)`: reaches into an Any. `Some(Some(f))`: the leaf.
@@ -402,6 +409,7 @@ pub(crate) fn apply(schema: &Schema, rule: &Rule, msg: &DynamicMessage, out: &mu
         match lookup(schema, msg, when.field_path) {
             Some((Kind::Enum(e), Value::EnumNumber(n)))
                 if e.get_value(n).is_some_and(|v| v.name() == when.enum_value) => {}
+            Some((_, Value::String(s))) if s == when.enum_value => {}
             _ => return,
         }
     }

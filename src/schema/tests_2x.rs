@@ -127,7 +127,8 @@ fn transfer_import_names_image_types_and_streams() {
         let id = get_str(s, CONTAINERD_STREAM_ID);
         assert_eq!(stream_entities(s), BTreeSet::from([id]));
     }
-    // The progress stream keeps its last event only; the data stream has none.
+    // The progress stream keeps its last event only, and the image its `saved` event named;
+    // the data stream has none.
     let (progress, data) = (&streams[0], &streams[1]);
     assert_eq!(
         get_str(progress, CONTAINERD_TRANSFER_PROGRESS_EVENT),
@@ -137,7 +138,11 @@ fn transfer_import_names_image_types_and_streams() {
         get(progress, CONTAINERD_TRANSFER_PROGRESS_NAME).is_none(),
         "{progress:?}"
     );
-    assert_eq!(progress.len(), 2, "{progress:?}");
+    assert_eq!(
+        get_str(progress, CONTAINER_IMAGE_NAME),
+        "example.invalid/fixtures/hello-index"
+    );
+    assert_eq!(progress.len(), 4, "{progress:?}");
     assert_eq!(data.len(), 1, "{data:?}");
 }
 
@@ -157,6 +162,17 @@ fn transfer_plain_import_names_no_image() {
     let streams = stream_calls(&schema, "ctr-images-import");
     let opened: BTreeSet<&str> = streams.iter().map(|s| get_str(s, CONTAINERD_STREAM_ID)).collect();
     assert_eq!(opened, named);
+    // The archive's name, from the progress stream's `saved` event: the correlator hands it
+    // to the Transfer.
+    let progress = streams
+        .iter()
+        .find(|s| get_str(s, CONTAINERD_STREAM_ID) == "progress-172982143-SR3v")
+        .unwrap();
+    assert_eq!(
+        get_str(progress, CONTAINER_IMAGE_NAME),
+        "example.invalid/fixtures/hello"
+    );
+    assert_eq!(tags(progress), Some(&AttrValue::StrList(vec!["v1".into()])));
 }
 
 /// `ctr images pull` from a registry: the reference is the image; the last progress event is
@@ -189,7 +205,11 @@ fn transfer_pull_from_registry() {
     );
     assert_eq!(get_int(progress, CONTAINERD_TRANSFER_PROGRESS_BYTES), 140);
     assert_eq!(get_int(progress, CONTAINERD_TRANSFER_PROGRESS_TOTAL), 140);
-    assert_eq!(progress.len(), 5, "{progress:?}");
+    assert_eq!(
+        get_str(progress, CONTAINER_IMAGE_NAME),
+        "127.0.0.1:51775/fixtures/hello"
+    );
+    assert_eq!(progress.len(), 7, "{progress:?}");
 }
 
 /// `ctr images push`: the local image is the image, the registry reference the destination.
@@ -396,7 +416,7 @@ fn type_guards_and_latest_rules_are_well_formed() {
         assert!(!rule.latest || rule.side == Side::Response, "{rule:?}");
     }
     let stream = schema.method(STREAM).expect("Streaming/Stream");
-    assert_eq!(stream.rules.len(), 5);
+    assert_eq!(stream.rules.len(), 6);
     assert_eq!(schema.method(TRANSFER).expect("Transfer").rules.len(), 10);
 }
 

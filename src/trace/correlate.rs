@@ -127,6 +127,9 @@ struct Node {
     entities: HashSet<(EntityKind, String)>,
     /// A Streaming/Stream call: its parent is the call that names its stream id.
     opens_stream: bool,
+    /// Attributes its streams learned for it (the image an import saved), added to its span
+    /// where its own call has none of that key. Empty for nearly every call.
+    inherited: Vec<Attr>,
     /// Provisional until settled; fixed once settled.
     trace_id: TraceId,
     settled: bool,
@@ -328,6 +331,7 @@ impl Correlator {
                 shape: s.shape,
                 entities: HashSet::new(),
                 opens_stream: s.name == STREAMING_STREAM,
+                inherited: Vec::new(),
                 trace_id,
                 // A propagated call's trace left with its request: settled from the start.
                 settled: s.own_trace.is_some(),
@@ -383,6 +387,20 @@ impl Correlator {
     /// An open call learned entity ids (from its request payload, say).
     pub fn learned(&mut self, span: SpanId, attrs: &[Attr]) {
         self.add_entities(span, attrs);
+        // The image a stream's progress names belongs to the call that uses the stream.
+        let image: Vec<&Attr> = attrs.iter().filter(|a| a.key.starts_with("container.image.")).collect();
+        if !image.is_empty()
+            && self.nodes.get(&span).is_some_and(|n| n.opens_stream)
+            && let Some(user) = self.stream_user(span)
+            && let Some(u) = self.nodes.get_mut(&user)
+            && !matches!(u.state, State::Done { .. })
+        {
+            for a in image {
+                if !u.inherited.iter().any(|b| b.key == a.key) {
+                    u.inherited.push(a.clone());
+                }
+            }
+        }
     }
 
     /// Entity ids of a call, indexed as stream users where the call names streams.
@@ -1048,6 +1066,11 @@ fn push_self_times(attributes: &mut Vec<Attr>, self_times: &[(Arc<str>, i64)]) {
 
 fn span_of(call: Call, node: &Node) -> SpanRecord {
     let mut attributes = call.attributes;
+    for a in &node.inherited {
+        if !attributes.iter().any(|b| b.key == a.key) {
+            attributes.push(a.clone());
+        }
+    }
     crate::trace::tracer::conn_attributes(&call.conn, &mut attributes);
     if call.incomplete {
         attributes.push(Attr::bool(names::INCOMPLETE, true));

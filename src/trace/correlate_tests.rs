@@ -1186,3 +1186,69 @@ fn streams_go_under_the_transfer_that_named_them_though_they_opened_first() {
     assert_ne!(by_id[&ids[3]].trace_id, t.trace_id);
     assert_eq!(counts.by_stream, 2);
 }
+
+#[test]
+fn the_image_a_stream_saved_goes_on_the_transfer_that_named_it() {
+    // A plain `ctr images import` names no image in its Transfer; the progress stream's
+    // `saved` event does, while the Transfer is open.
+    let ctr = conn("containerd", 70, 300);
+    let mut c = Correlator::new();
+    let mut out = Vec::new();
+    let (progress, transfer) = (new_span_id(), new_span_id());
+    let start = |id, name: &str, at| CallStart {
+        span_id: id,
+        conn: Arc::clone(&ctr),
+        name: name.to_string(),
+        start: t(at),
+        shape: Shape::Unary,
+        remote_parent: None,
+        own_trace: None,
+        attributes: Vec::new(),
+    };
+    c.started(&start(progress, STREAMING_STREAM, 0), &mut out);
+    c.learned(progress, &[Attr::str("containerd.stream.id", "progress-1")]);
+    c.started(
+        &start(transfer, "containerd.services.transfer.v1.Transfer/Transfer", 2),
+        &mut out,
+    );
+    c.learned(
+        transfer,
+        &[Attr::str("containerd.transfer.progress_stream", "progress-1")],
+    );
+    let image = [
+        Attr::str("container.image.name", "example.invalid/hello"),
+        Attr::list("container.image.tags", vec!["v1".into()]),
+    ];
+    c.learned(progress, &image);
+    let end = |id, name: &str, at, attrs: Vec<Attr>| Call {
+        span_id: id,
+        conn: Arc::clone(&ctr),
+        name: name.to_string(),
+        start: t(0),
+        end: t(at),
+        attributes: attrs,
+        status: SpanStatus::Unset,
+        incomplete: false,
+        shape: Shape::Unary,
+        remote_parent: None,
+        own_trace: None,
+        events: Vec::new(),
+    };
+    c.ended(
+        end(
+            transfer,
+            "containerd.services.transfer.v1.Transfer/Transfer",
+            50,
+            vec![],
+        ),
+        t(50),
+        &mut out,
+    );
+    c.ended(end(progress, STREAMING_STREAM, 51, image.to_vec()), t(51), &mut out);
+    c.flush(t(100), &mut out);
+    let t_span = out.iter().find(|s| s.span_id == transfer).unwrap();
+    assert!(t_span.attributes.contains(&image[0]), "{:?}", t_span.attributes);
+    assert!(t_span.attributes.contains(&image[1]));
+    let p_span = out.iter().find(|s| s.span_id == progress).unwrap();
+    assert_eq!(p_span.parent.map(|p| p.span_id), Some(transfer));
+}
