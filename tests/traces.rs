@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::process::{Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -998,4 +999,76 @@ fn default_sampling_keeps_the_pod_start_and_a_counted_fraction_of_polls() {
             );
         }
     }
+}
+
+const TRANSFER: &str = "containerd.services.transfer.v1.Transfer/Transfer";
+const STREAM: &str = "containerd.services.streaming.v1.Streaming/Stream";
+
+#[test]
+fn ctr_images_import_is_one_trace_on_every_generation() {
+    let (_serial, s) = setup();
+    let ns = "tr-import";
+    let out = s
+        .stack
+        .bed
+        .ctr(&s.stack.containerd)
+        .args(["-n", ns, "images", "import"])
+        .arg(&s.stack.images_tar)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let versions = s.stack.bed.versions();
+    if s.stack.bed.generation() != runtime_tap::bed::Generation::Sid {
+        // containerd 1.x: ctr writes each blob itself (Content/Write) and names the images
+        // (Images/Create); no Transfer service on the wire.
+        let spans = wait_spans(s, "ctr import's Images/Create", |sp| {
+            sp.iter().any(|x| {
+                x.name == "containerd.services.images.v1.Images/Create"
+                    && str_attr(x, "containerd.namespace") == Some(ns)
+            })
+        });
+        assert!(!spans.iter().any(|x| x.name == TRANSFER), "{versions}");
+        return;
+    }
+    // containerd 2.x: one Transfer/Transfer naming the image the archive holds, with the
+    // data and progress streams it named under it in its trace, though they opened first.
+    let transfer_of = |sp: &[ReceivedSpan]| {
+        sp.iter()
+            .find(|x| x.name == TRANSFER && str_attr(x, "containerd.namespace") == Some(ns))
+            .cloned()
+    };
+    let spans = wait_spans(s, "ctr import's Transfer and its two streams", |sp| {
+        transfer_of(sp).is_some_and(|t| children(sp, &t).iter().filter(|k| k.name == STREAM).count() == 2)
+    });
+    let t = transfer_of(&spans).unwrap();
+    assert!(t.parent_span_id.is_empty(), "ctr's Transfer is a root");
+    assert_eq!(
+        str_attr(&t, "containerd.transfer.source.type"),
+        Some("containerd.types.transfer.ImageImportStream"),
+        "{versions}"
+    );
+    assert_eq!(
+        str_attr(&t, "containerd.transfer.destination.type"),
+        Some("containerd.types.transfer.ImageStore")
+    );
+    let image = str_attr(&t, "container.image.name");
+    assert!(
+        matches!(image, Some("docker.io/library/bb" | "registry.k8s.io/pause")),
+        "the Transfer names an image of the archive: {image:?} ({versions})"
+    );
+    let streams = children(&spans, &t);
+    let named: HashSet<&str> = ["containerd.transfer.stream", "containerd.transfer.progress_stream"]
+        .iter()
+        .filter_map(|k| str_attr(&t, k))
+        .collect();
+    for st in streams.iter().filter(|k| k.name == STREAM) {
+        assert_eq!(st.trace_id, t.trace_id);
+        assert_eq!(str_attr(st, "runtime_tap.link"), Some("stream"));
+        assert!(
+            named.contains(str_attr(st, "containerd.stream.id").unwrap_or("")),
+            "{st:?}"
+        );
+        assert!(st.start_ns <= t.start_ns, "the stream opened before its Transfer");
+    }
+    assert_eq!(named.len(), 2);
 }
