@@ -34,7 +34,13 @@ pub enum ActivationError {
     NotAListener { fd: RawFd, name: String },
     #[error("passed descriptor {fd}: {source}")]
     Io { fd: RawFd, source: std::io::Error },
+    #[error("the descriptors passed by the service manager were already taken")]
+    AlreadyTaken,
 }
+
+/// Set by the first [`Handed::from_env`] that takes descriptors: a second call would make a
+/// second `OwnedFd` for the same number (a double close, or closing someone else's file).
+static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Sockets passed by a service manager, keyed by their `LISTEN_FDNAMES` name (systemd's
 /// `FileDescriptorName=`, by default the socket unit's name without `.socket`).
@@ -44,19 +50,25 @@ pub struct Handed {
 }
 
 impl Handed {
-    /// Take the descriptors passed to this process, if `LISTEN_PID` names it.
+    /// Take the descriptors passed to this process, if `LISTEN_PID` names it. Once per
+    /// process: a second call that would take descriptors fails.
     ///
     /// # Errors
-    /// When a passed descriptor is not a listening stream socket.
+    /// When a passed descriptor is not a listening stream socket, or when they were taken.
     pub fn from_env() -> Result<Handed, ActivationError> {
         let Some((pid, count, names)) = crate::config::env::socket_activation() else {
             return Ok(Handed::default());
         };
+        let passed = passed(pid, count, names.as_deref(), std::process::id())?;
+        if !passed.is_empty() && TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(ActivationError::AlreadyTaken);
+        }
         let mut handed = Handed::default();
-        for (fd, name) in passed(pid, count, names.as_deref(), std::process::id())? {
+        for (fd, name) in passed {
             // SAFETY: `passed` returns descriptors only when LISTEN_PID is our pid, so the
-            // manager passed 3..3+LISTEN_FDS to this process; each is taken exactly once here
-            // and owned from now on.
+            // manager passed 3..3+LISTEN_FDS to this process; `TAKEN` makes this the only
+            // call that takes them, and each number appears once in `passed`: each is owned
+            // exactly once from now on.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let activated = classify(owned).map_err(|e| match e {
                 Some(source) => ActivationError::Io { fd, source },
