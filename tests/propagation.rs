@@ -408,14 +408,37 @@ fn docker_and_containerd_work_with_propagation_on() {
         .find(|s| s.name == "containerd.services.tasks.v1.Tasks/Start")
         .unwrap();
     assert!(start.parent_span_id.is_empty());
-    assert!(task.parent_span_id.is_empty(), "a propagated call's trace is its own");
-    assert!(
-        task.links
-            .iter()
-            .any(|l| l.span_id == start.span_id && l.trace_id == start.trace_id),
-        "Tasks/Start links to the docker start: {:?}",
-        task.links
-    );
+    let remote = match task.attributes.get("runtime_tap.remote_parent") {
+        Some(support::otlp::Val::Str(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    match stack.bed.generation() {
+        // dockerd 20.10 sends no context: runtime-tap adds one naming its Tasks/Start span,
+        // whose trace is then its own, linked to the start.
+        runtime_tap::bed::Generation::Bookworm => {
+            assert_eq!(remote, None);
+            assert!(task.parent_span_id.is_empty(), "a propagated call's trace is its own");
+            assert!(
+                task.links
+                    .iter()
+                    .any(|l| l.span_id == start.span_id && l.trace_id == start.trace_id),
+                "Tasks/Start links to the docker start: {:?}",
+                task.links
+            );
+        }
+        // dockerd 26 sends a context on every containerd call, dockerd 28 passes on the one
+        // runtime-tap gave its start: the request is forwarded as it came, and the start
+        // runtime-tap observed is its parent (README "Remote trace context").
+        runtime_tap::bed::Generation::Trixie | runtime_tap::bed::Generation::Sid => {
+            assert!(
+                matches!(remote, Some("confirmed" | "replaced")),
+                "{remote:?} ({})",
+                stack.bed.versions()
+            );
+            assert_eq!(task.parent_span_id, start.span_id);
+            assert_eq!(task.trace_id, start.trace_id);
+        }
+    }
 }
 
 #[test]

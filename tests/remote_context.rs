@@ -314,14 +314,9 @@ fn dockerd_28_with_its_own_tracing_and_runtime_tap_make_whole_traces() {
 fn kubelet_context_on_cri_calls_is_followed_and_no_pod_root_is_made() {
     let _serial = serial();
     let n = node("rckub", Generation::Sid, false);
-    let import = n
-        .bed
-        .ctr(&n.containerd)
-        .args(["-n", "k8s.io", "images", "import"])
-        .arg(n.bed.dir.join("images.tar"))
-        .output()
-        .unwrap();
-    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    n.bed
+        .import_cri_images(&n.containerd, &n.bed.dir.join("images.tar"))
+        .expect("CRI images");
     let sock = n.containerd.clone();
     let log_dir = n.bed.dir.join("pods");
     std::fs::create_dir_all(&log_dir).unwrap();
