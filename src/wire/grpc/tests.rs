@@ -489,6 +489,33 @@ fn captures_split_at_every_offset_of_small_files() {
 }
 
 #[test]
+fn containerd_2_1_captures_split_at_every_offset() {
+    // containerd 2.x's Transfer + Streaming traffic (bidirectional streams of Any, streams
+    // reset with code 0, trailers after the Transfer returned) and a 2.1 CRI pod.
+    for name in [
+        "ctr-images-import",
+        "ctr-images-export",
+        "ctr-images-pull",
+        "cri-pod-lifecycle",
+    ] {
+        let chunks = load(&format!("containerd-2.1/{name}"));
+        let want = run(&chunks, true);
+        assert!(
+            want.iter()
+                .filter(|e| matches!(e, GrpcEvent::RequestMessage { .. } | GrpcEvent::ResponseMessage { .. }))
+                .count()
+                >= 18,
+            "{name}: {} events",
+            want.len()
+        );
+        for at in 1..capture_len(&chunks) {
+            assert_eq!(run(&split_at(&chunks, at), true), want, "{name} cut at {at}");
+        }
+        assert_eq!(run(&rechunk(&chunks, 1), false), want, "{name} one byte at a time");
+    }
+}
+
+#[test]
 fn captures_split_at_many_offsets_of_big_files() {
     // Deterministic pseudo-random offsets (xorshift), plus one-byte and odd-sized re-chunking.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
