@@ -734,9 +734,11 @@ fn errors_logs_exec_pull_events_and_secrets() {
 #[test]
 fn cri_pod_starts_are_one_trace_each_and_traceparent_is_honoured() {
     let (_serial, s) = setup();
+    // Imported on containerd's own socket: the wait for the CRI plugin's cache makes
+    // ImageStatus calls, which through runtime-tap would join the first pod's start.
     s.stack
         .bed
-        .import_cri_images(&s.stack.containerd, &s.stack.images_tar)
+        .import_cri_images(&s.stack.bed.containerd_socket(), &s.stack.images_tar)
         .expect("CRI images");
     let sock = s.stack.containerd.clone();
     let log_dir = s.stack.bed.dir.join("pods");
