@@ -78,6 +78,13 @@ fn int_attr(span: &ReceivedSpan, key: &str) -> Option<i64> {
     }
 }
 
+fn double_attr(span: &ReceivedSpan, key: &str) -> Option<f64> {
+    match span.attributes.get(key) {
+        Some(Val::Double(d)) => Some(*d),
+        _ => None,
+    }
+}
+
 fn is_incomplete(span: &ReceivedSpan) -> bool {
     span.attributes.get("runtime_tap.incomplete") == Some(&Val::Bool(true))
 }
@@ -299,8 +306,18 @@ fn docker_run_rm_is_create_attach_wait_start_and_one_trace_per_layer() {
         "wait ended {} ns before Containers/Delete did",
         remove[0].end_ns - wait[0].end_ns
     );
-    assert!(int_attr(start, "runtime_tap.self_time_ms.dockerd").is_some());
-    assert!(int_attr(start, "runtime_tap.self_time_ms.containerd").is_some());
+    // Each layer's self time, exact to the microsecond: dockerd calls containerd one call at
+    // a time, so the layers add up to the start's duration (cut to whole milliseconds per
+    // span they missed it by up to 4.8 ms).
+    let layers: Vec<f64> = ["dockerd", "containerd"]
+        .iter()
+        .map(|svc| double_attr(start, &format!("runtime_tap.self_time_ms.{svc}")).expect(svc))
+        .collect();
+    let duration_ms = (start.end_ns - start.start_ns) as f64 / 1e6;
+    assert!(
+        (layers.iter().sum::<f64>() - duration_ms).abs() < 0.5,
+        "self times {layers:?} against the start's {duration_ms} ms"
+    );
 }
 
 #[test]

@@ -211,10 +211,11 @@ fn any_value(v: &Value) -> Option<AttrValue> {
         return Some(AttrValue::Bool(b));
     }
     if let Some(d) = field(v, &["doubleValue", "double_value"]) {
-        return Some(AttrValue::Str(match d {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }));
+        // OTLP/JSON writes a double as a number, or as a string for NaN and infinities.
+        return match d {
+            Value::String(s) => Some(AttrValue::Str(s.clone())),
+            other => other.as_f64().map(AttrValue::Double),
+        };
     }
     if let Some(arr) = field(v, &["arrayValue", "array_value"]) {
         let values = field(arr, &["values"]).and_then(Value::as_array);
@@ -225,6 +226,7 @@ fn any_value(v: &Value) -> Option<AttrValue> {
             .map(|v| match v {
                 AttrValue::Str(s) => s,
                 AttrValue::Int(i) => i.to_string(),
+                AttrValue::Double(d) => d.to_string(),
                 AttrValue::Bool(b) => b.to_string(),
                 AttrValue::StrList(l) => l.join(","),
             })
@@ -293,7 +295,7 @@ mod tests {
         assert_eq!(s.status, SpanStatus::Error("boom".into()));
         assert_eq!(s.attributes[0].value, AttrValue::Int(500));
         assert_eq!(s.attributes[1].value, AttrValue::StrList(vec!["3.6".into()]));
-        assert_eq!(s.attributes[2].value, AttrValue::Str("0.5".into()));
+        assert_eq!(s.attributes[2].value, AttrValue::Double(0.5));
         assert!(parse_line("{\"x\":1}", &mut out).is_err());
         assert!(parse_line("{\"resourceSp", &mut out).is_err());
     }

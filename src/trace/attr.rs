@@ -8,6 +8,8 @@ use std::borrow::Cow;
 pub enum AttrValue {
     Str(String),
     Int(i64),
+    /// A measure with a fraction: self times in milliseconds, to the microsecond.
+    Double(f64),
     Bool(bool),
     StrList(Vec<String>),
 }
@@ -31,6 +33,13 @@ impl Attr {
         Attr {
             key: key.into(),
             value: AttrValue::Int(value),
+        }
+    }
+
+    pub fn double(key: impl Into<Cow<'static, str>>, value: f64) -> Attr {
+        Attr {
+            key: key.into(),
+            value: AttrValue::Double(value),
         }
     }
 

@@ -159,19 +159,20 @@ struct Node {
 struct Below {
     /// Children's `(start, end)`.
     kids: Vec<(SystemTime, SystemTime)>,
-    /// Self time of exported descendants, per service.
-    self_ms: Vec<(Arc<str>, i64)>,
+    /// Self time of exported descendants, per service, in nanoseconds: exact, so that where
+    /// calls do not overlap the layers add up to the root (converted once, on the root).
+    self_ns: Vec<(Arc<str>, u64)>,
 }
 
 impl Below {
-    fn add(&mut self, service: &Arc<str>, ms: i64) {
-        match self.self_ms.iter_mut().find(|(s, _)| s == service) {
-            Some((_, v)) => *v += ms,
-            None => self.self_ms.push((Arc::clone(service), ms)),
+    fn add(&mut self, service: &Arc<str>, ns: u64) {
+        match self.self_ns.iter_mut().find(|(s, _)| s == service) {
+            Some((_, v)) => *v += ns,
+            None => self.self_ns.push((Arc::clone(service), ns)),
         }
     }
 
-    fn merge(&mut self, other: &[(Arc<str>, i64)]) {
+    fn merge(&mut self, other: &[(Arc<str>, u64)]) {
         for (service, ms) in other {
             self.add(service, *ms);
         }
@@ -1026,7 +1027,7 @@ impl Correlator {
     /// of `tree` being exported, children before parents, each added to its parent's (or pod
     /// root's) tally: what children exported earlier left there is in it. Returns the tally of
     /// `tree`'s top.
-    fn gather_self_times(&mut self, tree: &[SpanId]) -> Vec<(Arc<str>, i64)> {
+    fn gather_self_times(&mut self, tree: &[SpanId]) -> Vec<(Arc<str>, u64)> {
         let mut top = Vec::new();
         for (k, cur) in tree.iter().enumerate().rev() {
             let Some(n) = self.nodes.get_mut(cur) else { continue };
@@ -1037,19 +1038,19 @@ impl Correlator {
             let mut below = n.below.take().map(|b| *b).unwrap_or_default();
             let covered = crate::trace::tree::covered(n.start, end, below.kids.iter().copied());
             let total = end.duration_since(n.start).unwrap_or_default();
-            below.add(&n.conn.service, total.saturating_sub(covered).as_millis() as i64);
+            below.add(&n.conn.service, nanos(total.saturating_sub(covered)));
             match n.parent {
                 Some((pod, Link::Pod)) => {
                     if let Some(group) = self.pods.iter_mut().find(|p| p.root == pod) {
-                        group.below.merge(&below.self_ms);
+                        group.below.merge(&below.self_ns);
                     }
                 }
                 Some((parent, _)) => {
                     if let Some(p) = self.nodes.get_mut(&parent) {
-                        p.below.get_or_insert_default().merge(&below.self_ms);
+                        p.below.get_or_insert_default().merge(&below.self_ns);
                     }
                 }
-                None if k == 0 => top = below.self_ms,
+                None if k == 0 => top = below.self_ns,
                 None => {}
             }
         }
@@ -1058,10 +1059,20 @@ impl Correlator {
 }
 
 /// `runtime_tap.self_time_ms.<service>` for each layer of a trace, on its root.
-fn push_self_times(attributes: &mut Vec<Attr>, self_times: &[(Arc<str>, i64)]) {
-    for (service, ms) in self_times {
-        attributes.push(Attr::int(format!("runtime_tap.self_time_ms.{service}"), *ms));
+fn push_self_times(attributes: &mut Vec<Attr>, self_times: &[(Arc<str>, u64)]) {
+    for (service, ns) in self_times {
+        attributes.push(Attr::double(format!("runtime_tap.self_time_ms.{service}"), ms(*ns)));
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds as milliseconds to the microsecond (the span contract's precision), converted
+/// once from the exact sum: rounding each span's share instead lost up to a millisecond a span.
+fn ms(ns: u64) -> f64 {
+    (ns / 1_000) as f64 / 1_000.0
 }
 
 fn span_of(call: Call, node: &Node) -> SpanRecord {
@@ -1152,10 +1163,10 @@ fn pod_root(pod: PodGroup) -> SpanRecord {
     // in flight (the pod start span itself is no call to anything).
     let covered = crate::trace::tree::covered(pod.start, pod.end, pod.below.kids.iter().copied());
     let total = pod.end.duration_since(pod.start).unwrap_or_default();
-    push_self_times(&mut attributes, &pod.below.self_ms);
-    attributes.push(Attr::int(
+    push_self_times(&mut attributes, &pod.below.self_ns);
+    attributes.push(Attr::double(
         "runtime_tap.self_time_ms.kubelet",
-        total.saturating_sub(covered).as_millis() as i64,
+        ms(nanos(total.saturating_sub(covered))),
     ));
     crate::trace::tracer::conn_attributes(&pod.conn, &mut attributes);
     SpanRecord {

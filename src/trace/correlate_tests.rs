@@ -227,9 +227,12 @@ fn docker_start_children_go_under_the_start_not_the_attach_or_wait() {
     let self_ms = |k: &str| start.attributes.iter().find(|a| a.key == k).map(|a| a.value.clone());
     assert_eq!(
         self_ms("runtime_tap.self_time_ms.dockerd"),
-        Some(AttrValue::Int(90 - 52))
+        Some(AttrValue::Double(90.0 - 52.0))
     );
-    assert_eq!(self_ms("runtime_tap.self_time_ms.containerd"), Some(AttrValue::Int(52)));
+    assert_eq!(
+        self_ms("runtime_tap.self_time_ms.containerd"),
+        Some(AttrValue::Double(52.0))
+    );
 }
 
 #[test]
@@ -556,7 +559,8 @@ fn self_ms(span: &SpanRecord, service: &str) -> Option<i64> {
         .iter()
         .find(|a| a.key == key)
         .and_then(|a| match a.value {
-            AttrValue::Int(v) => Some(v),
+            // Whole milliseconds in these tests; a fraction would fail them.
+            AttrValue::Double(v) if v.fract() == 0.0 => Some(v as i64),
             _ => None,
         })
 }
@@ -939,7 +943,7 @@ fn an_observed_parent_wins_over_a_context_naming_another_trace() {
     assert!(
         start
             .attributes
-            .contains(&Attr::int("runtime_tap.self_time_ms.containerd", 60)),
+            .contains(&Attr::double("runtime_tap.self_time_ms.containerd", 60.0)),
         "{:?}",
         start.attributes
     );
@@ -1251,4 +1255,75 @@ fn the_image_a_stream_saved_goes_on_the_transfer_that_named_it() {
     assert!(t_span.attributes.contains(&image[1]));
     let p_span = out.iter().find(|s| s.span_id == progress).unwrap();
     assert_eq!(p_span.parent.map(|p| p.span_id), Some(transfer));
+}
+
+#[test]
+fn self_times_are_exact_and_add_up_to_the_root() {
+    // dockerd's start (10.5 ms) calls containerd three times, 1.25 ms each, one after another:
+    // cut to whole milliseconds per span the layers came to 6 + 3 = 9 ms.
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let us = |n: u64| t(0) + Duration::from_micros(n);
+    let mut c = Correlator::new();
+    let mut out = Vec::new();
+    let calls = [
+        (new_span_id(), &cli, "POST /containers/{id}/start", 0, 10_500),
+        (new_span_id(), &ctd, "Containers/Create", 1_000, 2_250),
+        (new_span_id(), &ctd, "Tasks/Create", 3_000, 4_250),
+        (new_span_id(), &ctd, "Tasks/Start", 5_000, 6_250),
+    ];
+    for (id, conn, name, start, _) in &calls {
+        c.started(
+            &CallStart {
+                span_id: *id,
+                conn: Arc::clone(conn),
+                name: name.to_string(),
+                start: us(*start),
+                shape: Shape::Unary,
+                remote_parent: None,
+                own_trace: None,
+                attributes: cid("X"),
+            },
+            &mut out,
+        );
+    }
+    for (id, conn, name, start, end) in calls.iter().skip(1).chain(calls.iter().take(1)) {
+        let call = Call {
+            span_id: *id,
+            conn: Arc::clone(conn),
+            name: name.to_string(),
+            start: us(*start),
+            end: us(*end),
+            attributes: cid("X"),
+            status: SpanStatus::Unset,
+            incomplete: false,
+            shape: Shape::Unary,
+            remote_parent: None,
+            own_trace: None,
+            events: Vec::new(),
+        };
+        c.ended(call, us(*end), &mut out);
+    }
+    c.flush(t(100_000), &mut out);
+    let root = out.iter().find(|s| s.span_id == calls[0].0).unwrap();
+    let get = |svc: &str| {
+        root.attributes
+            .iter()
+            .find(|a| a.key == format!("runtime_tap.self_time_ms.{svc}"))
+            .map(|a| a.value.clone())
+    };
+    assert_eq!(get("dockerd"), Some(AttrValue::Double(6.75)));
+    assert_eq!(get("containerd"), Some(AttrValue::Double(3.75)));
+    let sum: f64 = ["dockerd", "containerd"]
+        .iter()
+        .filter_map(|svc| match get(svc) {
+            Some(AttrValue::Double(v)) => Some(v),
+            _ => None,
+        })
+        .sum();
+    let root_ms = root.end.duration_since(root.start).unwrap().as_secs_f64() * 1000.0;
+    assert!(
+        (sum - root_ms).abs() < 1e-9,
+        "the layers add up to the root: {sum} vs {root_ms}"
+    );
 }

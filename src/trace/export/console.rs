@@ -137,6 +137,7 @@ pub(super) fn line(s: &SpanRecord) -> String {
             let _ = match &a.value {
                 AttrValue::Str(v) => write!(out, " {key}={v}"),
                 AttrValue::Int(v) => write!(out, " {key}={v}"),
+                AttrValue::Double(v) => write!(out, " {key}={v}"),
                 AttrValue::Bool(v) => write!(out, " {key}={v}"),
                 AttrValue::StrList(v) => write!(out, " {key}={}", v.join(",")),
             };

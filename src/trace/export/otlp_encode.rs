@@ -220,6 +220,10 @@ fn put_kv(a: &Attr, out: &mut Vec<u8>) {
             put_key(3, VARINT, out);
             put_varint(*i as u64, out);
         }
+        AttrValue::Double(d) => {
+            put_key(4, FIXED64, out);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
         AttrValue::StrList(list) => {
             put_len(5, array_len(list), out);
             for s in list {
@@ -235,6 +239,7 @@ fn any_len(v: &AttrValue) -> usize {
         AttrValue::Str(s) => field_len(1, s.len()),
         AttrValue::Bool(_) => 2,
         AttrValue::Int(i) => 1 + varint_len(*i as u64),
+        AttrValue::Double(_) => 1 + 8,
         AttrValue::StrList(list) => field_len(5, array_len(list)),
     }
 }

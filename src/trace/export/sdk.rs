@@ -133,6 +133,7 @@ fn value(v: &AttrValue) -> Value {
     match v {
         AttrValue::Str(s) => Value::String(s.clone().into()),
         AttrValue::Int(i) => Value::I64(*i),
+        AttrValue::Double(d) => Value::F64(*d),
         AttrValue::Bool(b) => Value::Bool(*b),
         AttrValue::StrList(l) => Value::Array(Array::String(l.iter().map(|s| StringValue::from(s.clone())).collect())),
     }

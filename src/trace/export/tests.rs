@@ -52,6 +52,7 @@ fn rich() -> SpanRecord {
             Attr::str("http.route", "/containers/{id}/start"),
             Attr::int("http.response.status_code", 500),
             Attr::bool("runtime_tap.incomplete", true),
+            Attr::double("runtime_tap.self_time_ms.dockerd", 6.75),
             Attr::list("container.image.tags", vec!["3.6".to_owned()]),
         ],
         events: vec![SpanEventRecord {
@@ -261,6 +262,7 @@ fn expected_line() -> serde_json::Value {
                     {"key": "http.route", "value": {"stringValue": "/containers/{id}/start"}},
                     {"key": "http.response.status_code", "value": {"intValue": "500"}},
                     {"key": "runtime_tap.incomplete", "value": {"boolValue": true}},
+                    {"key": "runtime_tap.self_time_ms.dockerd", "value": {"doubleValue": 6.75}},
                     {"key": "container.image.tags",
                      "value": {"arrayValue": {"values": [{"stringValue": "3.6"}]}}}
                 ],

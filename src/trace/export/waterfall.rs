@@ -216,12 +216,12 @@ fn render_nodes(
         Vec::new()
     };
     if !self_times.is_empty() {
-        let total: u64 = self_times.iter().map(|(_, ms)| *ms).sum();
+        let total: u128 = self_times.iter().map(|(_, d)| d.as_micros()).sum();
         let parts: Vec<String> = self_times
             .iter()
-            .map(|(svc, ms)| {
-                let pct = (*ms * 100 + total / 2).checked_div(total).unwrap_or(0);
-                format!("{svc} {} ({pct}%)", fmt_duration(Duration::from_millis(*ms)))
+            .map(|(svc, d)| {
+                let pct = (d.as_micros() * 100 + total / 2).checked_div(total).unwrap_or(0);
+                format!("{svc} {} ({pct}%)", fmt_duration(*d))
             })
             .collect();
         let line = format!("self time: {}", parts.join(" · "));
@@ -230,19 +230,22 @@ fn render_nodes(
     out
 }
 
-/// Self time per layer of the first root, in milliseconds: the correlator's
-/// `runtime_tap.self_time_ms.<service>` attributes when the root carries them, else computed
-/// from the spans at hand.
-pub fn self_times(tree: &SpanTree<'_>, root: usize) -> Vec<(String, u64)> {
-    let from_attrs: Vec<(String, u64)> = tree.spans()[root]
+/// Self time per layer of the first root: the correlator's
+/// `runtime_tap.self_time_ms.<service>` attributes when the root carries them (milliseconds, a
+/// double to the microsecond; whole milliseconds from older files), else computed from the
+/// spans at hand.
+pub fn self_times(tree: &SpanTree<'_>, root: usize) -> Vec<(String, Duration)> {
+    let from_attrs: Vec<(String, Duration)> = tree.spans()[root]
         .attributes
         .iter()
         .filter_map(|a| {
             let svc = a.key.strip_prefix(SELF_TIME_PREFIX)?;
-            match a.value {
-                AttrValue::Int(ms) => Some((svc.to_string(), ms.max(0) as u64)),
-                _ => None,
-            }
+            let ms = match a.value {
+                AttrValue::Int(ms) => ms as f64,
+                AttrValue::Double(ms) => ms,
+                _ => return None,
+            };
+            Some((svc.to_string(), Duration::from_secs_f64(ms.max(0.0) / 1000.0)))
         })
         .collect();
     if !from_attrs.is_empty() {
@@ -253,7 +256,7 @@ pub fn self_times(tree: &SpanTree<'_>, root: usize) -> Vec<(String, u64)> {
     }
     tree.self_times(root)
         .into_iter()
-        .map(|(svc, d)| (svc.to_string(), d.as_millis() as u64))
+        .map(|(svc, d)| (svc.to_string(), d))
         .collect()
 }
 
@@ -299,6 +302,7 @@ fn str_attr(s: &SpanRecord, key: &str) -> Option<String> {
     Some(match &a.value {
         AttrValue::Str(v) => one_line(v),
         AttrValue::Int(v) => v.to_string(),
+        AttrValue::Double(v) => v.to_string(),
         AttrValue::Bool(v) => v.to_string(),
         AttrValue::StrList(v) => v.join(","),
     })
