@@ -12,7 +12,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use runtime_tap::bed::{Bed, Generation};
 use serde_json::json;
@@ -132,18 +132,8 @@ fn docker_ok(n: &Node, socket: &Path, args: &[&str]) -> String {
 }
 
 fn wait_spans(n: &Node, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
-    let start = Instant::now();
-    loop {
-        let spans = n.receiver.spans();
-        if pred(&spans) {
-            return spans;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let names: Vec<_> = spans.iter().map(|s| format!("{}:{}", s.service, s.name)).collect();
-            panic!("no spans for {what} after 30 s ({}); got {names:?}", n.bed.versions());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eprintln!("remote_context: waiting for {what} ({})", n.bed.versions());
+    n.rt.block_on(n.receiver.wait_for(pred, Duration::from_secs(30)))
 }
 
 /// runtime-tap's start span for container `id` and its three containerd children, once all

@@ -1056,13 +1056,11 @@ fn an_unsampled_context_that_is_replaced_does_not_drop_the_call() {
     assert_eq!(counts.not_sampled, 0);
 }
 
-#[test]
-fn kubelet_calls_with_their_own_context_follow_it_and_make_no_pod_root() {
-    let kubelet = conn("containerd", 50, 300);
-    let kubelet_span = fresh_remote();
+/// RunPodSandbox and CreateContainer of one pod from `kubelet`, both carrying `context`.
+fn kubelet_pod_start(kubelet: &Arc<ConnMeta>, context: &RemoteParent) -> Vec<Spec> {
     let mut specs = vec![
         spec(
-            &kubelet,
+            kubelet,
             "runtime.v1.RuntimeService/RunPodSandbox",
             0,
             40,
@@ -1071,7 +1069,7 @@ fn kubelet_calls_with_their_own_context_follow_it_and_make_no_pod_root() {
             pod("u1", "s1"),
         ),
         spec(
-            &kubelet,
+            kubelet,
             "runtime.v1.RuntimeService/CreateContainer",
             50,
             60,
@@ -1081,8 +1079,16 @@ fn kubelet_calls_with_their_own_context_follow_it_and_make_no_pod_root() {
         ),
     ];
     for s in &mut specs {
-        s.remote = Some(kubelet_span.clone());
+        s.remote = Some(context.clone());
     }
+    specs
+}
+
+#[test]
+fn kubelet_calls_with_their_own_context_follow_it_and_make_no_pod_root() {
+    let kubelet = conn("containerd", 50, 300);
+    let kubelet_span = fresh_remote();
+    let specs = kubelet_pod_start(&kubelet, &kubelet_span);
     let ((out, _), counts) = run_with(Correlator::new(), specs);
     assert_eq!(out.len(), 2, "no pod start root: {out:?}");
     assert!(out.iter().all(|s| s.trace_id == kubelet_span.trace_id
@@ -1090,29 +1096,7 @@ fn kubelet_calls_with_their_own_context_follow_it_and_make_no_pod_root() {
         && remote_parent_of(s) == Some("followed")));
     assert_eq!(counts.pod_roots, 0);
     // With policy link, kubelet's context is a link and the pod root is made as without one.
-    let mut specs = vec![
-        spec(
-            &kubelet,
-            "runtime.v1.RuntimeService/RunPodSandbox",
-            0,
-            40,
-            Shape::Unary,
-            vec![],
-            pod("u1", "s1"),
-        ),
-        spec(
-            &kubelet,
-            "runtime.v1.RuntimeService/CreateContainer",
-            50,
-            60,
-            Shape::Unary,
-            vec![],
-            create("s1", "c1"),
-        ),
-    ];
-    for s in &mut specs {
-        s.remote = Some(kubelet_span.clone());
-    }
+    let specs = kubelet_pod_start(&kubelet, &kubelet_span);
     let ((out, _), counts) = run_with(Correlator::new().with_remote_policy(RemoteParentPolicy::Link), specs);
     assert_eq!(counts.pod_roots, 1);
     let root = out.iter().find(|s| s.name == "pod start").expect("pod root");
