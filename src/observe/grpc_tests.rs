@@ -229,6 +229,27 @@ fn dropped_session_ends_its_open_calls() {
     }
 }
 
+/// Regression (fuzz target `grpc_session`): a session dropped without `closed` ends its calls
+/// at `Instant::now()`; a call that started at a later instant (fed instants are the caller's)
+/// ended before it started. Now it ends when it started, never earlier.
+#[test]
+fn a_call_dropped_before_its_start_instant_ends_no_earlier_than_it_started() {
+    let (sink, mut session) = session(false);
+    let mut at = Instant::now() + Duration::from_secs(3600);
+    for (dir, seg) in load_capture(&capture_path("dockerd-to-containerd-plugins.jsonl")) {
+        at += Duration::from_micros(10);
+        if let Segment::Data(bytes) = seg {
+            session.data(dir, at, Bytes::from(bytes));
+        }
+    }
+    drop(session);
+    let ended = sink.ended.lock().unwrap();
+    assert!(ended.iter().any(|c| c.incomplete), "a call was open at the drop");
+    for call in ended.iter() {
+        assert!(call.end >= call.start, "{} ends before it starts", call.name);
+    }
+}
+
 /// A message over the decode cap is skipped (the call is still a span) and handed over once
 /// for /metrics as `too_large`; messages skipped for want of interest are not losses.
 #[test]
