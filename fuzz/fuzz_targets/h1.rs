@@ -101,8 +101,16 @@ fuzz_target!(|input: &[u8]| {
     // DataAfterEof is reported per chunk, so it is split-dependent by design.
     let keep = |e: &&H1Event| !matches!(e, H1Event::Anomaly(Anomaly::DataAfterEof { .. }));
     let ((a, body_a), (b, body_b)) = (normalize(events), normalize(events2));
-    let a: Vec<&H1Event> = a.iter().filter(keep).collect();
-    let b: Vec<&H1Event> = b.iter().filter(keep).collect();
+    // Where decoding gives up does not depend on the read splits; which limit it names may:
+    // client bytes parked behind a request that may switch protocols are held per read, so one
+    // large read overflows the park (`ParkedOverflow`) where smaller ones are replayed first and
+    // fail as a head (`MalformedHead`). Compared without the reason (fuzz/README.md).
+    let canon = |e: &&H1Event| match e {
+        H1Event::GaveUp(_) => "GaveUp".to_string(),
+        e => format!("{e:?}"),
+    };
+    let a: Vec<String> = a.iter().filter(keep).map(|e| canon(&e)).collect();
+    let b: Vec<String> = b.iter().filter(keep).map(|e| canon(&e)).collect();
     runtime_tap_fuzz::assert_same_events(&a, &b);
     assert!(body_a == body_b, "body bytes depend on read splits");
 });
