@@ -13,10 +13,10 @@ use opentelemetry_semantic_conventions::attribute::{
 
 use super::session::{Injected, Session, SessionCtx};
 use crate::relay::rewrite::Injection;
+use crate::schema::containerd::STREAMING_STREAM;
 use crate::schema::{self, MethodInfo, Schema, Side};
 use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
-use crate::trace::correlate::STREAMING_STREAM;
 use crate::trace::red::RPC_METHOD_OTHER;
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;

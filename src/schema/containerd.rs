@@ -33,7 +33,10 @@ const SANDBOX_STORE: &str = "containerd.services.sandbox.v1.Store/*";
 const SANDBOX_STORE_GET: &str = "containerd.services.sandbox.v1.Store/Get";
 const SANDBOX_CONTROLLER: &str = "containerd.services.sandbox.v1.Controller/*";
 const TRANSFER: &str = "containerd.services.transfer.v1.Transfer/Transfer";
-const STREAM: &str = "containerd.services.streaming.v1.Streaming/Stream";
+/// containerd 2.x's bidirectional stream of Anys, named by the Transfer that uses it: its
+/// calls are long-lived and their progress is learned while they run.
+pub const STREAMING_STREAM: &str = "containerd.services.streaming.v1.Streaming/Stream";
+const STREAM: &str = STREAMING_STREAM;
 /// The first message of a Streaming/Stream call, naming the stream.
 const STREAM_INIT: &str = "containerd.services.streaming.v1.StreamInit";
 /// What a transfer reports on its progress stream.

@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::schema::containerd::STREAMING_STREAM;
 use crate::schema::{EntityKind, entity_ids};
 use crate::trace::attr::{Attr, AttrValue, names};
 use crate::trace::call::{Call, CallStart, ConnMeta, RemoteParent, Shape};
@@ -51,8 +52,6 @@ pub const RETAIN: Duration = Duration::from_secs(3);
 pub const MAX_NODES: usize = 57_344;
 /// A pod's start is over after this long without another of its calls.
 pub const POD_QUIET_PERIOD: Duration = Duration::from_secs(5);
-/// The method whose calls carry a stream another call of the same client names.
-pub const STREAMING_STREAM: &str = "containerd.services.streaming.v1.Streaming/Stream";
 
 /// How an edge was made, as `runtime_tap.link` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
