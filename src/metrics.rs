@@ -502,6 +502,7 @@ fn render_tracer(out: &mut String, tracer: &crate::trace::tracer::Tracer) {
         ("entity", k.by_entity),
         ("stream", k.by_stream),
         ("temporal", k.temporal),
+        ("outlived", k.outlived),
         ("ambiguous", k.ambiguous),
         ("root", k.roots),
         ("late", k.late),

@@ -84,6 +84,9 @@ pub struct CorrelateCounts {
     /// Streaming/Stream calls placed under the call that named their stream.
     pub by_stream: u64,
     pub temporal: u64,
+    /// Calls placed under an open call that turned out to end first, and decided again (also
+    /// counted under the link of their first decision).
+    pub outlived: u64,
     pub ambiguous: u64,
     pub roots: u64,
     /// Exported before the parent's trace was settled (`MAX_EXPORT_DELAY`).
@@ -313,15 +316,8 @@ impl Correlator {
         if self.nodes.len() >= MAX_NODES {
             self.evict_oldest(out);
         }
-        // Provisional until decided: the context's trace, unless the policy never follows it.
-        let followed = s
-            .remote_parent
-            .as_ref()
-            .filter(|_| self.policy != RemoteParentPolicy::Link);
-        let trace_id = s
-            .own_trace
-            .or(followed.map(|r| r.trace_id))
-            .unwrap_or_else(new_trace_id);
+        let (provisional_trace, sampled, remote_outcome) = provisional(s.remote_parent.as_ref(), self.policy);
+        let trace_id = s.own_trace.unwrap_or(provisional_trace);
         self.nodes.insert(
             s.span_id,
             Node {
@@ -337,12 +333,8 @@ impl Correlator {
                 settled: s.own_trace.is_some(),
                 parent: None,
                 remote: s.remote_parent.clone().map(Box::new),
-                // Provisional: the decision may make it `Confirmed` or `Replaced`.
-                remote_outcome: s.remote_parent.as_ref().map(|_| match self.policy {
-                    RemoteParentPolicy::Link => RemoteOutcome::Linked,
-                    _ => RemoteOutcome::Followed,
-                }),
-                sampled: followed.is_none_or(|r| r.sampled),
+                remote_outcome,
+                sampled,
                 links: Vec::new(),
                 fixed: s.own_trace.is_some(),
                 evidence: Vec::new(),
@@ -441,6 +433,7 @@ impl Correlator {
             deadline: now + LATE_FACT_WAIT,
         };
         self.deciding.insert(id);
+        self.release_outlived(id, now);
         // This call ending may be the late fact others were waiting for (a create's response
         // names the container its children were about). They are decided first, so that
         // they join this call's tree before it is exported and count in its self time.
@@ -449,6 +442,57 @@ impl Correlator {
         // A pod member names the image an earlier ImageStatus of its pod checked.
         if !self.pods.is_empty() {
             self.retry_deciding(id, now, out);
+        }
+    }
+
+    /// Children placed under `id` by time while it was open (entity or temporal) that ended
+    /// after it: the containment those rules assume did not hold, only the order in which the
+    /// two ends reached the correlator (each connection has its own observer). dockerd's exit
+    /// handler, for one, calls Tasks/Get while the start of a container that exits at once is
+    /// still being answered. They go back to deciding, where `id` is no candidate any more.
+    fn release_outlived(&mut self, id: SpanId, now: SystemTime) {
+        let Some(parent) = self.nodes.get_mut(&id) else { return };
+        let Some(end) = parent.end else { return };
+        let waiting = std::mem::take(&mut parent.waiting);
+        let nodes = &self.nodes;
+        let (outlived, kept): (Vec<SpanId>, Vec<SpanId>) = waiting.into_iter().partition(|w| {
+            nodes.get(w).is_some_and(|c| {
+                !c.fixed
+                    && matches!(c.parent, Some((p, Link::Entity | Link::Temporal)) if p == id)
+                    && c.end.is_some_and(|e| e > end)
+            })
+        });
+        for w in &outlived {
+            let Some(child) = self.nodes.get_mut(w) else { continue };
+            let interval = (child.start, child.end.unwrap_or(child.start));
+            let link = child.parent.take().map(|(_, link)| link);
+            let (trace_id, sampled, outcome) = provisional(child.remote.as_deref(), self.policy);
+            child.trace_id = trace_id;
+            child.sampled = sampled;
+            child.remote_outcome = outcome;
+            child.settled = false;
+            if let State::Held { call, .. } = std::mem::replace(&mut child.state, State::Open) {
+                child.state = State::Deciding {
+                    call,
+                    deadline: now + LATE_FACT_WAIT,
+                };
+            }
+            self.held.remove(w);
+            self.deciding.insert(*w);
+            // Counters never go back: the first decision stays counted under its link.
+            self.counts.outlived += u64::from(link.is_some());
+            if let Some(kids) = self
+                .nodes
+                .get_mut(&id)
+                .and_then(|p| p.below.as_mut())
+                .map(|b| &mut b.kids)
+                && let Some(i) = kids.iter().position(|k| *k == interval)
+            {
+                kids.swap_remove(i);
+            }
+        }
+        if let Some(parent) = self.nodes.get_mut(&id) {
+            parent.waiting = kept;
         }
     }
 
@@ -1055,6 +1099,22 @@ impl Correlator {
         }
         top
     }
+}
+
+/// What a call is before its parent is decided: in the context's trace unless the policy never
+/// follows it, sampled as the context says, and with the context's outcome provisional (the
+/// decision may make it `Confirmed` or `Replaced`).
+fn provisional(remote: Option<&RemoteParent>, policy: RemoteParentPolicy) -> (TraceId, bool, Option<RemoteOutcome>) {
+    let followed = remote.filter(|_| policy != RemoteParentPolicy::Link);
+    let outcome = remote.map(|_| match policy {
+        RemoteParentPolicy::Link => RemoteOutcome::Linked,
+        _ => RemoteOutcome::Followed,
+    });
+    (
+        followed.map_or_else(new_trace_id, |r| r.trace_id),
+        followed.is_none_or(|r| r.sampled),
+        outcome,
+    )
 }
 
 /// `runtime_tap.self_time_ms.<service>` for each layer of a trace, on its root.

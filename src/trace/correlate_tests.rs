@@ -1311,3 +1311,110 @@ fn self_times_are_exact_and_add_up_to_the_root() {
         "the layers add up to the root: {sum} vs {root_ms}"
     );
 }
+
+#[test]
+fn a_child_that_outlives_its_open_parent_is_decided_again() {
+    // The start's end reaches the correlator after the end of a Tasks/Get that began inside
+    // it, though the start ended first (its observer was behind): the Tasks/Get belongs to
+    // the exit, under the wait still open for the container.
+    let wait_conn = conn("dockerd", 101, 200);
+    let start_conn = conn("dockerd", 102, 200);
+    let ctd = conn("containerd", 200, 300);
+    let (wait, start, create, get) = (new_span_id(), new_span_id(), new_span_id(), new_span_id());
+    let mut c = Correlator::new();
+    let mut out = Vec::new();
+    let begin = |c: &mut Correlator, id, conn: &Arc<ConnMeta>, name: &str, at, shape, out: &mut Vec<SpanRecord>| {
+        c.started(
+            &CallStart {
+                span_id: id,
+                conn: Arc::clone(conn),
+                name: name.into(),
+                start: t(at),
+                shape,
+                remote_parent: None,
+                own_trace: None,
+                attributes: cid("X"),
+            },
+            out,
+        );
+    };
+    let finish =
+        |c: &mut Correlator, id, conn: &Arc<ConnMeta>, name: &str, (from, to), at, out: &mut Vec<SpanRecord>| {
+            let call = Call {
+                span_id: id,
+                conn: Arc::clone(conn),
+                name: name.into(),
+                start: t(from),
+                end: t(to),
+                attributes: cid("X"),
+                status: SpanStatus::Unset,
+                incomplete: false,
+                shape: Shape::Unary,
+                remote_parent: None,
+                own_trace: None,
+                events: Vec::new(),
+            };
+            c.ended(call, t(at), out);
+        };
+    begin(
+        &mut c,
+        wait,
+        &wait_conn,
+        "POST /containers/{id}/wait",
+        0,
+        Shape::LongLived,
+        &mut out,
+    );
+    begin(
+        &mut c,
+        start,
+        &start_conn,
+        "POST /containers/{id}/start",
+        10,
+        Shape::Unary,
+        &mut out,
+    );
+    begin(&mut c, create, &ctd, "Tasks/Create", 20, Shape::Unary, &mut out);
+    finish(&mut c, create, &ctd, "Tasks/Create", (20, 40), 40, &mut out);
+    begin(&mut c, get, &ctd, "Tasks/Get", 90, Shape::Unary, &mut out);
+    finish(&mut c, get, &ctd, "Tasks/Get", (90, 120), 120, &mut out);
+    // Both still held under the open start.
+    assert!(out.is_empty(), "{out:#?}");
+    finish(
+        &mut c,
+        start,
+        &start_conn,
+        "POST /containers/{id}/start",
+        (10, 100),
+        125,
+        &mut out,
+    );
+    finish(
+        &mut c,
+        wait,
+        &wait_conn,
+        "POST /containers/{id}/wait",
+        (0, 300),
+        300,
+        &mut out,
+    );
+    c.flush(t(10_000), &mut out);
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    assert_eq!(out.len(), 4, "every call exported once: {out:#?}");
+    assert_eq!(by_id[&create].parent.map(|p| p.span_id), Some(start));
+    assert_eq!(
+        by_id[&get].parent.map(|p| p.span_id),
+        Some(wait),
+        "under the wait, not the start"
+    );
+    assert_eq!(by_id[&get].trace_id, by_id[&wait].trace_id);
+    assert_eq!(link_of(by_id[&get]), Some("entity"));
+    assert_eq!(c.counts.outlived, 1);
+    // The start's self time no longer counts the Tasks/Get as covered: 90 - 20 of its own.
+    assert_eq!(
+        self_ms(by_id[&start], "dockerd"),
+        Some(70),
+        "{:?}",
+        by_id[&start].attributes
+    );
+}
