@@ -156,16 +156,32 @@ enum Read {
         then_skip: u32,
     },
     /// Streaming a DATA payload.
-    Data {
-        stream: StreamId,
-        end_stream: bool,
-        deliver: bool,
-        need_pad_len: bool,
-        data_left: u32,
-        pad_left: u32,
-    },
+    Data(DataRead),
     /// Skipping `remaining` payload bytes.
     Skip { remaining: u32 },
+}
+
+/// Where a DATA frame's payload read stands.
+#[derive(Clone, Copy)]
+struct DataRead {
+    stream: StreamId,
+    end_stream: bool,
+    /// False when nobody reads this stream's data (it is skipped, not buffered).
+    deliver: bool,
+    /// PADDED and the pad length byte not read yet (`data_left` is then the whole payload).
+    need_pad_len: bool,
+    data_left: u32,
+    pad_left: u32,
+}
+
+/// How a frame's payload is read.
+enum Plan {
+    /// Buffer `want` bytes (handled whole), then skip `skip`.
+    Buffer { want: usize, skip: u32 },
+    /// A DATA payload, streamed to its handler as it arrives.
+    Stream,
+    /// A frame type this decoder does not know: skipped, and reported.
+    Unknown,
 }
 
 const READ_HEADER: Read = Read::Header {
@@ -296,143 +312,162 @@ impl<S: Default> H2Conn<S> {
         while self.gave_up.is_none() {
             let rest = input.get(pos..).unwrap_or_default();
             let state = mem::replace(&mut self.dirs[i].read, READ_HEADER);
-            match state {
-                Read::Preface { matched } => {
-                    let Some(expect) = PREFACE.get(matched..) else {
-                        continue;
-                    };
-                    let n = expect.len().min(rest.len());
-                    if rest.get(..n) != expect.get(..n) {
-                        self.give_up(GiveUp::BadPreface, h);
-                        return;
-                    }
-                    pos += n;
-                    if matched + n < PREFACE.len() {
-                        self.dirs[i].read = Read::Preface { matched: matched + n };
-                        return;
-                    }
-                }
-                Read::Header { mut buf, have } => {
-                    if rest.is_empty() {
-                        self.dirs[i].read = Read::Header { buf, have };
-                        return;
-                    }
-                    let n = (FRAME_HEADER_LEN - have).min(rest.len());
-                    if let (Some(dst), Some(src)) = (buf.get_mut(have..have + n), rest.get(..n)) {
-                        dst.copy_from_slice(src);
-                    }
-                    pos += n;
-                    if have + n < FRAME_HEADER_LEN {
-                        self.dirs[i].read = Read::Header { buf, have: have + n };
-                        return;
-                    }
-                    let hdr = FrameHeader::parse(&buf);
-                    let rest = input.get(pos..).unwrap_or_default();
-                    pos += self.start_frame(dir, hdr, rest, h);
-                }
+            // Each step consumes from `rest` and says whether to go on (`None`: the input is
+            // used up, or the connection was given up; the state to resume from is stored).
+            let step = match state {
+                Read::Preface { matched } => self.read_preface(dir, matched, rest, h),
+                Read::Header { buf, have } => self.read_header(dir, buf, have, rest, h),
                 Read::Collect {
                     hdr,
-                    mut buf,
+                    buf,
                     want,
                     then_skip,
-                } => {
-                    let n = want.saturating_sub(buf.len()).min(rest.len());
-                    buf.extend_from_slice(rest.get(..n).unwrap_or_default());
-                    pos += n;
-                    if buf.len() < want {
-                        self.dirs[i].read = Read::Collect {
-                            hdr,
-                            buf,
-                            want,
-                            then_skip,
-                        };
-                        return;
-                    }
-                    if then_skip > 0 {
-                        self.dirs[i].read = Read::Skip { remaining: then_skip };
-                    }
-                    self.frame_payload(dir, hdr, &buf, h);
-                }
-                Read::Data {
-                    stream,
-                    end_stream,
-                    deliver,
-                    need_pad_len,
-                    data_left,
-                    pad_left,
-                } => {
-                    let mut next = Read::Data {
-                        stream,
-                        end_stream,
-                        deliver,
-                        need_pad_len,
-                        data_left,
-                        pad_left,
-                    };
-                    if need_pad_len {
-                        let Some(&pad) = rest.first() else {
-                            self.dirs[i].read = next;
-                            return;
-                        };
-                        pos += 1;
-                        // data_left holds the payload length here, at least 1 (checked).
-                        let Some(left) = data_left.checked_sub(1).and_then(|l| l.checked_sub(u32::from(pad))) else {
-                            self.give_up(GiveUp::ProtocolError, h);
-                            return;
-                        };
-                        next = Read::Data {
-                            stream,
-                            end_stream,
-                            deliver,
-                            need_pad_len: false,
-                            data_left: left,
-                            pad_left: u32::from(pad),
-                        };
-                    } else if data_left > 0 || pad_left > 0 {
-                        if rest.is_empty() {
-                            self.dirs[i].read = next;
-                            return;
-                        }
-                        let avail = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-                        let n = data_left.min(avail);
-                        if n > 0 {
-                            let piece = rest.get(..n as usize).unwrap_or_default();
-                            if deliver {
-                                self.deliver_data(dir, stream, piece, owner, h);
-                            }
-                        }
-                        let p = pad_left.min(avail - n);
-                        pos += (n + p) as usize;
-                        next = Read::Data {
-                            stream,
-                            end_stream,
-                            deliver,
-                            need_pad_len: false,
-                            data_left: data_left - n,
-                            pad_left: pad_left - p,
-                        };
-                    } else {
-                        // Frame done.
-                        if end_stream && deliver {
-                            self.end_stream(dir, stream, h);
-                        }
-                        continue;
-                    }
-                    self.dirs[i].read = next;
-                }
-                Read::Skip { remaining } => {
-                    let avail = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-                    let n = remaining.min(avail);
-                    pos += n as usize;
-                    if remaining > n {
-                        self.dirs[i].read = Read::Skip {
-                            remaining: remaining - n,
-                        };
-                        return;
-                    }
-                }
+                } => self.read_collect(dir, (hdr, buf, want, then_skip), rest, h),
+                Read::Data(d) => self.read_data(dir, d, rest, owner, h),
+                Read::Skip { remaining } => self.read_skip(dir, remaining, rest),
+            };
+            match step {
+                Some(n) => pos += n,
+                None => return,
             }
         }
+    }
+
+    fn read_preface<H: Handler<Stream = S>>(
+        &mut self,
+        dir: Direction,
+        matched: usize,
+        rest: &[u8],
+        h: &mut H,
+    ) -> Option<usize> {
+        let Some(expect) = PREFACE.get(matched..) else {
+            return Some(0);
+        };
+        let n = expect.len().min(rest.len());
+        if rest.get(..n) != expect.get(..n) {
+            self.give_up(GiveUp::BadPreface, h);
+            return None;
+        }
+        if matched + n < PREFACE.len() {
+            self.dirs[dir.index()].read = Read::Preface { matched: matched + n };
+            return None;
+        }
+        Some(n)
+    }
+
+    fn read_header<H: Handler<Stream = S>>(
+        &mut self,
+        dir: Direction,
+        mut buf: [u8; FRAME_HEADER_LEN],
+        have: usize,
+        rest: &[u8],
+        h: &mut H,
+    ) -> Option<usize> {
+        if rest.is_empty() {
+            self.dirs[dir.index()].read = Read::Header { buf, have };
+            return None;
+        }
+        let n = (FRAME_HEADER_LEN - have).min(rest.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(have..have + n), rest.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        if have + n < FRAME_HEADER_LEN {
+            self.dirs[dir.index()].read = Read::Header { buf, have: have + n };
+            return None;
+        }
+        let hdr = FrameHeader::parse(&buf);
+        Some(n + self.start_frame(dir, hdr, rest.get(n..).unwrap_or_default(), h))
+    }
+
+    fn read_collect<H: Handler<Stream = S>>(
+        &mut self,
+        dir: Direction,
+        (hdr, mut buf, want, then_skip): (FrameHeader, Vec<u8>, usize, u32),
+        rest: &[u8],
+        h: &mut H,
+    ) -> Option<usize> {
+        let n = want.saturating_sub(buf.len()).min(rest.len());
+        buf.extend_from_slice(rest.get(..n).unwrap_or_default());
+        let i = dir.index();
+        if buf.len() < want {
+            self.dirs[i].read = Read::Collect {
+                hdr,
+                buf,
+                want,
+                then_skip,
+            };
+            return None;
+        }
+        if then_skip > 0 {
+            self.dirs[i].read = Read::Skip { remaining: then_skip };
+        }
+        self.frame_payload(dir, hdr, &buf, h);
+        Some(n)
+    }
+
+    fn read_data<H: Handler<Stream = S>>(
+        &mut self,
+        dir: Direction,
+        d: DataRead,
+        rest: &[u8],
+        owner: Option<&Bytes>,
+        h: &mut H,
+    ) -> Option<usize> {
+        let i = dir.index();
+        if d.need_pad_len {
+            let Some(&pad) = rest.first() else {
+                self.dirs[i].read = Read::Data(d);
+                return None;
+            };
+            // data_left holds the payload length here, at least 1 (checked).
+            let Some(left) = d.data_left.checked_sub(1).and_then(|l| l.checked_sub(u32::from(pad))) else {
+                self.give_up(GiveUp::ProtocolError, h);
+                return None;
+            };
+            self.dirs[i].read = Read::Data(DataRead {
+                need_pad_len: false,
+                data_left: left,
+                pad_left: u32::from(pad),
+                ..d
+            });
+            return Some(1);
+        }
+        if d.data_left == 0 && d.pad_left == 0 {
+            // Frame done.
+            if d.end_stream && d.deliver {
+                self.end_stream(dir, d.stream, h);
+            }
+            return Some(0);
+        }
+        if rest.is_empty() {
+            self.dirs[i].read = Read::Data(d);
+            return None;
+        }
+        let avail = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        let n = d.data_left.min(avail);
+        if n > 0 && d.deliver {
+            let piece = rest.get(..n as usize).unwrap_or_default();
+            self.deliver_data(dir, d.stream, piece, owner, h);
+        }
+        let p = d.pad_left.min(avail - n);
+        self.dirs[i].read = Read::Data(DataRead {
+            data_left: d.data_left - n,
+            pad_left: d.pad_left - p,
+            ..d
+        });
+        Some((n + p) as usize)
+    }
+
+    fn read_skip(&mut self, dir: Direction, remaining: u32, rest: &[u8]) -> Option<usize> {
+        let avail = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        let n = remaining.min(avail);
+        if remaining > n {
+            self.dirs[dir.index()].read = Read::Skip {
+                remaining: remaining - n,
+            };
+            return None;
+        }
+        Some(n as usize)
     }
 
     /// `dir` reached its end (half-close, or the connection ended).
@@ -491,119 +526,31 @@ impl<S: Default> H2Conn<S> {
         h: &mut H,
     ) -> usize {
         let i = dir.index();
-        if !self.dirs[i].started {
-            self.dirs[i].started = true;
-            if hdr.kind != FrameType::Settings || hdr.has(flags::ACK) {
-                self.give_up(GiveUp::BadPreface, h);
+        let plan = self
+            .check_frame_start(dir, &hdr)
+            .and_then(|()| self.payload_plan(dir, &hdr));
+        let (want, skip) = match plan {
+            Err(reason) => {
+                self.give_up(reason, h);
                 return 0;
             }
-        }
-        if hdr.len > self.adv[dir.reverse().index()].max_frame {
-            self.give_up(GiveUp::FrameTooLarge, h);
-            return 0;
-        }
-        if let Some(block) = &self.dirs[i].block
-            && (hdr.kind != FrameType::Continuation || hdr.stream != block.stream)
-        {
-            self.give_up(GiveUp::ProtocolError, h);
-            return 0;
-        }
-        let len = hdr.len as usize;
-        let max_block = self.limits.max_header_block;
-        // (bytes to buffer, bytes to skip after them)
-        let (want, skip) = match hdr.kind {
-            FrameType::Data => {
-                if hdr.stream == 0 || (hdr.has(flags::PADDED) && hdr.len == 0) {
-                    self.give_up(GiveUp::ProtocolError, h);
-                    return 0;
-                }
+            Ok(Plan::Stream) => {
                 let deliver = self.data_target(dir, hdr.stream, h);
-                self.dirs[i].read = Read::Data {
+                self.dirs[i].read = Read::Data(DataRead {
                     stream: hdr.stream,
                     end_stream: hdr.has(flags::END_STREAM),
                     deliver,
                     need_pad_len: hdr.has(flags::PADDED),
                     data_left: hdr.len,
                     pad_left: 0,
-                };
+                });
                 return 0;
             }
-            FrameType::Headers | FrameType::PushPromise => {
-                if hdr.stream == 0 {
-                    self.give_up(GiveUp::ProtocolError, h);
-                    return 0;
-                }
-                if len > max_block.saturating_add(HEADERS_OVERHEAD) {
-                    self.give_up(GiveUp::HeaderBlockTooLarge, h);
-                    return 0;
-                }
-                (len, 0)
-            }
-            FrameType::Continuation => {
-                let have = self.dirs[i].block.as_ref().map(|b| b.buf.len());
-                match have {
-                    None => {
-                        self.give_up(GiveUp::ProtocolError, h);
-                        return 0;
-                    }
-                    Some(have) if have.saturating_add(len) > max_block => {
-                        self.give_up(GiveUp::HeaderBlockTooLarge, h);
-                        return 0;
-                    }
-                    Some(_) => (len, 0),
-                }
-            }
-            FrameType::Priority => {
-                if hdr.stream == 0 || hdr.len != 5 {
-                    self.give_up(GiveUp::ProtocolError, h);
-                    return 0;
-                }
-                (0, hdr.len)
-            }
-            FrameType::RstStream => {
-                if hdr.stream == 0 || hdr.len != 4 {
-                    self.give_up(GiveUp::ProtocolError, h);
-                    return 0;
-                }
-                (len, 0)
-            }
-            FrameType::Settings => {
-                let bad = hdr.stream != 0 || (hdr.has(flags::ACK) && hdr.len != 0) || !hdr.len.is_multiple_of(6);
-                if bad {
-                    self.give_up(GiveUp::ProtocolError, h);
-                    return 0;
-                }
-                if len > max_block {
-                    self.give_up(GiveUp::FrameTooLarge, h);
-                    return 0;
-                }
-                (len, 0)
-            }
-            FrameType::Ping => {
-                if hdr.stream != 0 || hdr.len != 8 {
-                    self.give_up(GiveUp::ProtocolError, h);
-                    return 0;
-                }
-                (0, hdr.len)
-            }
-            FrameType::GoAway => {
-                if hdr.stream != 0 || len < GOAWAY_FIXED {
-                    self.give_up(GiveUp::ProtocolError, h);
-                    return 0;
-                }
-                (GOAWAY_FIXED, hdr.len - GOAWAY_FIXED as u32)
-            }
-            FrameType::WindowUpdate => {
-                if hdr.len != 4 {
-                    self.give_up(GiveUp::ProtocolError, h);
-                    return 0;
-                }
-                (0, hdr.len)
-            }
-            FrameType::Unknown(_) => {
+            Ok(Plan::Unknown) => {
                 h.anomaly(Anomaly::UnknownFrameType);
                 (0, hdr.len)
             }
+            Ok(Plan::Buffer { want, skip }) => (want, skip),
         };
         if let Some(payload) = rest.get(..want) {
             // Whole payload at hand: no buffering.
@@ -622,6 +569,85 @@ impl<S: Default> H2Conn<S> {
                 then_skip: skip,
             };
             rest.len()
+        }
+    }
+
+    /// What every frame must be, whatever its type: SETTINGS first, within the size the
+    /// peer advertised, and no other frame inside a header block.
+    fn check_frame_start(&mut self, dir: Direction, hdr: &FrameHeader) -> Result<(), GiveUp> {
+        let i = dir.index();
+        if !self.dirs[i].started {
+            self.dirs[i].started = true;
+            if hdr.kind != FrameType::Settings || hdr.has(flags::ACK) {
+                return Err(GiveUp::BadPreface);
+            }
+        }
+        if hdr.len > self.adv[dir.reverse().index()].max_frame {
+            return Err(GiveUp::FrameTooLarge);
+        }
+        if let Some(block) = &self.dirs[i].block
+            && (hdr.kind != FrameType::Continuation || hdr.stream != block.stream)
+        {
+            return Err(GiveUp::ProtocolError);
+        }
+        Ok(())
+    }
+
+    /// How a frame's payload is read, from its type's rules (RFC 9113 section 6).
+    fn payload_plan(&self, dir: Direction, hdr: &FrameHeader) -> Result<Plan, GiveUp> {
+        let len = hdr.len as usize;
+        let max_block = self.limits.max_header_block;
+        let buffer = |want| Ok(Plan::Buffer { want, skip: 0 });
+        let skip = |skip| Ok(Plan::Buffer { want: 0, skip });
+        let require = |ok: bool| if ok { Ok(()) } else { Err(GiveUp::ProtocolError) };
+        match hdr.kind {
+            FrameType::Data => {
+                require(hdr.stream != 0 && !(hdr.has(flags::PADDED) && hdr.len == 0))?;
+                Ok(Plan::Stream)
+            }
+            FrameType::Headers | FrameType::PushPromise => {
+                require(hdr.stream != 0)?;
+                if len > max_block.saturating_add(HEADERS_OVERHEAD) {
+                    return Err(GiveUp::HeaderBlockTooLarge);
+                }
+                buffer(len)
+            }
+            FrameType::Continuation => match self.dirs[dir.index()].block.as_ref().map(|b| b.buf.len()) {
+                None => Err(GiveUp::ProtocolError),
+                Some(have) if have.saturating_add(len) > max_block => Err(GiveUp::HeaderBlockTooLarge),
+                Some(_) => buffer(len),
+            },
+            FrameType::Priority => {
+                require(hdr.stream != 0 && hdr.len == 5)?;
+                skip(hdr.len)
+            }
+            FrameType::RstStream => {
+                require(hdr.stream != 0 && hdr.len == 4)?;
+                buffer(len)
+            }
+            FrameType::Settings => {
+                require(hdr.stream == 0 && !(hdr.has(flags::ACK) && hdr.len != 0) && hdr.len.is_multiple_of(6))?;
+                if len > max_block {
+                    return Err(GiveUp::FrameTooLarge);
+                }
+                buffer(len)
+            }
+            FrameType::Ping => {
+                require(hdr.stream == 0 && hdr.len == 8)?;
+                skip(hdr.len)
+            }
+            FrameType::GoAway => {
+                require(hdr.stream == 0 && len >= GOAWAY_FIXED)?;
+                Ok(Plan::Buffer {
+                    want: GOAWAY_FIXED,
+                    skip: hdr.len - GOAWAY_FIXED as u32,
+                })
+            }
+            FrameType::WindowUpdate => {
+                require(hdr.len == 4)?;
+                skip(hdr.len)
+            }
+            FrameType::Unknown(_) => Ok(Plan::Unknown),
         }
     }
 
