@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use runtime_tap::bed::{self, Generation};
 use serde_json::json;
@@ -339,7 +338,7 @@ fn ctr_images_import_uses_each_generations_api() {
                 .iter()
                 .any(|x| last(x) && str_attr(x, "containerd.namespace") == Some(ns))
         },
-        Duration::from_secs(30),
+        support::otlp::SPAN_WAIT,
     ));
     let (writes, transfers, streams) = (
         by_ctr(&spans, CONTENT_WRITE),

@@ -14,7 +14,7 @@ use runtime_tap::trace::span::{
 };
 use support::otlp::{KIND_INTERNAL, KIND_SERVER, OtlpReceiver, STATUS_ERROR, STATUS_UNSET, Val};
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = support::otlp::SPAN_WAIT;
 
 fn at(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)

@@ -111,20 +111,6 @@ fn shared() -> &'static Shared {
     })
 }
 
-/// Descriptors of runtime-tap once it is idle: waits for the count to stay put (an admin
-/// request's connection closing, a connection's tasks ending).
-fn settled_fds(tap: &Tap) -> usize {
-    let mut last = tap.fd_count();
-    let mut stable = 0;
-    while stable < 5 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = tap.fd_count();
-        stable = if now == last { stable + 1 } else { 0 };
-        last = now;
-    }
-    last
-}
-
 /// Wait until runtime-tap's descriptors are back at `baseline`; how long it took.
 fn fds_return_to(tap: &Tap, baseline: usize, timeout: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -241,7 +227,7 @@ fn containerd_killed_and_restarted_under_load_recovers_through_the_proxy() {
         CLIENT_DEADLINE,
     );
     assert!(warm.is_ok(), "{warm:?}");
-    let fds_before = settled_fds(&s.tap);
+    let fds_before = s.tap.settled_fd_count();
 
     let calls: Calls = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -404,7 +390,7 @@ fn out_of_descriptors_logs_once_keeps_connections_and_recovers() {
         ),
     );
     assert_eq!(tap.metric("runtime_tap_accept_errors_total{intercept=\"fd\"}"), Some(0));
-    let baseline = settled_fds(&tap);
+    let baseline = tap.settled_fd_count();
     // Room for 16 relayed connections (two descriptors each) and nothing more.
     let limit = baseline + 32;
     runtime_tap::bed::run(
@@ -698,7 +684,7 @@ fn an_upstream_that_never_answers_gets_no_timeout_and_is_freed_when_the_client_g
         tap.metric("runtime_tap_connections_active{intercept=\"mute\"}"),
         Some(0)
     );
-    let baseline = settled_fds(&tap);
+    let baseline = tap.settled_fd_count();
 
     // A gRPC client with a deadline of its own gives up after 2 s and drops its connection.
     let socket = dir.path("tap.sock");
@@ -843,7 +829,7 @@ fn clients_that_reset_mid_stream_leave_other_clients_and_the_daemons_unharmed() 
         free_port()
     );
     let tap = Tap::start(&dir.0, &config);
-    let baseline = settled_fds(&tap);
+    let baseline = tap.settled_fd_count();
     let docker_host = format!("tcp://127.0.0.1:{port}");
     let docker = || {
         let mut c = bed.docker(&bed.docker_socket());

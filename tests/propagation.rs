@@ -139,7 +139,7 @@ fn h2_requests_carry_the_span_runtime_tap_exported() {
         .collect();
     let spans = rt.block_on(receiver.wait_for(
         |spans| injected.iter().all(|tp| span_named_by(spans, tp).is_some()) && spans.len() >= 5,
-        Duration::from_secs(30),
+        support::otlp::SPAN_WAIT,
     ));
     for tp in &injected {
         let span = span_named_by(&spans, tp).unwrap();
@@ -273,7 +273,7 @@ fn h1_requests_carry_the_span_runtime_tap_exported() {
     assert_eq!(third.len(), 1);
     let spans = rt.block_on(receiver.wait_for(
         |spans| span_named_by(spans, &first[0]).is_some() && span_named_by(spans, &third[0]).is_some(),
-        Duration::from_secs(30),
+        support::otlp::SPAN_WAIT,
     ));
     assert_eq!(span_named_by(&spans, &first[0]).unwrap().name, "POST /build");
     assert_eq!(span_named_by(&spans, &third[0]).unwrap().name, "GET /info");
@@ -400,7 +400,7 @@ fn docker_and_containerd_work_with_propagation_on() {
                     .iter()
                     .any(|s| s.name == "containerd.services.tasks.v1.Tasks/Start")
         },
-        Duration::from_secs(30),
+        support::otlp::SPAN_WAIT,
     ));
     let start = spans.iter().find(|s| s.name == "POST /containers/{id}/start").unwrap();
     let task = spans

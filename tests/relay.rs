@@ -155,8 +155,7 @@ fn a_killed_client_leaks_no_descriptor_and_no_thread() {
         ),
     );
     let _ = tap.metric("runtime_tap_connections_active{intercept=\"leak\"}");
-    std::thread::sleep(Duration::from_millis(200));
-    let fds_before = tap.fd_count();
+    let fds_before = tap.settled_fd_count();
     let fd_list = |pid: u32| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()

@@ -12,7 +12,6 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use runtime_tap::bed::{Bed, Generation};
 use serde_json::json;
@@ -133,7 +132,7 @@ fn docker_ok(n: &Node, socket: &Path, args: &[&str]) -> String {
 
 fn wait_spans(n: &Node, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
     eprintln!("remote_context: waiting for {what} ({})", n.bed.versions());
-    n.rt.block_on(n.receiver.wait_for(pred, Duration::from_secs(30)))
+    n.receiver.wait_spans(what, pred)
 }
 
 /// runtime-tap's start span for container `id` and its three containerd children, once all

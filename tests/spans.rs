@@ -6,7 +6,7 @@ mod support;
 
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use runtime_tap::bed::{Bed, Generation};
 use serde_json::json;
@@ -45,20 +45,8 @@ fn span_file(bed: &Bed) -> std::path::PathBuf {
     bed.dir.join("spans.jsonl")
 }
 
-/// Wait until the receiver holds spans matching `pred`, return them all.
 fn wait_spans(s: &Setup, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
-    let start = Instant::now();
-    loop {
-        let spans = s.receiver.spans();
-        if pred(&spans) {
-            return spans;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let names: Vec<_> = spans.iter().map(|s| format!("{}:{}", s.service, s.name)).collect();
-            panic!("no spans for {what} after 20 s; got {names:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    s.receiver.wait_spans(what, pred)
 }
 
 fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
@@ -423,28 +411,24 @@ fn event_spans_are_linked_to_their_subscription() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = std::io::BufReader::new(events.stdout.take().unwrap());
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        ctr(s, ns, &["namespaces", "create", "rt-spans-ev-extra"])
-            .status
-            .success()
-    );
-    // The subscription delivered it: ctr prints each event (other tests' events too).
-    let mut seen = String::new();
-    while !seen.contains("/namespaces/create") {
-        let mut line = String::new();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "{seen}");
-        seen.push_str(&line);
+    let mut lines = support::Lines::of(events.stdout.take().unwrap());
+    // Namespaces are created until one's event is printed: the subscription is then live, so
+    // every create made carries an event under it. Each is removed and its event waited for.
+    let made = lines.until_seen("/namespaces/create", |i| {
+        let name = format!("rt-spans-ev-extra-{i}");
+        assert!(ctr(s, ns, &["namespaces", "create", &name]).status.success());
+    });
+    for i in 0..made {
+        let name = format!("rt-spans-ev-extra-{i}");
+        assert!(ctr(s, ns, &["namespaces", "remove", &name]).status.success());
     }
     assert!(
-        ctr(s, ns, &["namespaces", "remove", "rt-spans-ev-extra"])
-            .status
-            .success()
+        lines.wait_for("/namespaces/delete", Duration::from_secs(30)),
+        "no delete event: {}",
+        lines.seen()
     );
     let _ = events.kill();
     let _ = events.wait();
-    drop(out);
     let spans = wait_spans(s, "ctr's subscription ended", |sp| {
         sp.iter().any(|x| {
             x.name == "containerd.services.events.v1.Events/Subscribe"

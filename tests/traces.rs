@@ -50,18 +50,7 @@ fn shared() -> &'static Setup {
 }
 
 fn wait_spans(s: &Setup, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
-    let start = Instant::now();
-    loop {
-        let spans = s.receiver.spans();
-        if pred(&spans) {
-            return spans;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let names: Vec<_> = spans.iter().map(|s| format!("{}:{}", s.service, s.name)).collect();
-            panic!("no spans for {what} after 30 s; got {names:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    s.receiver.wait_spans(what, pred)
 }
 
 fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
@@ -450,7 +439,14 @@ fn background_calls_stay_roots_while_docker_events_is_open() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // A volume made until its event is printed: the subscription is live before the run.
+    let mut lines = support::Lines::of(events.stdout.take().unwrap());
+    let probes = lines.until_seen("volume create tr-bg-probe-", |i| {
+        docker_ok(s, &["volume", "create", &format!("tr-bg-probe-{i}")]);
+    });
+    for i in 0..probes {
+        docker_ok(s, &["volume", "rm", &format!("tr-bg-probe-{i}")]);
+    }
     // A container that exits on its own: dockerd learns it from its containerd event
     // subscription and cleans the task up (Tasks/Delete...) while no request is open.
     let id = docker_ok(
@@ -469,7 +465,12 @@ fn background_calls_stay_roots_while_docker_events_is_open() {
     )
     .trim()
     .to_string();
-    std::thread::sleep(Duration::from_secs(3));
+    // Its exit reached dockerd (and the cleanup is under way) when the die event is printed.
+    assert!(
+        lines.wait_for(&format!("container die {id}"), Duration::from_secs(30)),
+        "no die event: {}",
+        lines.seen()
+    );
     docker_ok(s, &["ps"]);
     std::thread::sleep(Duration::from_millis(500));
     let _ = events.kill();

@@ -178,6 +178,22 @@ impl Tap {
         proc::fd_count(self.pid())
     }
 
+    /// Descriptors of runtime-tap once it is idle: waits for the count to stay put for half a
+    /// second (an admin request's connection closing, a connection's tasks ending), at most
+    /// 10 s. A baseline taken after a fixed sleep is one the machine's load can still move.
+    pub fn settled_fd_count(&self) -> usize {
+        let start = Instant::now();
+        let mut last = self.fd_count();
+        let mut stable = 0;
+        while stable < 5 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.fd_count();
+            stable = if now == last { stable + 1 } else { 0 };
+            last = now;
+        }
+        last
+    }
+
     /// Threads of the runtime-tap process (tasks do not show; a thread per connection would).
     pub fn thread_count(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/task", self.pid()))
@@ -381,4 +397,71 @@ pub fn one_intercept(name: &str, listen: &Path, upstream: &Path, admin: &str) ->
         listen.display(),
         upstream.display()
     )
+}
+
+/// The lines a child prints, read on a thread so that every wait on them is bounded.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    /// Everything read so far, for failure messages.
+    seen: String,
+}
+
+impl Lines {
+    pub fn of(out: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits for a line holding `needle`, at most `timeout`; true when it came.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                    if line.contains(needle) {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Proves a subscription live before a test relies on it: calls `poke(i)` (i = 0, 1, ...)
+    /// until a line holding `needle` comes, for at most 30 s; returns how many pokes it took.
+    /// A fixed sleep instead lets a slow subscription miss the events the test then checks.
+    pub fn until_seen(&mut self, needle: &str, mut poke: impl FnMut(u32)) -> u32 {
+        let start = Instant::now();
+        for i in 0.. {
+            poke(i);
+            if self.wait_for(needle, Duration::from_millis(500)) {
+                return i + 1;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no {needle:?} within 30 s; the subscription printed:\n{}",
+                self.seen
+            );
+        }
+        unreachable!()
+    }
+
+    /// What was read so far.
+    pub fn seen(&self) -> &str {
+        &self.seen
+    }
 }

@@ -21,6 +21,10 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// The longest any test waits for spans: the correlator may hold a call 10 s for its parent's
+/// trace and 2 s for late ids, and a loaded CI machine adds export batching on top.
+pub const SPAN_WAIT: Duration = Duration::from_secs(30);
+
 /// An attribute value as received.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Val {
@@ -272,6 +276,23 @@ impl OtlpReceiver {
     /// Every span received so far, flattened.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         flatten(&self.resource_spans())
+    }
+
+    /// Blocks until the spans received hold `what` (`pred`), at most [`SPAN_WAIT`]; returns
+    /// them all, or panics naming what arrived. The one wait for spans of every test binary.
+    pub fn wait_spans(&self, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
+        let start = std::time::Instant::now();
+        loop {
+            let spans = self.spans();
+            if pred(&spans) {
+                return spans;
+            }
+            if start.elapsed() > SPAN_WAIT {
+                let names: Vec<_> = spans.iter().map(|s| format!("{}:{}", s.service, s.name)).collect();
+                panic!("no spans for {what} after {SPAN_WAIT:?}; got {names:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until `pred` holds for the spans received; panics with what arrived on timeout.
