@@ -236,6 +236,19 @@ impl Correlator {
         self.nodes.len()
     }
 
+    /// Ended calls not exported yet: deciding their parent, or held for its trace. Zero once
+    /// everything that ended has been exported (or sampled out): what a test waits for
+    /// instead of a sleep as long as the longest hold.
+    pub fn pending(&self) -> usize {
+        // `deciding` may still name calls decided since (it is pruned lazily).
+        let deciding = self
+            .deciding
+            .iter()
+            .filter(|&k| matches!(self.nodes.get(k).map(|n| &n.state), Some(State::Deciding { .. })))
+            .count();
+        deciding + self.held.len()
+    }
+
     /// A call started: it becomes a parent candidate at once.
     pub fn started(&mut self, s: &CallStart, out: &mut Vec<SpanRecord>) {
         if self.nodes.len() >= MAX_NODES {

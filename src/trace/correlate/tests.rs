@@ -1380,6 +1380,7 @@ fn a_child_that_outlives_its_open_parent_is_decided_again() {
     finish(&mut c, get, &ctd, "Tasks/Get", (90, 120), 120, &mut out);
     // Both still held under the open start.
     assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(c.pending(), 2);
     finish(
         &mut c,
         start,
@@ -1399,6 +1400,7 @@ fn a_child_that_outlives_its_open_parent_is_decided_again() {
         &mut out,
     );
     c.flush(t(10_000), &mut out);
+    assert_eq!(c.pending(), 0);
     let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
     assert_eq!(out.len(), 4, "every call exported once: {out:#?}");
     assert_eq!(by_id[&create].parent.map(|p| p.span_id), Some(start));
