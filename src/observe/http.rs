@@ -25,10 +25,10 @@ use super::session::{Injected, Session, SessionCtx};
 use crate::relay::rewrite::Injection;
 use crate::schema::docker::match_route;
 use crate::schema::docker_rules::{
-    self, OnSuccess, PathEntity, QueryRule, RequestBody, ResponseBody, RouteRule, ShapeRule, names as docker_names,
+    self, OnSuccess, PathEntity, QueryRule, RequestBody, ResponseBody, RouteRule, ShapeRule,
 };
-use crate::schema::{image_ref, redact};
-use crate::trace::attr::{Attr, names};
+use crate::schema::{image_ref, names, redact};
+use crate::trace::attr::Attr;
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
@@ -975,8 +975,8 @@ fn docker_event(line: &[u8], span_id: SpanId, env: &Env<'_>) {
             _ => {}
         }
     }
-    attributes.push(Attr::str(docker_names::DOCKER_EVENT_TYPE, kind.clone()));
-    attributes.push(Attr::str(docker_names::DOCKER_EVENT_ACTION, action.clone()));
+    attributes.push(Attr::str(names::DOCKER_EVENT_TYPE, kind.clone()));
+    attributes.push(Attr::str(names::DOCKER_EVENT_ACTION, action.clone()));
     env.ctx.sink.event(StreamEvent {
         subscription: span_id,
         conn: env.ctx.conn.clone(),

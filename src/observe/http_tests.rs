@@ -721,15 +721,12 @@ fn events_stream_gives_one_event_per_line() {
         assert_eq!(e.subscription, call.span_id);
         assert!(e.time >= call.start && e.time <= call.end);
         assert!(e.attributes.contains(&Attr::str(CONTAINER_ID, ID_12)));
-        assert!(
-            e.attributes
-                .contains(&Attr::str(docker_names::DOCKER_EVENT_TYPE, "container"))
-        );
+        assert!(e.attributes.contains(&Attr::str(names::DOCKER_EVENT_TYPE, "container")));
     }
     assert!(
         events[1]
             .attributes
-            .contains(&Attr::str(docker_names::DOCKER_EVENT_ACTION, "start"))
+            .contains(&Attr::str(names::DOCKER_EVENT_ACTION, "start"))
     );
     assert!(!rig.sink.everything().contains("hunter2"));
 }

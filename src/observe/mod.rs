@@ -12,17 +12,16 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::capture::CaptureConn;
-use crate::metrics::{InterceptMetrics, Protocol};
+use crate::metrics::InterceptMetrics;
 use crate::relay::rewrite::Injection;
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
 use crate::trace::call::{CallSink, Clock, ConnMeta};
 use crate::wire::Direction;
-use crate::wire::h2::frame::PREFACE;
-use crate::wire::sniff::{self, Protocol as Sniffed};
+use crate::wire::sniff::{Protocol, Sniffer};
 use session::{Session, SessionCtx};
 
 /// Shared by all connections of the process.
@@ -36,9 +35,9 @@ pub struct Observer {
 
 /// The connection's protocol, once known.
 enum State {
-    /// Collecting the first client bytes (bounded by the sniffer's need), and the
-    /// identities propagation gave to requests in them.
-    Sniffing(BytesMut, Vec<(Direction, Instant, Bytes)>, Vec<Injection>),
+    /// Collecting the first client bytes (bounded by the sniffer's need), the chunks that
+    /// carried them, and the identities propagation gave to requests in them.
+    Sniffing(Sniffer, Vec<(Direction, Instant, Bytes)>, Vec<Injection>),
     Decoding(Box<dyn Session>),
     /// Opaque protocol, or decoding given up: only counted (by the relay), and without a
     /// capture the observer stops reading.
@@ -68,8 +67,7 @@ impl Observer {
         const HIGH_WATER: f64 = 0.75;
         const LOW_WATER: f64 = 0.25;
         let mut shedding = false;
-        let mut state = State::Sniffing(BytesMut::new(), Vec::new(), Vec::new());
-        let mut closed_at = None;
+        let mut state = State::Sniffing(Sniffer::default(), Vec::new(), Vec::new());
         // The decoder's buffered bytes reserved against the process-wide budget.
         let budget = Arc::clone(rx.budget());
         let mut held = 0;
@@ -97,23 +95,22 @@ impl Observer {
                     }
                     State::Sniffing(first, held, injected)
                 }
-                (State::Sniffing(mut first, mut held, injected), TapEvent::Data { dir, at, bytes }) => {
-                    if dir == Direction::ClientToServer {
-                        let room = PREFACE.len().saturating_sub(first.len());
-                        first.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                    }
+                (State::Sniffing(mut sniffer, mut held, injected), TapEvent::Data { dir, at, bytes }) => {
+                    let client = if dir == Direction::ClientToServer {
+                        &bytes[..]
+                    } else {
+                        &[]
+                    };
+                    let verdict = sniffer.feed(client);
                     held.push((dir, at, bytes));
-                    match sniff::sniff(&first) {
-                        Sniffed::NeedMore if held.len() < MAX_SNIFF_HELD => State::Sniffing(first, held, injected),
-                        verdict => self.start(&conn, &metrics, verdict, held, injected),
+                    match verdict {
+                        None if held.len() < MAX_SNIFF_HELD => State::Sniffing(sniffer, held, injected),
+                        verdict => self.start(&conn, &metrics, verdict.unwrap_or(Protocol::Opaque), held, injected),
                     }
                 }
+                // Ended before the protocol was known: opaque, nothing to decode.
                 (State::Sniffing(_, held, injected), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
-                    let mut state = self.start(&conn, &metrics, Sniffed::Opaque, held, injected);
-                    if let (State::Decoding(s), TapEvent::Closed { at }) = (&mut state, &event_closed_at(&closed_at)) {
-                        s.closed(*at);
-                    }
-                    state
+                    self.start(&conn, &metrics, Protocol::Opaque, held, injected)
                 }
                 (State::Decoding(mut s), TapEvent::Data { dir, at, bytes }) => {
                     s.data(dir, at, bytes);
@@ -128,13 +125,8 @@ impl Observer {
                     self.after_feed(s, &metrics)
                 }
                 (State::Decoding(mut s), TapEvent::Closed { at }) => {
-                    closed_at = Some(at);
                     s.closed(at);
                     s.take_skipped(&mut |reason, n| metrics.payloads_skipped(reason, n));
-                    State::Counting
-                }
-                (State::Counting, TapEvent::Closed { at }) => {
-                    closed_at = Some(at);
                     State::Counting
                 }
                 (state, _) => state,
@@ -180,15 +172,10 @@ impl Observer {
         &self,
         conn: &Arc<ConnMeta>,
         metrics: &InterceptMetrics,
-        verdict: Sniffed,
+        protocol: Protocol,
         held: Vec<(Direction, Instant, Bytes)>,
         injected: Vec<Injection>,
     ) -> State {
-        let protocol = match verdict {
-            Sniffed::Http2 => Protocol::Http2,
-            Sniffed::Http1 => Protocol::Http1,
-            Sniffed::Opaque | Sniffed::NeedMore => Protocol::Opaque,
-        };
         metrics.sniffed(protocol).inc();
         tracing::debug!(intercept = %conn.service, conn = conn.id, protocol = protocol.as_str(), "protocol sniffed");
         let ctx = SessionCtx {
@@ -226,12 +213,6 @@ impl Observer {
                 State::Counting
             }
         }
-    }
-}
-
-fn event_closed_at(closed: &Option<Instant>) -> TapEvent {
-    TapEvent::Closed {
-        at: closed.unwrap_or_else(Instant::now),
     }
 }
 

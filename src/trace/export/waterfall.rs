@@ -34,14 +34,13 @@ use opentelemetry_semantic_conventions::attribute::{
     CONTAINER_ID, CONTAINER_IMAGE_NAME, HTTP_RESPONSE_STATUS_CODE, K8S_POD_NAME, RPC_RESPONSE_STATUS_CODE,
 };
 
-use crate::trace::attr::{AttrValue, names};
+use crate::schema::names::{self, SELF_TIME_PREFIX};
+use crate::trace::attr::AttrValue;
 use crate::trace::span::{SpanRecord, SpanStatus, hex};
 use crate::trace::tree::{SpanTree, duration};
 
 /// Narrowest layout; a smaller width asked for is taken as this.
 pub const MIN_WIDTH: usize = 60;
-/// Prefix of the root attributes that carry the correlator's self time per layer.
-pub const SELF_TIME_PREFIX: &str = "runtime_tap.self_time_ms.";
 /// Length a container id is shortened to, as `docker ps` shows it.
 pub const SHORT_ID: usize = 12;
 
