@@ -294,7 +294,7 @@ impl GrpcSession {
             call.events.push(SpanEventRecord {
                 name: name.to_string(),
                 time: self.ctx.clock.wall(at),
-                attributes: vec![Attr::str("body", body)],
+                attributes: vec![Attr::str(names::CAPTURE_BODY, body)],
             });
         }
     }

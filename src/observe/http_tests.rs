@@ -4,9 +4,15 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use opentelemetry_semantic_conventions::attribute::{
+    CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME, CONTAINER_IMAGE_TAGS, CONTAINER_NAME, HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_PATH, URL_QUERY, USER_AGENT_ORIGINAL,
+};
+
 use super::*;
 use crate::trace::attr::AttrValue;
 use crate::trace::call::{CallSink, Clock, ConnMeta};
+use crate::trace::span::SpanStatus;
 use crate::wire::testutil::{Segment, capture_files, capture_path, load_capture};
 
 const C2S: Direction = Direction::ClientToServer;

@@ -1,8 +1,10 @@
 //! Schema: the descriptor pool built from `proto/`, and what each API's payloads say.
 //!
 //! Owns: method lookup by gRPC path ([`Schema::method`]), the per-API attribute rules
-//! ([`cri`], [`containerd`]) applied by one engine ([`rules`]), redaction ([`redact`]) and the
-//! opt-in JSON rendering of payloads ([`render`], with [`any`] for `google.protobuf.Any`).
+//! ([`cri`], [`containerd`]) applied by one engine ([`rules`]); Docker's routes ([`docker`]),
+//! rule table ([`docker_rules`]) and what an exchange says by it ([`docker_extract`]); gRPC
+//! status codes ([`grpc_status`]); every attribute name ([`names`]); redaction ([`redact`]) and
+//! the opt-in JSON rendering of payloads ([`render`], with [`any`] for `google.protobuf.Any`).
 //!
 //! Rule it keeps: extraction is an allowlist (only fields a rule names become attributes), and
 //! every rendered payload is redacted before anyone sees it. Nothing here fails a call:
@@ -12,6 +14,7 @@ pub mod any;
 pub mod containerd;
 pub mod cri;
 pub mod docker;
+pub mod docker_extract;
 pub mod docker_rules;
 pub mod grpc_status;
 pub mod image_ref;

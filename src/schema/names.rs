@@ -34,6 +34,11 @@ pub const REMOTE_PARENT: &str = "runtime_tap.remote_parent";
 /// Attribute for a non-OK `grpc-message` (the conventions have none).
 pub const GRPC_MESSAGE: &str = "runtime_tap.grpc.message";
 
+// Payload capture (opt-in): the span events `request` and `response`.
+
+/// The rendered, redacted payload of a capture span event.
+pub const CAPTURE_BODY: &str = "body";
+
 // Docker event spans.
 
 /// `Type` of a Docker event (`container`, `image`, `network`...).
@@ -51,6 +56,9 @@ pub const SELF_TIME_PREFIX: &str = "runtime_tap.self_time_ms.";
 pub fn self_time(service: &str) -> String {
     format!("{SELF_TIME_PREFIX}{service}")
 }
+
+/// What every image attribute's name starts with (`container.image.name`, `.tags`, `.id`).
+pub const CONTAINER_IMAGE_PREFIX: &str = "container.image.";
 
 // The per-API rules (containerd, CRI).
 
