@@ -70,7 +70,7 @@ impl Observer {
         let mut state = State::Sniffing(Sniffer::default(), Vec::new(), Vec::new());
         // The decoder's buffered bytes reserved against the process-wide budget.
         let budget = Arc::clone(rx.budget());
-        let mut held = 0;
+        let mut reserved = 0;
         while let Some(event) = rx.recv().await {
             if let Some(c) = capture.as_mut() {
                 c.event(&event);
@@ -88,56 +88,14 @@ impl Observer {
                     session.payloads(true);
                 }
             }
-            state = match (state, event) {
-                (State::Sniffing(first, held, mut injected), TapEvent::Injected(i)) => {
-                    if injected.len() < MAX_SNIFF_HELD {
-                        injected.push(i);
-                    }
-                    State::Sniffing(first, held, injected)
-                }
-                (State::Sniffing(mut sniffer, mut held, injected), TapEvent::Data { dir, at, bytes }) => {
-                    let client = if dir == Direction::ClientToServer {
-                        &bytes[..]
-                    } else {
-                        &[]
-                    };
-                    let verdict = sniffer.feed(client);
-                    held.push((dir, at, bytes));
-                    match verdict {
-                        None if held.len() < MAX_SNIFF_HELD => State::Sniffing(sniffer, held, injected),
-                        verdict => self.start(&conn, &metrics, verdict.unwrap_or(Protocol::Opaque), held, injected),
-                    }
-                }
-                // Ended before the protocol was known: opaque, nothing to decode.
-                (State::Sniffing(_, held, injected), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
-                    self.start(&conn, &metrics, Protocol::Opaque, held, injected)
-                }
-                (State::Decoding(mut s), TapEvent::Data { dir, at, bytes }) => {
-                    s.data(dir, at, bytes);
-                    self.after_feed(s, &metrics)
-                }
-                (State::Decoding(mut s), TapEvent::Injected(i)) => {
-                    s.injected(i);
-                    State::Decoding(s)
-                }
-                (State::Decoding(mut s), TapEvent::Eof { dir, at }) => {
-                    s.eof(dir, at);
-                    self.after_feed(s, &metrics)
-                }
-                (State::Decoding(mut s), TapEvent::Closed { at }) => {
-                    s.closed(at);
-                    s.take_skipped(&mut |reason, n| metrics.payloads_skipped(reason, n));
-                    State::Counting
-                }
-                (state, _) => state,
-            };
+            state = self.next(state, event, &conn, &metrics);
             // Step 2 at the process-wide limit: a decoder that needs more than the budget has
             // left gives up (counted); its calls end incomplete, bytes keep flowing.
             state = match state {
                 State::Decoding(mut s) => {
                     let wanted = s.buffered_bytes();
-                    if budget.resize(held, wanted) {
-                        held = wanted;
+                    if budget.resize(reserved, wanted) {
+                        reserved = wanted;
                         State::Decoding(s)
                     } else {
                         metrics.tap_give_ups.decode_memory.inc();
@@ -149,7 +107,7 @@ impl Observer {
                 other => other,
             };
             if !matches!(state, State::Decoding(_)) {
-                budget.release(std::mem::take(&mut held));
+                budget.release(std::mem::take(&mut reserved));
             }
             // Nothing left to decode (opaque, or decoding given up) and no capture wanting the
             // bytes: stop taking them. Dropping the queue tells the relay, which then stops
@@ -159,7 +117,7 @@ impl Observer {
                 break;
             }
         }
-        budget.release(held);
+        budget.release(reserved);
         // The queue closed without `Closed`: the tap overflowed and gave up on this connection
         // (counted there). Open calls end now, incomplete, so each is still accounted for.
         if let State::Decoding(mut s) = state {
@@ -167,13 +125,60 @@ impl Observer {
         }
     }
 
-    /// Start the session the sniffer chose and replay the held chunks into it.
+    /// The connection's state after one tap event.
+    fn next(&self, state: State, event: TapEvent, conn: &Arc<ConnMeta>, metrics: &InterceptMetrics) -> State {
+        match (state, event) {
+            (State::Sniffing(sniffer, early, mut injected), TapEvent::Injected(i)) => {
+                if injected.len() < MAX_SNIFF_HELD {
+                    injected.push(i);
+                }
+                State::Sniffing(sniffer, early, injected)
+            }
+            (State::Sniffing(mut sniffer, mut early, injected), TapEvent::Data { dir, at, bytes }) => {
+                let client = if dir == Direction::ClientToServer {
+                    &bytes[..]
+                } else {
+                    &[]
+                };
+                let verdict = sniffer.feed(client);
+                early.push((dir, at, bytes));
+                match verdict {
+                    None if early.len() < MAX_SNIFF_HELD => State::Sniffing(sniffer, early, injected),
+                    verdict => self.start(conn, metrics, verdict.unwrap_or(Protocol::Opaque), early, injected),
+                }
+            }
+            // Ended before the protocol was known: opaque, nothing to decode.
+            (State::Sniffing(_, early, injected), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
+                self.start(conn, metrics, Protocol::Opaque, early, injected)
+            }
+            (State::Decoding(mut s), TapEvent::Data { dir, at, bytes }) => {
+                s.data(dir, at, bytes);
+                self.after_feed(s, metrics)
+            }
+            (State::Decoding(mut s), TapEvent::Injected(i)) => {
+                s.injected(i);
+                State::Decoding(s)
+            }
+            (State::Decoding(mut s), TapEvent::Eof { dir, at }) => {
+                s.eof(dir, at);
+                self.after_feed(s, metrics)
+            }
+            (State::Decoding(mut s), TapEvent::Closed { at }) => {
+                s.closed(at);
+                s.take_skipped(&mut |reason, n| metrics.payloads_skipped(reason, n));
+                State::Counting
+            }
+            (state, _) => state,
+        }
+    }
+
+    /// Start the session the sniffer chose and replay the chunks that came before into it.
     fn start(
         &self,
         conn: &Arc<ConnMeta>,
         metrics: &InterceptMetrics,
         protocol: Protocol,
-        held: Vec<(Direction, Instant, Bytes)>,
+        early: Vec<(Direction, Instant, Bytes)>,
         injected: Vec<Injection>,
     ) -> State {
         metrics.sniffed(protocol).inc();
@@ -189,7 +194,7 @@ impl Observer {
         for i in injected {
             session.injected(i);
         }
-        for (dir, at, bytes) in held {
+        for (dir, at, bytes) in early {
             session.data(dir, at, bytes);
         }
         self.after_feed(session, metrics)
