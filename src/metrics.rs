@@ -50,25 +50,8 @@ pub struct TapGiveUps {
     pub decode_memory: Counter,
 }
 
-/// Protocols the sniffer tells apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Http2,
-    Http1,
-    Opaque,
-}
-
-impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::Http2, Protocol::Http1, Protocol::Opaque];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http2 => "http2",
-            Protocol::Http1 => "http1",
-            Protocol::Opaque => "opaque",
-        }
-    }
-}
+/// Protocols the sniffer tells apart: the sniffer's own enum, one list of labels.
+pub use crate::wire::sniff::Protocol;
 
 /// The counters of one intercept.
 #[derive(Debug)]

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use runtime_tap::config::{Config, Endpoint};
+use runtime_tap::schema::grpc_status;
 use serde_yaml_ng::Value;
 use support::proc::plain;
 use support::{TempDir, echo_server};
@@ -1271,37 +1272,14 @@ fn grafana_dashboard_queries_metrics_runtime_tap_serves() {
         }
     }
     // The error panel counts what spans mark Error (DESIGN.md span contract): gRPC's
-    // server-error codes (src/observe/grpc.rs is_server_error) and HTTP 5xx; not NOT_FOUND,
+    // server-error codes (src/schema/grpc_status.rs) and HTTP 5xx; not NOT_FOUND,
     // ALREADY_EXISTS or a 404, which are answers, not failures.
     assert!(!status_matchers.is_empty(), "no panel shows errors");
-    const GRPC: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    let server_errors = [
-        "UNKNOWN",
-        "DEADLINE_EXCEEDED",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-    ];
-    let values = GRPC
+    let server_errors: Vec<&str> = grpc_status::SERVER_ERRORS
+        .iter()
+        .map(|&c| grpc_status::name(c))
+        .collect();
+    let values = grpc_status::NAMES
         .iter()
         .map(|s| s.to_string())
         .chain((100..600).map(|c: u32| c.to_string()))

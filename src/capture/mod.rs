@@ -309,9 +309,9 @@ impl CaptureConn {
         self.started = true;
         let http1 = dir == Direction::ClientToServer
             && match sniff::sniff(first) {
-                Protocol::Http1 => true,
-                Protocol::NeedMore => !PREFACE.starts_with(first),
-                Protocol::Http2 | Protocol::Opaque => false,
+                Some(Protocol::Http1) => true,
+                None => !PREFACE.starts_with(first),
+                Some(Protocol::Http2 | Protocol::Opaque) => false,
             };
         self.server_port = if http1 { HTTP1_PORT } else { OTHER_PORT };
         let (c, s) = (Direction::ClientToServer, Direction::ServerToClient);

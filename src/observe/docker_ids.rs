@@ -14,10 +14,8 @@ pub const MAX_CONTAINERS: usize = 4096;
 /// Most exec id → container id pairs remembered; past it the oldest is forgotten. 4096.
 pub const MAX_EXECS: usize = 4096;
 
-/// Whether `s` is a full Docker object id: 64 lowercase hex digits.
-pub fn is_full_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+/// Whether `s` is a full Docker object id (schema's rule, used here to keep the registry clean).
+pub use crate::schema::docker_extract::is_full_id;
 
 /// Name → full id and unique-prefix → full id resolution, bounded. Thread-safe.
 pub struct DockerIds {

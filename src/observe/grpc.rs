@@ -14,8 +14,9 @@ use opentelemetry_semantic_conventions::attribute::{
 use super::session::{Injected, Session, SessionCtx};
 use crate::relay::rewrite::Injection;
 use crate::schema::containerd::STREAMING_STREAM;
-use crate::schema::{self, MethodInfo, Schema, Side};
-use crate::trace::attr::{Attr, AttrValue, names};
+use crate::schema::names::{self, GRPC_MESSAGE};
+use crate::schema::{self, MethodInfo, Schema, Side, grpc_status};
+use crate::trace::attr::{Attr, AttrValue};
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
 use crate::trace::red::RPC_METHOD_OTHER;
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
@@ -26,8 +27,6 @@ use crate::wire::grpc::{GrpcDecoder, GrpcEvent, Headers, Limits, Message, SkipRe
 pub const CAPTURE_CAP: usize = 16 * 1024;
 /// Payload events per call when capture is on (a long stream gets its first few only).
 pub const CAPTURE_MAX_MESSAGES: usize = 8;
-/// Attribute for a non-OK `grpc-message` (the conventions have none).
-pub const GRPC_MESSAGE: &str = "runtime_tap.grpc.message";
 
 /// Streams that live as long as a client watches: never parents by time alone, and (for the
 /// event streams) one event span per delivered message.
@@ -38,65 +37,9 @@ const LONG_LIVED: &[&str] = &[
     "runtime.v1alpha2.RuntimeService/GetContainerEvents",
 ];
 
-/// gRPC status codes by number, as the conventions name them.
-const CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
-/// Codes the conventions count as server errors (span status Error).
-fn is_server_error(code: u32) -> bool {
-    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
-}
-
 /// Reason counted (with the skipped payloads) for a delivered event of an event stream that
 /// load shedding left undecoded: it has no event span.
 pub const EVENT_SHED: &str = "event_shed";
-
-/// The gRPC status of a stream reset before any `grpc-status`, as gRPC maps RST_STREAM codes
-/// (PROTOCOL-HTTP2.md, "Errors"): CANCEL is a cancellation, REFUSED_STREAM means nothing was
-/// processed, ENHANCE_YOUR_CALM and INADEQUATE_SECURITY have their own codes, the rest are
-/// INTERNAL. NO_ERROR from the server is INTERNAL too (it should have sent a status); from
-/// the client it can only mean the client abandoned the call: CANCELLED.
-fn reset_status(http2_code: u32, by: Direction) -> u32 {
-    match http2_code {
-        0x0 if by == Direction::ClientToServer => 1,
-        0x8 => 1,  // CANCEL -> CANCELLED
-        0x7 => 14, // REFUSED_STREAM -> UNAVAILABLE
-        0xb => 8,  // ENHANCE_YOUR_CALM -> RESOURCE_EXHAUSTED
-        0xc => 7,  // INADEQUATE_SECURITY -> PERMISSION_DENIED
-        _ => 13,   // INTERNAL
-    }
-}
-
-/// The gRPC status of a response whose HTTP status is not 200 and that carries no
-/// `grpc-status` (an intermediary answered), as gRPC clients map it
-/// (doc/http-grpc-status-mapping.md).
-fn http_status(status: u16) -> u32 {
-    match status {
-        400 => 13,                   // INTERNAL
-        401 => 16,                   // UNAUTHENTICATED
-        403 => 7,                    // PERMISSION_DENIED
-        404 => 12,                   // UNIMPLEMENTED
-        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
-        _ => 2,                      // UNKNOWN
-    }
-}
 
 struct GrpcCall {
     span_id: SpanId,
@@ -188,7 +131,7 @@ impl GrpcSession {
                         let code = headers
                             .get("grpc-status")
                             .and_then(|s| s.trim().parse::<u32>().ok())
-                            .map(|c| if (c as usize) < CODES.len() { c } else { 2 });
+                            .map(grpc_status::known_or_unknown);
                         // The message is recorded for failures only (`finish`).
                         let message = match headers.get("grpc-message") {
                             _ if code == Some(0) => String::new(),
@@ -351,7 +294,7 @@ impl GrpcSession {
             call.events.push(SpanEventRecord {
                 name: name.to_string(),
                 time: self.ctx.clock.wall(at),
-                attributes: vec![Attr::str("body", body)],
+                attributes: vec![Attr::str(names::CAPTURE_BODY, body)],
             });
         }
     }
@@ -365,7 +308,10 @@ impl GrpcSession {
         if call.status.is_none()
             && let Some(http) = call.http_status.filter(|s| *s != 200)
         {
-            call.status = Some((http_status(http), format!("http status {http} without grpc-status")));
+            call.status = Some((
+                grpc_status::from_http_status(http),
+                format!("http status {http} without grpc-status"),
+            ));
         }
         let incomplete = match end {
             StreamEnd::Complete => false,
@@ -373,7 +319,7 @@ impl GrpcSession {
             StreamEnd::Reset { code, by } => {
                 if call.status.is_none() {
                     call.status = Some((
-                        reset_status(code, by),
+                        grpc_status::from_reset(code, by == Direction::ClientToServer),
                         format!("stream reset (http/2 error code {code})"),
                     ));
                 }
@@ -394,12 +340,12 @@ impl GrpcSession {
     fn finish(&self, mut call: GrpcCall, at: Instant, incomplete: bool) {
         let mut status = SpanStatus::Unset;
         if let Some((code, message)) = &call.status {
-            let code_name = CODES.get(*code as usize).copied().unwrap_or("UNKNOWN");
+            let code_name = grpc_status::name(*code);
             call.attributes.push(Attr::str(RPC_RESPONSE_STATUS_CODE, code_name));
             if *code != 0 && !message.is_empty() {
                 call.attributes.push(Attr::str(GRPC_MESSAGE, message.clone()));
             }
-            if is_server_error(*code) {
+            if grpc_status::is_server_error(*code) {
                 status = SpanStatus::Error(if message.is_empty() {
                     code_name.to_string()
                 } else {

@@ -2,8 +2,11 @@
 //! one call (DESIGN.md, span contract), from the passive decoder's events. A hijacked
 //! attach/exec session is one call from its request to the close.
 //!
-//! Rule it keeps: attributes are an allowlist (`schema::docker_rules`); headers are never
-//! attributes except `User-Agent`; a body is buffered only where a rule needs it, only up to
+//! What becomes an attribute is schema's to say (`schema::docker_rules`, applied by
+//! `schema::docker_extract`); this session drives the decoder, keeps the bodies and stream
+//! lines a rule asks for, applies what the rules return to the id registry and times the calls.
+//!
+//! Rule it keeps: a body is buffered only where a rule needs it, only up to
 //! [`MAX_JSON_BODY`] and only while payloads are on; streams are scanned line by line with a
 //! line bounded by [`MAX_STREAM_LINE`]. Every started call ends exactly once.
 
@@ -14,23 +17,17 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use opentelemetry_semantic_conventions::attribute::{
-    CONTAINER_ID, CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME, CONTAINER_IMAGE_TAGS, CONTAINER_NAME, HTTP_REQUEST_METHOD,
-    HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_PATH, URL_QUERY, USER_AGENT_ORIGINAL,
-};
-use serde::Deserialize;
+use opentelemetry_semantic_conventions::attribute::CONTAINER_ID;
 
-use super::docker_ids::{DockerIds, is_full_id};
+use super::docker_ids::DockerIds;
 use super::session::{Injected, Session, SessionCtx};
 use crate::relay::rewrite::Injection;
-use crate::schema::docker::match_route;
-use crate::schema::docker_rules::{
-    self, OnSuccess, PathEntity, QueryRule, RequestBody, ResponseBody, RouteRule, ShapeRule, names as docker_names,
-};
-use crate::schema::{image_ref, redact};
-use crate::trace::attr::{Attr, names};
+use crate::schema::docker_extract::{self, Head, IdChange, Outcome, Request};
+use crate::schema::docker_rules::{OnSuccess, ResponseBody, RouteRule};
+use crate::schema::{names, redact};
+use crate::trace::attr::Attr;
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
-use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
+use crate::trace::span::{SpanEventRecord, SpanId, TraceId, new_span_id};
 use crate::wire::Direction;
 use crate::wire::h1::{ExchangeId, H1Decoder, H1Event, Headers};
 
@@ -41,21 +38,6 @@ pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// Longest line of a progress or event stream kept while it arrives; a longer line is
 /// skipped and counted. 16 KiB.
 pub const MAX_STREAM_LINE: usize = 16 * 1024;
-
-/// Longest rendered (redacted) body of a payload-capture span event. 8 KiB.
-pub const MAX_CAPTURE: usize = 8 * 1024;
-
-/// Longest string attribute value taken from the wire (path, query, user agent, messages).
-/// 2 KiB.
-pub const MAX_ATTR_VALUE: usize = 2 * 1024;
-
-/// Longest `Type` or `Action` of a Docker event used in a span name. 64.
-const MAX_EVENT_WORD: usize = 64;
-
-/// Methods HTTP defines; any other is `_OTHER` (semantic conventions), its span named `HTTP`.
-const KNOWN_METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
 
 /// Counters of what a session left undecoded (for metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -179,7 +161,7 @@ impl HttpSession {
             } => {
                 self.req_idle = false;
                 let first = self.head_first_at.take().unwrap_or(at);
-                self.begin(id, method, &target, &headers, first);
+                self.begin(id, &method, &target, &headers, first);
             }
             H1Event::RequestBody { id, data } => {
                 let payloads = self.payloads;
@@ -256,86 +238,27 @@ impl HttpSession {
     }
 
     /// A request head passed: the call starts.
-    fn begin(&mut self, id: ExchangeId, method: String, target: &str, headers: &Headers, first: Instant) {
-        let (path, query) = split_target(target);
-        let route = match_route(&method, path);
-        let known = KNOWN_METHODS.contains(&method.as_str());
-        let name = match (&route, known) {
-            (Some(m), _) => format!("{method} {}", m.route),
-            (None, true) => method.clone(),
-            (None, false) => "HTTP".to_owned(),
-        };
-        let rule = route.as_ref().and_then(|m| docker_rules::rule(&method, m.route));
-        let mut attrs = vec![Attr::str(
-            HTTP_REQUEST_METHOD,
-            if known { method.as_str() } else { "_OTHER" },
-        )];
-        if let Some(m) = &route {
-            attrs.push(Attr::str(HTTP_ROUTE, m.route));
-        }
-        attrs.push(Attr::str(URL_PATH, capped(path, MAX_ATTR_VALUE)));
-        if let Some(q) = query.filter(|q| !q.is_empty()) {
-            attrs.push(Attr::str(
-                URL_QUERY,
-                capped(&docker_rules::redact_query(q), MAX_ATTR_VALUE),
-            ));
-        }
-        if let Some(ua) = headers.get("user-agent") {
-            let ua = if redact::is_secret_header("user-agent") {
-                redact::REDACTED
-            } else {
-                ua
-            };
-            attrs.push(Attr::str(USER_AGENT_ORIGINAL, capped(ua, MAX_ATTR_VALUE)));
-        }
-        if let Some(v) = route.as_ref().and_then(|m| m.api_version) {
-            attrs.push(Attr::str(names::DOCKER_API_VERSION, v));
-        }
+    fn begin(&mut self, id: ExchangeId, method: &str, target: &str, headers: &Headers, first: Instant) {
+        let request = docker_extract::request(&Head {
+            method,
+            target,
+            user_agent: headers.get("user-agent"),
+            upgrade_asked: headers.has_token("connection", "upgrade") && headers.get("upgrade").is_some(),
+        });
+        let mut ex = Exchange::new(id, self.ctx.clock.wall(first), request);
+        self.identify(&mut ex, headers);
+        ex.capture_on = self.ctx.conn.capture_payloads;
+        ex.capture = ex.capture_on && !ex.never_capture;
+        let wants_body =
+            ex.rule.is_some_and(|r| r.request.is_some()) || (ex.capture && is_json(headers.get("content-type")));
+        ex.req_keep = Keep::start(wants_body, self.payloads, content_length(headers), &mut self.stats);
+        self.announce(&ex);
+        self.open.push_back(ex);
+    }
 
-        let mut ex = Exchange::new(id, self.ctx.clock.wall(first));
-        let q = query.unwrap_or("");
-        if let Some(m) = &route {
-            match (docker_rules::path_entity(m.route), m.params.get("id")) {
-                (Some(PathEntity::Container), Some(r)) => ex.container_ref = Some(capped(r, MAX_ATTR_VALUE)),
-                (Some(PathEntity::Exec), Some(r)) => ex.exec_id = Some(capped(r, MAX_ATTR_VALUE)),
-                _ => {}
-            }
-            if rule.is_some_and(|r| r.path_image)
-                && let Some(image) = m.params.get("name")
-            {
-                push_image(&mut attrs, &docker_rules::percent_decode_path(image), None);
-            }
-        }
-        for query_rule in rule.map_or(&[][..], |r| r.query) {
-            match query_rule {
-                QueryRule::ContainerName => {
-                    if let Some(n) = docker_rules::query_param(q, "name").filter(|n| !n.is_empty()) {
-                        let n = capped(&n, MAX_ATTR_VALUE);
-                        attrs.push(Attr::str(CONTAINER_NAME, n.clone()));
-                        ex.container_name = Some(n);
-                    }
-                }
-                QueryRule::PullImage => {
-                    if let Some(image) = docker_rules::query_param(q, "fromImage").filter(|i| !i.is_empty()) {
-                        let tag = docker_rules::query_param(q, "tag");
-                        push_image(&mut attrs, &image, tag.as_deref());
-                    }
-                }
-                QueryRule::Rename => {
-                    ex.rename_to = docker_rules::query_param(q, "name").filter(|n| !n.is_empty());
-                }
-            }
-        }
-        let upgrade_asked = headers.has_token("connection", "upgrade") && headers.get("upgrade").is_some();
-        ex.shape = match rule.map_or(ShapeRule::Unary, |r| r.shape) {
-            ShapeRule::Unary => Shape::Unary,
-            ShapeRule::LongLived => Shape::LongLived,
-            ShapeRule::LongLivedIf(p) if docker_rules::query_bool(q, p) == Some(true) => Shape::LongLived,
-            ShapeRule::LongLivedUnless(p) if docker_rules::query_bool(q, p) != Some(false) => Shape::LongLived,
-            ShapeRule::LongLivedIfUpgrade if upgrade_asked => Shape::LongLived,
-            _ => Shape::Unary,
-        };
-        // A traceparent propagation added names this call itself, not a remote parent.
+    /// The call's trace identity: the one propagation gave it (the `traceparent` it added
+    /// names this call itself), else the client's `traceparent` as a remote parent.
+    fn identify(&mut self, ex: &mut Exchange, headers: &Headers) {
         if let Some((trace, span)) = self.injected.take(headers.get("traceparent")) {
             ex.span_id = span;
             ex.own_trace = Some(trace);
@@ -344,18 +267,11 @@ impl HttpSession {
                 .get("traceparent")
                 .and_then(|tp| RemoteParent::parse(tp, headers.get("tracestate")));
         }
+    }
 
-        ex.never_capture = docker_rules::never_capture(&method, route.as_ref().map(|m| m.route));
-        ex.capture_on = self.ctx.conn.capture_payloads;
-        ex.capture = ex.capture_on && !ex.never_capture;
-        let wants_body =
-            rule.is_some_and(|r| r.request.is_some()) || (ex.capture && is_json(headers.get("content-type")));
-        ex.req_keep = Keep::start(wants_body, self.payloads, content_length(headers), &mut self.stats);
-        ex.rule = rule;
-        ex.name = name;
-        ex.attrs = attrs;
-
-        // Ids known from the path already tie this request to the calls it causes.
+    /// Tells the sink the call started, with the ids its path already names: they tie this
+    /// request to the calls it causes before it ends.
+    fn announce(&self, ex: &Exchange) {
         let mut known = Vec::new();
         let container = ex.container_ref.as_deref().and_then(|r| self.ids.resolve(r));
         if let Some(c) = container.or_else(|| ex.exec_id.as_deref().and_then(|e| self.ids.exec_container(e))) {
@@ -374,7 +290,6 @@ impl HttpSession {
             own_trace: ex.own_trace,
             attributes: known,
         });
-        self.open.push_back(ex);
     }
 
     /// Ends exchange `id` at `at` (incomplete: the connection or the decoder stopped first).
@@ -533,22 +448,26 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(id: ExchangeId, start: SystemTime) -> Exchange {
+    fn new(id: ExchangeId, start: SystemTime, request: Request) -> Exchange {
         Exchange {
             id,
             span_id: new_span_id(),
-            name: String::new(),
+            name: request.name,
             start,
-            shape: Shape::Unary,
+            shape: if request.long_lived {
+                Shape::LongLived
+            } else {
+                Shape::Unary
+            },
             remote_parent: None,
             own_trace: None,
-            attrs: Vec::new(),
-            rule: None,
-            container_ref: None,
+            attrs: request.attrs,
+            rule: request.rule,
+            container_ref: request.container_ref,
             container_id: None,
-            container_name: None,
-            rename_to: None,
-            exec_id: None,
+            container_name: request.container_name,
+            rename_to: request.rename_to,
+            exec_id: request.exec_id,
             exec_created: false,
             req_bytes: 0,
             resp_bytes: 0,
@@ -560,7 +479,7 @@ impl Exchange {
             upgraded: false,
             capture_on: false,
             capture: false,
-            never_capture: false,
+            never_capture: request.never_capture,
             events: Vec::new(),
         }
     }
@@ -581,19 +500,17 @@ impl Exchange {
 
     fn request_end(&mut self, when: SystemTime) {
         let keep = mem::replace(&mut self.req_keep, Keep::Nothing);
-        if let Keep::Json(buf) = &keep
-            && self.rule.and_then(|r| r.request) == Some(RequestBody::ContainerCreate)
-            && let Ok(body) = serde_json::from_slice::<CreateBody>(buf)
-            && let Some(image) = body.image.filter(|i| !i.is_empty())
-        {
-            push_image(&mut self.attrs, &image, None);
+        if let Keep::Json(buf) = &keep {
+            docker_extract::request_body(self.rule, buf, &mut self.attrs);
         }
         if self.never_capture && self.capture_on && self.req_bytes > 0 {
             self.events
                 .push(capture_event("request", when, redact::REDACTED.to_owned()));
         } else if self.capture {
             match keep {
-                Keep::Json(buf) => self.events.push(capture_event("request", when, render(&buf))),
+                Keep::Json(buf) => self
+                    .events
+                    .push(capture_event("request", when, docker_extract::render(&buf))),
                 Keep::Skipped => self.events.push(capture_event(
                     "request",
                     when,
@@ -643,7 +560,7 @@ impl Exchange {
                     Some(ResponseBody::Events) => docker_event(line, *span_id, env),
                     _ => {
                         if stream_error.is_none() {
-                            *stream_error = progress_error(line);
+                            *stream_error = docker_extract::progress_error(line);
                         }
                     }
                 });
@@ -669,7 +586,7 @@ impl Exchange {
                     Some(ResponseBody::Events) => docker_event(line, *span_id, env),
                     _ => {
                         if stream_error.is_none() {
-                            *stream_error = progress_error(line);
+                            *stream_error = docker_extract::progress_error(line);
                         }
                     }
                 });
@@ -707,29 +624,18 @@ impl Exchange {
         }
 
         let mut attrs = mem::take(&mut self.attrs);
-        if let Some(s) = status {
-            attrs.push(Attr::int(HTTP_RESPONSE_STATUS_CODE, i64::from(s)));
-        }
-        match (container, &self.container_ref) {
-            (Some(c), _) => attrs.push(Attr::str(CONTAINER_ID, c)),
-            (None, Some(r)) => attrs.push(Attr::str(names::CONTAINER_REF, r.clone())),
-            (None, None) => {}
-        }
-        if let Some(exec) = &self.exec_id {
-            attrs.push(Attr::str(names::CONTAINER_EXEC_ID, exec.clone()));
-        }
         let message = self.error_message.clone().or_else(|| self.stream_error.clone());
-        if let Some(m) = &message {
-            attrs.push(Attr::str(names::DOCKER_ERROR_MESSAGE, m.clone()));
-        }
-        attrs.push(Attr::int(names::REQUEST_BYTES, saturating_i64(self.req_bytes)));
-        attrs.push(Attr::int(names::RESPONSE_BYTES, saturating_i64(self.resp_bytes)));
-
-        let status = match (status, &self.stream_error) {
-            (Some(s), _) if s >= 500 => SpanStatus::Error(message.unwrap_or_else(|| format!("HTTP {s}"))),
-            (_, Some(e)) => SpanStatus::Error(e.clone()),
-            _ => SpanStatus::Unset,
+        let outcome = Outcome {
+            status,
+            container,
+            container_ref: self.container_ref.as_deref(),
+            exec_id: self.exec_id.as_deref(),
+            message: message.as_deref(),
+            req_bytes: self.req_bytes,
+            resp_bytes: self.resp_bytes,
         };
+        docker_extract::end_attrs(&outcome, &mut attrs);
+        let status = docker_extract::span_status(status, message, self.stream_error.as_deref());
         Call {
             span_id: self.span_id,
             conn: env.ctx.conn.clone(),
@@ -746,65 +652,27 @@ impl Exchange {
         }
     }
 
-    /// A complete buffered JSON response body.
+    /// A complete buffered JSON response body: what it says by the route's rule is kept,
+    /// and what it names is learned.
     fn response_json(&mut self, buf: &[u8], env: &Env<'_>, end: SystemTime) {
         let status = self.status.unwrap_or(0);
-        if status >= 400 {
-            if let Ok(e) = serde_json::from_slice::<ErrorBody>(buf) {
-                self.error_message = e.message.map(|m| capped(&m, MAX_ATTR_VALUE));
-            }
-        } else if (200..300).contains(&status) {
-            match self.rule.and_then(|r| r.response) {
-                Some(ResponseBody::ContainerCreated) => {
-                    if let Ok(b) = serde_json::from_slice::<IdBody>(buf)
-                        && let Some(id) = b.id.filter(|i| is_full_id(i))
-                    {
-                        env.ids.learn(&id, self.container_name.as_deref());
-                        self.container_id = Some(id);
-                    }
-                }
-                Some(ResponseBody::ContainerInspect) => {
-                    if let Ok(b) = serde_json::from_slice::<IdBody>(buf)
-                        && let Some(id) = b.id.filter(|i| is_full_id(i))
-                    {
-                        env.ids.learn(&id, b.name.as_deref());
-                        self.container_id = Some(id);
-                    }
-                }
-                Some(ResponseBody::ContainerList) => {
-                    if let Ok(list) = serde_json::from_slice::<Vec<ListEntry>>(buf) {
-                        for c in list {
-                            let name = c
-                                .names
-                                .iter()
-                                .flatten()
-                                .find(|n| !n.trim_start_matches('/').contains('/'));
-                            if let Some(id) = &c.id {
-                                env.ids.learn(id, name.map(String::as_str));
-                            }
-                        }
-                    }
-                }
-                Some(ResponseBody::ExecCreated) => {
-                    if let Ok(b) = serde_json::from_slice::<IdBody>(buf)
-                        && let Some(id) = b.id.filter(|i| !i.is_empty())
-                    {
-                        self.exec_id = Some(capped(&id, MAX_ATTR_VALUE));
-                        self.exec_created = true;
-                    }
-                }
-                Some(ResponseBody::ExecInspect) => {
-                    if let Ok(b) = serde_json::from_slice::<ExecInspectBody>(buf)
-                        && let Some(c) = b.container_id.filter(|c| is_full_id(c))
-                    {
-                        self.container_id = Some(c);
-                    }
-                }
-                _ => {}
-            }
+        let said = docker_extract::response(self.rule, status, buf, self.container_name.as_deref());
+        for (id, name) in &said.learn {
+            env.ids.learn(id, name.as_deref());
+        }
+        if said.error_message.is_some() {
+            self.error_message = said.error_message;
+        }
+        if said.container_id.is_some() {
+            self.container_id = said.container_id;
+        }
+        if let Some(exec) = said.exec_created {
+            self.exec_id = Some(exec);
+            self.exec_created = true;
         }
         if self.capture {
-            self.events.push(capture_event("response", end, render(buf)));
+            self.events
+                .push(capture_event("response", end, docker_extract::render(buf)));
         }
     }
 }
@@ -938,88 +806,24 @@ fn emit(line: &[u8], on_line: &mut impl FnMut(&[u8])) {
     }
 }
 
-/// The error of a progress stream line (`{"errorDetail":{"message":...},"error":...}`).
-fn progress_error(line: &[u8]) -> Option<String> {
-    if !contains(line, b"\"error") {
-        return None;
-    }
-    let p: ProgressLine = serde_json::from_slice(line).ok()?;
-    let message = p
-        .error_detail
-        .and_then(|d| d.message)
-        .or(p.error)
-        .filter(|m| !m.is_empty())?;
-    Some(capped(&message, MAX_ATTR_VALUE))
-}
-
-/// One `/events` line: an event span, linked to the subscription `span_id`.
+/// One `/events` line: an event span, linked to the subscription `span_id`; the id registry
+/// learns what it says.
 fn docker_event(line: &[u8], span_id: SpanId, env: &Env<'_>) {
-    let Ok(ev) = serde_json::from_slice::<EventLine>(line) else {
+    let Some(event) = docker_extract::event(line) else {
         return;
     };
-    let kind = word(ev.kind.as_deref().unwrap_or("unknown"));
-    let action = word(ev.action.as_deref().or(ev.status.as_deref()).unwrap_or("unknown"));
-    let mut attributes = Vec::with_capacity(4);
-    if kind == "container"
-        && let Some(actor) = &ev.actor
-        && let Some(id) = actor.id.as_deref().filter(|i| is_full_id(i))
-    {
-        attributes.push(Attr::str(CONTAINER_ID, id));
-        let name = actor.attributes.as_ref().and_then(|a| a.name.as_deref());
-        if let Some(n) = name {
-            attributes.push(Attr::str(CONTAINER_NAME, capped(n, MAX_ATTR_VALUE)));
-        }
-        match action.as_str() {
-            "create" | "rename" => env.ids.learn(id, name),
-            "destroy" => env.ids.forget(id),
-            _ => {}
-        }
+    match &event.ids {
+        IdChange::Learn(id, name) => env.ids.learn(id, name.as_deref()),
+        IdChange::Forget(id) => env.ids.forget(id),
+        IdChange::Nothing => {}
     }
-    attributes.push(Attr::str(docker_names::DOCKER_EVENT_TYPE, kind.clone()));
-    attributes.push(Attr::str(docker_names::DOCKER_EVENT_ACTION, action.clone()));
     env.ctx.sink.event(StreamEvent {
         subscription: span_id,
         conn: env.ctx.conn.clone(),
-        name: format!("event {kind} {action}"),
+        name: event.name,
         time: env.ctx.clock.wall(env.at),
-        attributes,
+        attributes: event.attributes,
     });
-}
-
-/// An event `Type` or `Action` fit for a span name: cut at the first `:` (`exec_start: cmd`
-/// carries a command line), trimmed, bounded.
-fn word(s: &str) -> String {
-    let s = s.split(':').next().unwrap_or("").trim();
-    if s.is_empty() {
-        "unknown".to_owned()
-    } else {
-        capped(s, MAX_EVENT_WORD)
-    }
-}
-
-/// Image attributes from a reference; `tag` (a pull's `?tag=`, a tag or a digest) wins over
-/// the reference's own.
-fn push_image(attrs: &mut Vec<Attr>, reference: &str, tag: Option<&str>) {
-    // `sha256:7cdd7cbb` or `7cdd7cbbe2d0` is an image id, not a name `sha256` tagged `7cdd7cbb`.
-    if tag.is_none() && image_ref::is_docker_image_id(reference.trim()) {
-        attrs.push(Attr::str(CONTAINER_IMAGE_ID, capped(reference.trim(), MAX_ATTR_VALUE)));
-        return;
-    }
-    let r = image_ref::parse(reference);
-    if let Some(name) = r.name {
-        attrs.push(Attr::str(CONTAINER_IMAGE_NAME, capped(name, MAX_ATTR_VALUE)));
-    }
-    let (tag, digest) = match tag.map(str::trim).filter(|t| !t.is_empty()) {
-        Some(t) if t.contains(':') => (r.tag, Some(t)),
-        Some(t) => (Some(t), r.digest),
-        None => (r.tag, r.digest),
-    };
-    if let Some(tag) = tag {
-        attrs.push(Attr::list(CONTAINER_IMAGE_TAGS, vec![capped(tag, MAX_ATTR_VALUE)]));
-    }
-    if let Some(digest) = digest {
-        attrs.push(Attr::str(CONTAINER_IMAGE_ID, capped(digest, MAX_ATTR_VALUE)));
-    }
 }
 
 /// A capture span event (`request` / `response`) with its redacted `body`.
@@ -1027,32 +831,7 @@ fn capture_event(name: &str, time: SystemTime, body: String) -> SpanEventRecord 
     SpanEventRecord {
         name: name.to_owned(),
         time,
-        attributes: vec![Attr::str("body", body)],
-    }
-}
-
-/// A captured JSON body, redacted (secret keys, `Env` values as `KEY=***`) and capped.
-fn render(buf: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(buf) {
-        Ok(mut v) => {
-            redact::redact_json(&mut v);
-            capped(&v.to_string(), MAX_CAPTURE)
-        }
-        Err(_) => format!("<{} bytes, not json>", buf.len()),
-    }
-}
-
-/// `path` and `query` of a request target (origin form, or absolute form whose scheme and
-/// authority are dropped).
-fn split_target(target: &str) -> (&str, Option<&str>) {
-    let target = match target.split_once("://") {
-        Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
-        _ => target,
-    };
-    let target = target.split_once('#').map_or(target, |(t, _)| t);
-    match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
+        attributes: vec![Attr::str(names::CAPTURE_BODY, body)],
     }
 }
 
@@ -1062,97 +841,6 @@ fn content_length(headers: &Headers) -> Option<u64> {
 
 fn is_json(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|c| c.to_ascii_lowercase().contains("json"))
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn saturating_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// `s` cut to at most `max` bytes at a character boundary.
-fn capped(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
-// The few body fields rules read; serde skips the rest (`Env`, `Config`...) without keeping it.
-
-#[derive(Deserialize)]
-struct CreateBody {
-    #[serde(rename = "Image")]
-    image: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct IdBody {
-    #[serde(rename = "Id")]
-    id: Option<String>,
-    #[serde(rename = "Name")]
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ListEntry {
-    #[serde(rename = "Id")]
-    id: Option<String>,
-    #[serde(rename = "Names")]
-    names: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct ExecInspectBody {
-    #[serde(rename = "ContainerID")]
-    container_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    message: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ProgressLine {
-    error: Option<String>,
-    #[serde(rename = "errorDetail")]
-    error_detail: Option<ErrorDetail>,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    message: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct EventLine {
-    #[serde(rename = "Type")]
-    kind: Option<String>,
-    #[serde(rename = "Action")]
-    action: Option<String>,
-    status: Option<String>,
-    #[serde(rename = "Actor")]
-    actor: Option<EventActor>,
-}
-
-#[derive(Deserialize)]
-struct EventActor {
-    #[serde(rename = "ID")]
-    id: Option<String>,
-    #[serde(rename = "Attributes")]
-    attributes: Option<EventActorAttributes>,
-}
-
-#[derive(Deserialize)]
-struct EventActorAttributes {
-    name: Option<String>,
 }
 
 #[cfg(test)]

@@ -4,9 +4,15 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use opentelemetry_semantic_conventions::attribute::{
+    CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME, CONTAINER_IMAGE_TAGS, CONTAINER_NAME, HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_PATH, URL_QUERY, USER_AGENT_ORIGINAL,
+};
+
 use super::*;
 use crate::trace::attr::AttrValue;
 use crate::trace::call::{CallSink, Clock, ConnMeta};
+use crate::trace::span::SpanStatus;
 use crate::wire::testutil::{Segment, capture_files, capture_path, load_capture};
 
 const C2S: Direction = Direction::ClientToServer;
@@ -721,15 +727,12 @@ fn events_stream_gives_one_event_per_line() {
         assert_eq!(e.subscription, call.span_id);
         assert!(e.time >= call.start && e.time <= call.end);
         assert!(e.attributes.contains(&Attr::str(CONTAINER_ID, ID_12)));
-        assert!(
-            e.attributes
-                .contains(&Attr::str(docker_names::DOCKER_EVENT_TYPE, "container"))
-        );
+        assert!(e.attributes.contains(&Attr::str(names::DOCKER_EVENT_TYPE, "container")));
     }
     assert!(
         events[1]
             .attributes
-            .contains(&Attr::str(docker_names::DOCKER_EVENT_ACTION, "start"))
+            .contains(&Attr::str(names::DOCKER_EVENT_ACTION, "start"))
     );
     assert!(!rig.sink.everything().contains("hunter2"));
 }

@@ -12,17 +12,16 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::capture::CaptureConn;
-use crate::metrics::{InterceptMetrics, Protocol};
+use crate::metrics::InterceptMetrics;
 use crate::relay::rewrite::Injection;
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
 use crate::trace::call::{CallSink, Clock, ConnMeta};
 use crate::wire::Direction;
-use crate::wire::h2::frame::PREFACE;
-use crate::wire::sniff::{self, Protocol as Sniffed};
+use crate::wire::sniff::{Protocol, Sniffer};
 use session::{Session, SessionCtx};
 
 /// Shared by all connections of the process.
@@ -36,9 +35,9 @@ pub struct Observer {
 
 /// The connection's protocol, once known.
 enum State {
-    /// Collecting the first client bytes (bounded by the sniffer's need), and the
-    /// identities propagation gave to requests in them.
-    Sniffing(BytesMut, Vec<(Direction, Instant, Bytes)>, Vec<Injection>),
+    /// Collecting the first client bytes (bounded by the sniffer's need), the chunks that
+    /// carried them, and the identities propagation gave to requests in them.
+    Sniffing(Sniffer, Vec<(Direction, Instant, Bytes)>, Vec<Injection>),
     Decoding(Box<dyn Session>),
     /// Opaque protocol, or decoding given up: only counted (by the relay), and without a
     /// capture the observer stops reading.
@@ -68,11 +67,10 @@ impl Observer {
         const HIGH_WATER: f64 = 0.75;
         const LOW_WATER: f64 = 0.25;
         let mut shedding = false;
-        let mut state = State::Sniffing(BytesMut::new(), Vec::new(), Vec::new());
-        let mut closed_at = None;
+        let mut state = State::Sniffing(Sniffer::default(), Vec::new(), Vec::new());
         // The decoder's buffered bytes reserved against the process-wide budget.
         let budget = Arc::clone(rx.budget());
-        let mut held = 0;
+        let mut reserved = 0;
         while let Some(event) = rx.recv().await {
             if let Some(c) = capture.as_mut() {
                 c.event(&event);
@@ -90,62 +88,14 @@ impl Observer {
                     session.payloads(true);
                 }
             }
-            state = match (state, event) {
-                (State::Sniffing(first, held, mut injected), TapEvent::Injected(i)) => {
-                    if injected.len() < MAX_SNIFF_HELD {
-                        injected.push(i);
-                    }
-                    State::Sniffing(first, held, injected)
-                }
-                (State::Sniffing(mut first, mut held, injected), TapEvent::Data { dir, at, bytes }) => {
-                    if dir == Direction::ClientToServer {
-                        let room = PREFACE.len().saturating_sub(first.len());
-                        first.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                    }
-                    held.push((dir, at, bytes));
-                    match sniff::sniff(&first) {
-                        Sniffed::NeedMore if held.len() < MAX_SNIFF_HELD => State::Sniffing(first, held, injected),
-                        verdict => self.start(&conn, &metrics, verdict, held, injected),
-                    }
-                }
-                (State::Sniffing(_, held, injected), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
-                    let mut state = self.start(&conn, &metrics, Sniffed::Opaque, held, injected);
-                    if let (State::Decoding(s), TapEvent::Closed { at }) = (&mut state, &event_closed_at(&closed_at)) {
-                        s.closed(*at);
-                    }
-                    state
-                }
-                (State::Decoding(mut s), TapEvent::Data { dir, at, bytes }) => {
-                    s.data(dir, at, bytes);
-                    self.after_feed(s, &metrics)
-                }
-                (State::Decoding(mut s), TapEvent::Injected(i)) => {
-                    s.injected(i);
-                    State::Decoding(s)
-                }
-                (State::Decoding(mut s), TapEvent::Eof { dir, at }) => {
-                    s.eof(dir, at);
-                    self.after_feed(s, &metrics)
-                }
-                (State::Decoding(mut s), TapEvent::Closed { at }) => {
-                    closed_at = Some(at);
-                    s.closed(at);
-                    s.take_skipped(&mut |reason, n| metrics.payloads_skipped(reason, n));
-                    State::Counting
-                }
-                (State::Counting, TapEvent::Closed { at }) => {
-                    closed_at = Some(at);
-                    State::Counting
-                }
-                (state, _) => state,
-            };
+            state = self.next(state, event, &conn, &metrics);
             // Step 2 at the process-wide limit: a decoder that needs more than the budget has
             // left gives up (counted); its calls end incomplete, bytes keep flowing.
             state = match state {
                 State::Decoding(mut s) => {
                     let wanted = s.buffered_bytes();
-                    if budget.resize(held, wanted) {
-                        held = wanted;
+                    if budget.resize(reserved, wanted) {
+                        reserved = wanted;
                         State::Decoding(s)
                     } else {
                         metrics.tap_give_ups.decode_memory.inc();
@@ -157,7 +107,7 @@ impl Observer {
                 other => other,
             };
             if !matches!(state, State::Decoding(_)) {
-                budget.release(std::mem::take(&mut held));
+                budget.release(std::mem::take(&mut reserved));
             }
             // Nothing left to decode (opaque, or decoding given up) and no capture wanting the
             // bytes: stop taking them. Dropping the queue tells the relay, which then stops
@@ -167,7 +117,7 @@ impl Observer {
                 break;
             }
         }
-        budget.release(held);
+        budget.release(reserved);
         // The queue closed without `Closed`: the tap overflowed and gave up on this connection
         // (counted there). Open calls end now, incomplete, so each is still accounted for.
         if let State::Decoding(mut s) = state {
@@ -175,20 +125,62 @@ impl Observer {
         }
     }
 
-    /// Start the session the sniffer chose and replay the held chunks into it.
+    /// The connection's state after one tap event.
+    fn next(&self, state: State, event: TapEvent, conn: &Arc<ConnMeta>, metrics: &InterceptMetrics) -> State {
+        match (state, event) {
+            (State::Sniffing(sniffer, early, mut injected), TapEvent::Injected(i)) => {
+                if injected.len() < MAX_SNIFF_HELD {
+                    injected.push(i);
+                }
+                State::Sniffing(sniffer, early, injected)
+            }
+            (State::Sniffing(mut sniffer, mut early, injected), TapEvent::Data { dir, at, bytes }) => {
+                let client = if dir == Direction::ClientToServer {
+                    &bytes[..]
+                } else {
+                    &[]
+                };
+                let verdict = sniffer.feed(client);
+                early.push((dir, at, bytes));
+                match verdict {
+                    None if early.len() < MAX_SNIFF_HELD => State::Sniffing(sniffer, early, injected),
+                    verdict => self.start(conn, metrics, verdict.unwrap_or(Protocol::Opaque), early, injected),
+                }
+            }
+            // Ended before the protocol was known: opaque, nothing to decode.
+            (State::Sniffing(_, early, injected), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
+                self.start(conn, metrics, Protocol::Opaque, early, injected)
+            }
+            (State::Decoding(mut s), TapEvent::Data { dir, at, bytes }) => {
+                s.data(dir, at, bytes);
+                self.after_feed(s, metrics)
+            }
+            (State::Decoding(mut s), TapEvent::Injected(i)) => {
+                s.injected(i);
+                State::Decoding(s)
+            }
+            (State::Decoding(mut s), TapEvent::Eof { dir, at }) => {
+                s.eof(dir, at);
+                self.after_feed(s, metrics)
+            }
+            (State::Decoding(mut s), TapEvent::Closed { at }) => {
+                s.closed(at);
+                s.take_skipped(&mut |reason, n| metrics.payloads_skipped(reason, n));
+                State::Counting
+            }
+            (state, _) => state,
+        }
+    }
+
+    /// Start the session the sniffer chose and replay the chunks that came before into it.
     fn start(
         &self,
         conn: &Arc<ConnMeta>,
         metrics: &InterceptMetrics,
-        verdict: Sniffed,
-        held: Vec<(Direction, Instant, Bytes)>,
+        protocol: Protocol,
+        early: Vec<(Direction, Instant, Bytes)>,
         injected: Vec<Injection>,
     ) -> State {
-        let protocol = match verdict {
-            Sniffed::Http2 => Protocol::Http2,
-            Sniffed::Http1 => Protocol::Http1,
-            Sniffed::Opaque | Sniffed::NeedMore => Protocol::Opaque,
-        };
         metrics.sniffed(protocol).inc();
         tracing::debug!(intercept = %conn.service, conn = conn.id, protocol = protocol.as_str(), "protocol sniffed");
         let ctx = SessionCtx {
@@ -202,7 +194,7 @@ impl Observer {
         for i in injected {
             session.injected(i);
         }
-        for (dir, at, bytes) in held {
+        for (dir, at, bytes) in early {
             session.data(dir, at, bytes);
         }
         self.after_feed(session, metrics)
@@ -226,12 +218,6 @@ impl Observer {
                 State::Counting
             }
         }
-    }
-}
-
-fn event_closed_at(closed: &Option<Instant>) -> TapEvent {
-    TapEvent::Closed {
-        at: closed.unwrap_or_else(Instant::now),
     }
 }
 

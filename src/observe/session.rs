@@ -1,5 +1,10 @@
 //! What a protocol session is: the calls of one connection, assembled from one wire decoder's
 //! events and handed to a `CallSink`. The observer drives it; it never touches the relay.
+//!
+//! The relay offers each chunk to the tap as soon as it reads it, before writing it onward
+//! (`relay::copy`): that keeps the two directions in causal order here (a response never
+//! arrives before the request bytes it answers). A chunk fed to a session may therefore not
+//! be written yet, and never will be if the write fails; a session only reads what passed.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +26,7 @@ pub struct SessionCtx {
 
 /// One connection's protocol session, fed in relay order.
 pub trait Session: Send {
-    /// A chunk the relay wrote onward, read at `at`.
+    /// A chunk the relay read at `at` and is writing onward (offered before the write).
     fn data(&mut self, dir: Direction, at: Instant, bytes: Bytes);
     /// Propagation added a `traceparent` with these ids to a request in the client bytes
     /// that follow: the call that carries it takes this identity (not a remote parent).

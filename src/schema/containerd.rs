@@ -14,7 +14,7 @@ use super::names::{
     CONTAINERD_TRANSFER_SOURCE_TYPE, CONTAINERD_TRANSFER_STREAM,
 };
 use super::rules::Rule;
-use crate::trace::attr::names::{
+use crate::schema::names::{
     CONTAINER_EXEC_ID, CONTAINERD_EVENT_TOPIC, CONTAINERD_TASK_EXIT_STATUS, CONTAINERD_TASK_PID,
 };
 use opentelemetry_semantic_conventions::attribute::{CONTAINER_ID, CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME};

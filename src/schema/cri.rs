@@ -6,7 +6,7 @@
 
 use super::ValueKind::{ImageRef, Int, Str};
 use super::rules::Rule;
-use crate::trace::attr::names::{CONTAINERD_TASK_EXIT_STATUS, CRI_POD_SANDBOX_ID};
+use crate::schema::names::{CONTAINERD_TASK_EXIT_STATUS, CRI_POD_SANDBOX_ID};
 use opentelemetry_semantic_conventions::attribute::{
     CONTAINER_ID, CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME, K8S_CONTAINER_NAME, K8S_NAMESPACE_NAME, K8S_POD_NAME,
     K8S_POD_UID,

@@ -9,16 +9,6 @@
 
 use super::redact;
 
-/// Attribute names of Docker event spans that neither the semantic conventions nor
-/// `trace::attr::names` define.
-pub mod names {
-    /// `Type` of a Docker event (`container`, `image`, `network`...).
-    pub const DOCKER_EVENT_TYPE: &str = "docker.event.type";
-    /// `Action` of a Docker event, cut at the first `:` (`exec_start: sh -c ...` carries
-    /// a command line: `exec_start`).
-    pub const DOCKER_EVENT_ACTION: &str = "docker.event.action";
-}
-
 /// What a query parameter value becomes in `url.query` when redacted (the semantic
 /// conventions' word for it).
 pub const QUERY_REDACTED: &str = "REDACTED";

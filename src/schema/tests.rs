@@ -11,7 +11,7 @@ use prost_reflect::{DynamicMessage, Value};
 
 use super::testutil::{GrpcMessage, capture_messages, grpc_capture_files};
 use super::*;
-use crate::trace::attr::names::{
+use crate::schema::names::{
     CONTAINER_EXEC_ID, CONTAINERD_EVENT_TOPIC, CONTAINERD_TASK_EXIT_STATUS, CONTAINERD_TASK_PID, CRI_POD_SANDBOX_ID,
 };
 

@@ -13,7 +13,7 @@ use super::names::*;
 use super::tests::{FIXTURE_SECRETS, call_attrs, env_values_redacted, first_call, get, get_int, get_str, render};
 use super::testutil::{GrpcMessage, capture_messages, grpc_capture_files_in};
 use super::*;
-use crate::trace::attr::names::CRI_POD_SANDBOX_ID;
+use crate::schema::names::CRI_POD_SANDBOX_ID;
 
 const FOLDER: &str = "containerd-2.1";
 /// Every gRPC message of the containerd 2.1 captures.

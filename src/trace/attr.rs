@@ -58,30 +58,6 @@ impl Attr {
     }
 }
 
-/// Attribute names of the span contract that the semantic conventions do not define.
-/// Names the conventions do define come from `opentelemetry_semantic_conventions`.
-pub mod names {
-    pub const CRI_POD_SANDBOX_ID: &str = "cri.pod_sandbox.id";
-    pub const CONTAINERD_NAMESPACE: &str = "containerd.namespace";
-    pub const CONTAINERD_TASK_PID: &str = "containerd.task.pid";
-    pub const CONTAINERD_TASK_EXIT_STATUS: &str = "containerd.task.exit_status";
-    pub const CONTAINERD_EVENT_TOPIC: &str = "containerd.event.topic";
-    pub const CONTAINER_EXEC_ID: &str = "container.exec.id";
-    pub const DOCKER_API_VERSION: &str = "docker.api.version";
-    pub const DOCKER_ERROR_MESSAGE: &str = "docker.error.message";
-    pub const CONTAINER_REF: &str = "runtime_tap.container.ref";
-    pub const LISTEN: &str = "runtime_tap.listen";
-    pub const CLIENT_PID: &str = "runtime_tap.client.pid";
-    pub const CLIENT_EXECUTABLE: &str = "runtime_tap.client.executable";
-    pub const SERVER_PID: &str = "runtime_tap.server.pid";
-    pub const SERVER_EXECUTABLE: &str = "runtime_tap.server.executable";
-    pub const REQUEST_BYTES: &str = "runtime_tap.request.bytes";
-    pub const RESPONSE_BYTES: &str = "runtime_tap.response.bytes";
-    pub const REQUEST_MESSAGES: &str = "runtime_tap.request.messages";
-    pub const RESPONSE_MESSAGES: &str = "runtime_tap.response.messages";
-    pub const INCOMPLETE: &str = "runtime_tap.incomplete";
-    pub const LINK: &str = "runtime_tap.link";
-    /// What became of the W3C `traceparent` the client sent (`followed`, `confirmed`,
-    /// `replaced`, `linked`; `trace::remote::RemoteOutcome`).
-    pub const REMOTE_PARENT: &str = "runtime_tap.remote_parent";
-}
+/// The span contract's own attribute names live in one place, `schema::names`; this path is
+/// kept for the modules that name them through the call model.
+pub use crate::schema::names;

@@ -15,14 +15,11 @@ use crate::wire::h2::frame::{
     self, DEFAULT_HEADER_TABLE_SIZE, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, FrameHeader, FrameType,
     MAX_MAX_FRAME_SIZE, PREFACE, flags, setting,
 };
-use crate::wire::h2::hpack::HpackDecoder;
+use crate::wire::h2::hpack::{ENTRY_OVERHEAD, HpackDecoder};
 
 /// Longest SETTINGS payload followed on the server side (64 settings); a longer one makes
 /// the rewriter give up.
 const MAX_SETTINGS_PAYLOAD: usize = 6 * 64;
-
-/// Per-entry overhead of a header list size (RFC 9113 §6.5.2).
-const ENTRY_OVERHEAD: usize = 32;
 
 /// The HPACK representation of `traceparent: value`: literal without indexing, new name,
 /// raw strings (both shorter than 127 bytes, so one length byte each).

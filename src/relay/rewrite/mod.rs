@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::trace::span::{SpanId, TraceId, hex, new_span_id, new_trace_id};
-use crate::wire::sniff::{self, Protocol};
+use crate::wire::sniff::{Protocol, Sniffer};
 
 /// Most bytes held back at once: one request head (HTTP/1) or one header block with its
 /// frames (HTTP/2). Past it the rewriter gives up and forwards what it held. 64 KiB.
@@ -76,7 +76,7 @@ enum Proto {
     /// Collecting the first client bytes until the protocol is known, and any server bytes
     /// that came first (an HTTP/2 server may send its SETTINGS before the client's preface);
     /// `None` when the server said more than [`MAX_HELD`] first (HTTP/2 then not rewritten).
-    Sniffing(BytesMut, Option<Vec<u8>>),
+    Sniffing(Sniffer, Option<Vec<u8>>),
     Http1(h1::H1Rewriter),
     Http2(Box<h2::H2Rewriter>),
     /// Opaque, or given up: every byte as it came.
@@ -99,7 +99,7 @@ impl Default for Rewriter {
 impl Rewriter {
     pub fn new() -> Rewriter {
         Rewriter {
-            proto: Proto::Sniffing(BytesMut::new(), Some(Vec::new())),
+            proto: Proto::Sniffing(Sniffer::default(), Some(Vec::new())),
             gave_up: None,
             reported: false,
         }
@@ -114,16 +114,14 @@ impl Rewriter {
             Proto::Pass => return chunk,
             Proto::Http1(r) => r.feed(&chunk, 0, &mut emit, injected),
             Proto::Http2(r) => r.feed(&chunk, 0, &mut emit, injected),
-            Proto::Sniffing(first, server) => {
-                let before = first.len();
-                let room = sniff::MAX_METHOD_LEN.max(crate::wire::h2::frame::PREFACE.len()) - before;
-                let take = chunk.len().min(room);
-                first.extend_from_slice(&chunk[..take]);
-                match sniff::sniff(first) {
-                    Protocol::NeedMore if take == chunk.len() => return Bytes::new(),
-                    verdict => {
+            Proto::Sniffing(sniffer, server) => {
+                let before = sniffer.held().len();
+                match sniffer.feed(&chunk) {
+                    // Undecided: the sniffer took the whole chunk.
+                    None => return Bytes::new(),
+                    Some(verdict) => {
                         // The bytes held so far start the stream; then the rest of this chunk.
-                        let held = std::mem::take(first).split_to(before).freeze();
+                        let held = Bytes::copy_from_slice(&sniffer.held()[..before]);
                         let server = server.take();
                         self.proto = match (verdict, server) {
                             (Protocol::Http1, _) => Proto::Http1(h1::H1Rewriter::new()),
@@ -136,7 +134,7 @@ impl Rewriter {
                                 self.gave_up.get_or_insert("server_spoke_first");
                                 Proto::Pass
                             }
-                            (Protocol::Opaque | Protocol::NeedMore, _) => Proto::Pass,
+                            (Protocol::Opaque, _) => Proto::Pass,
                         };
                         let mut joined = BytesMut::with_capacity(held.len() + chunk.len());
                         joined.extend_from_slice(&held);
@@ -176,7 +174,7 @@ impl Rewriter {
     /// Bytes held back now (part of a request head or header block).
     pub fn held(&self) -> usize {
         match &self.proto {
-            Proto::Sniffing(b, _) => b.len(),
+            Proto::Sniffing(sniffer, _) => sniffer.held().len(),
             Proto::Http1(r) => r.held(),
             Proto::Http2(r) => r.held(),
             Proto::Pass => 0,
@@ -188,7 +186,7 @@ impl Rewriter {
     /// why (held too long).
     pub fn release(&mut self, reason: Option<GiveUpReason>) -> Bytes {
         let held = match std::mem::replace(&mut self.proto, Proto::Pass) {
-            Proto::Sniffing(b, _) => b.freeze(),
+            Proto::Sniffing(sniffer, _) => Bytes::copy_from_slice(sniffer.held()),
             Proto::Http1(mut r) => r.release(),
             Proto::Http2(mut r) => r.release(),
             Proto::Pass => Bytes::new(),

@@ -36,7 +36,7 @@ use opentelemetry_semantic_conventions::attribute::{
 
 use crate::trace::attr::{AttrValue, names};
 use crate::trace::span::{SpanRecord, SpanStatus, hex};
-use crate::trace::tree::{SpanTree, duration};
+use crate::trace::tree::{Node, SpanTree, duration};
 
 /// Narrowest layout; a smaller width asked for is taken as this.
 pub const MIN_WIDTH: usize = 60;
@@ -80,154 +80,180 @@ pub fn render_subtree(tree: &SpanTree<'_>, root: usize, width: usize, color: boo
     render_nodes(tree, &nodes, width, color, false)
 }
 
-fn render_nodes(
-    tree: &SpanTree<'_>,
-    nodes: &[crate::trace::tree::Node],
+/// Where a trace's lines put things: its time axis and its columns
+/// (mark | tree + name | service | duration | │bar│).
+struct Layout {
     width: usize,
-    color: bool,
-    summary: bool,
-) -> String {
-    let spans = tree.spans();
-    let width = width.max(MIN_WIDTH);
-    let p = Paint(color);
-    let start = nodes.iter().map(|n| spans[n.index].start).min().unwrap_or(UNIX_EPOCH);
-    let end = nodes
-        .iter()
-        .map(|n| spans[n.index].end)
-        .max()
-        .unwrap_or(start)
-        .max(start);
-    let extent = end.duration_since(start).unwrap_or_default();
+    p: Paint,
+    start: SystemTime,
+    extent: Duration,
+    /// Services in order of first appearance: each its bar colour.
+    services: Vec<Arc<str>>,
+    name_w: usize,
+    bar_w: usize,
+}
 
-    // Columns: mark | tree + name | service | duration | │bar│
-    let services: Vec<Arc<str>> = nodes.iter().fold(Vec::new(), |mut v, n| {
-        if !v.contains(&spans[n.index].service) {
-            v.push(Arc::clone(&spans[n.index].service));
+impl Layout {
+    fn new(spans: &[SpanRecord], nodes: &[Node], width: usize, color: bool) -> Layout {
+        let width = width.max(MIN_WIDTH);
+        let start = nodes.iter().map(|n| spans[n.index].start).min().unwrap_or(UNIX_EPOCH);
+        let end = nodes
+            .iter()
+            .map(|n| spans[n.index].end)
+            .max()
+            .unwrap_or(start)
+            .max(start);
+        let services: Vec<Arc<str>> = nodes.iter().fold(Vec::new(), |mut v, n| {
+            if !v.contains(&spans[n.index].service) {
+                v.push(Arc::clone(&spans[n.index].service));
+            }
+            v
+        });
+        // The service column is fixed, so that columns line up from one trace to the next.
+        let bar_w = (width / 4).clamp(10, 40);
+        Layout {
+            width,
+            p: Paint(color),
+            start,
+            extent: end.duration_since(start).unwrap_or_default(),
+            services,
+            name_w: width - MARK_WIDTH - SERVICE_WIDTH - DURATION_WIDTH - (bar_w + 2) - 3,
+            bar_w,
         }
-        v
-    });
-    // Fixed, so that columns line up from one trace to the next.
-    let svc_w = SERVICE_WIDTH;
-    let bar_w = (width / 4).clamp(10, 40);
-    let name_w = width - MARK_WIDTH - svc_w - DURATION_WIDTH - (bar_w + 2) - 3;
+    }
+}
 
+fn render_nodes(tree: &SpanTree<'_>, nodes: &[Node], width: usize, color: bool, summary: bool) -> String {
+    let spans = tree.spans();
+    let layout = Layout::new(spans, nodes, width, color);
     let mut out = String::new();
-    let root = &spans[nodes[0].index];
-    let header = format!(
-        "trace {} · {} · {} span{} · {}",
-        hex(&root.trace_id),
-        clock(start),
-        nodes.len(),
-        if nodes.len() == 1 { "" } else { "s" },
-        fmt_duration(extent)
-    );
     // A lone span (a poll, a ping) is its own line: no header, no self time.
     let single = nodes.len() == 1;
     if !single {
-        let _ = writeln!(out, "{}", p.paint(BOLD, &truncate_end(&header, width)));
+        let root = &spans[nodes[0].index];
+        let header = format!(
+            "trace {} · {} · {} span{} · {}",
+            hex(&root.trace_id),
+            clock(layout.start),
+            nodes.len(),
+            if nodes.len() == 1 { "" } else { "s" },
+            fmt_duration(layout.extent)
+        );
+        let _ = writeln!(out, "{}", layout.p.paint(BOLD, &truncate_end(&header, layout.width)));
     }
-
     // Which levels still have siblings to come, for the vertical lines.
     let mut open: Vec<bool> = Vec::new();
     for n in nodes {
-        let s = &spans[n.index];
         open.truncate(n.depth);
-        let mut prefix = String::new();
-        for more in open.iter().skip(1) {
-            prefix.push_str(if *more { "│  " } else { "   " });
-        }
-        if n.depth > 0 {
-            prefix.push_str(if n.last { "└─ " } else { "├─ " });
-        }
-        // Continuation prefix for the detail line under this span.
-        let mut cont = String::new();
-        for more in open.iter().skip(1) {
-            cont.push_str(if *more { "│  " } else { "   " });
-        }
-        if n.depth > 0 {
-            cont.push_str(if n.last { "   " } else { "│  " });
-        }
-        let has_kids = !tree.children(n.index).is_empty();
-        cont.push_str(if has_kids { "│  " } else { "   " });
+        let (prefix, cont) = tree_prefixes(&open, n, !tree.children(n.index).is_empty());
         open.push(!n.last);
         // Deep trees: the drawing takes at most half the name column.
-        let prefix = cut_prefix(&prefix, name_w / 2);
-        let cont = cut_prefix(&cont, name_w / 2);
-
-        let error = matches!(s.status, SpanStatus::Error(_));
-        let room = name_w.saturating_sub(prefix.chars().count());
-        let name = fit_name(&s.name, room);
-        let pad = room.saturating_sub(name.chars().count());
-        let mark = if error { p.paint(RED, "✗ ") } else { "  ".to_string() };
-        let name_painted = if error {
-            p.paint(RED, &name)
-        } else if n.depth == 0 {
-            p.paint(BOLD, &name)
-        } else {
-            name
-        };
-        let svc = truncate_end(&s.service, svc_w);
-        let bar_colour = if error {
-            RED
-        } else {
-            PALETTE[services.iter().position(|v| *v == s.service).unwrap_or(0) % PALETTE.len()]
-        };
-        let _ = writeln!(
-            out,
-            "{mark}{}{name_painted}{:pad$} {svc:<svc_w$} {:>DURATION_WIDTH$} │{}│",
-            p.paint(DIM, &prefix),
-            "",
-            fmt_duration(duration(s)),
-            bar(s, start, extent, bar_w, p, bar_colour),
-        );
-
-        let parent = s.parent.and_then(|pr| {
-            spans
-                .iter()
-                .find(|c| c.span_id == pr.span_id && c.trace_id == s.trace_id)
-        });
-        let details = details(s, parent);
-        if !details.is_empty() {
-            let room = width - MARK_WIDTH - cont.chars().count();
-            let _ = writeln!(
-                out,
-                "  {}{}",
-                p.paint(DIM, &cont),
-                p.paint(DIM, &truncate_end(&details, room))
-            );
-        }
-        if let SpanStatus::Error(msg) = &s.status
-            && !msg.is_empty()
-        {
-            let room = width - MARK_WIDTH - cont.chars().count();
-            let text = format!("error: {}", one_line(msg));
-            let _ = writeln!(
-                out,
-                "  {}{}",
-                p.paint(DIM, &cont),
-                p.paint(RED, &truncate_end(&text, room))
-            );
-        }
+        let prefix = cut_prefix(&prefix, layout.name_w / 2);
+        let cont = cut_prefix(&cont, layout.name_w / 2);
+        span_line(&mut out, &layout, &spans[n.index], n.depth, &prefix);
+        detail_lines(&mut out, &layout, spans, &spans[n.index], &cont);
     }
-
-    let self_times = if summary && !single {
-        self_times(tree, nodes[0].index)
-    } else {
-        Vec::new()
-    };
-    if !self_times.is_empty() {
-        let total: u128 = self_times.iter().map(|(_, d)| d.as_micros()).sum();
-        let parts: Vec<String> = self_times
-            .iter()
-            .map(|(svc, d)| {
-                let pct = (d.as_micros() * 100 + total / 2).checked_div(total).unwrap_or(0);
-                format!("{svc} {} ({pct}%)", fmt_duration(*d))
-            })
-            .collect();
-        let line = format!("self time: {}", parts.join(" · "));
-        let _ = writeln!(out, "  {}", truncate_end(&line, width - MARK_WIDTH));
+    if summary && !single {
+        self_time_line(&mut out, tree, nodes[0].index, layout.width);
     }
     out
+}
+
+/// The tree drawing before a span's name, and the one before its detail lines.
+fn tree_prefixes(open: &[bool], n: &Node, has_kids: bool) -> (String, String) {
+    let mut prefix = String::new();
+    for more in open.iter().skip(1) {
+        prefix.push_str(if *more { "│  " } else { "   " });
+    }
+    // The continuation under this span: its own vertical line goes on if siblings follow.
+    let mut cont = prefix.clone();
+    if n.depth > 0 {
+        prefix.push_str(if n.last { "└─ " } else { "├─ " });
+        cont.push_str(if n.last { "   " } else { "│  " });
+    }
+    cont.push_str(if has_kids { "│  " } else { "   " });
+    (prefix, cont)
+}
+
+/// A span's line: mark, tree and name, service, duration, bar.
+fn span_line(out: &mut String, layout: &Layout, s: &SpanRecord, depth: usize, prefix: &str) {
+    let p = layout.p;
+    let error = matches!(s.status, SpanStatus::Error(_));
+    let room = layout.name_w.saturating_sub(prefix.chars().count());
+    let name = fit_name(&s.name, room);
+    let pad = room.saturating_sub(name.chars().count());
+    let mark = if error { p.paint(RED, "✗ ") } else { "  ".to_string() };
+    let name_painted = if error {
+        p.paint(RED, &name)
+    } else if depth == 0 {
+        p.paint(BOLD, &name)
+    } else {
+        name
+    };
+    let svc_w = SERVICE_WIDTH;
+    let svc = truncate_end(&s.service, svc_w);
+    let bar_colour = if error {
+        RED
+    } else {
+        PALETTE[layout.services.iter().position(|v| *v == s.service).unwrap_or(0) % PALETTE.len()]
+    };
+    let _ = writeln!(
+        out,
+        "{mark}{}{name_painted}{:pad$} {svc:<svc_w$} {:>DURATION_WIDTH$} │{}│",
+        p.paint(DIM, prefix),
+        "",
+        fmt_duration(duration(s)),
+        bar(s, layout.start, layout.extent, layout.bar_w, p, bar_colour),
+    );
+}
+
+/// The lines under a span: its details, then its error message.
+fn detail_lines(out: &mut String, layout: &Layout, spans: &[SpanRecord], s: &SpanRecord, cont: &str) {
+    let p = layout.p;
+    let room = layout.width - MARK_WIDTH - cont.chars().count();
+    let parent = s.parent.and_then(|pr| {
+        spans
+            .iter()
+            .find(|c| c.span_id == pr.span_id && c.trace_id == s.trace_id)
+    });
+    let details = details(s, parent);
+    if !details.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {}{}",
+            p.paint(DIM, cont),
+            p.paint(DIM, &truncate_end(&details, room))
+        );
+    }
+    if let SpanStatus::Error(msg) = &s.status
+        && !msg.is_empty()
+    {
+        let text = format!("error: {}", one_line(msg));
+        let _ = writeln!(
+            out,
+            "  {}{}",
+            p.paint(DIM, cont),
+            p.paint(RED, &truncate_end(&text, room))
+        );
+    }
+}
+
+/// The trace's self time per layer, with each layer's share, when the root has any.
+fn self_time_line(out: &mut String, tree: &SpanTree<'_>, root: usize, width: usize) {
+    let self_times = self_times(tree, root);
+    if self_times.is_empty() {
+        return;
+    }
+    let total: u128 = self_times.iter().map(|(_, d)| d.as_micros()).sum();
+    let parts: Vec<String> = self_times
+        .iter()
+        .map(|(svc, d)| {
+            let pct = (d.as_micros() * 100 + total / 2).checked_div(total).unwrap_or(0);
+            format!("{svc} {} ({pct}%)", fmt_duration(*d))
+        })
+        .collect();
+    let line = format!("self time: {}", parts.join(" · "));
+    let _ = writeln!(out, "  {}", truncate_end(&line, width - MARK_WIDTH));
 }
 
 /// Self time per layer of the first root: the correlator's

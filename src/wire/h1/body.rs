@@ -126,7 +126,8 @@ impl BodyDecoder {
     }
 
     /// Advances over `input`. `buf` holds a partial trailer section between calls (it is
-    /// empty otherwise).
+    /// empty otherwise). Framing bytes (chunk-size lines, chunk terminators) are walked one at
+    /// a time; body data and trailers end the step.
     pub(crate) fn step(&mut self, input: &[u8], buf: &mut BytesMut, limits: &BodyLimits) -> Result<Step, BodyError> {
         let mut i = 0;
         loop {
@@ -138,49 +139,10 @@ impl BodyDecoder {
                         bad_trailers: false,
                     });
                 }
-                State::Close => {
-                    if i >= input.len() {
-                        return Ok(Step::NeedMore);
-                    }
-                    self.len = self.len.saturating_add((input.len() - i) as u64);
-                    return Ok(Step::Data {
-                        start: i,
-                        end: input.len(),
-                        last: false,
-                    });
-                }
-                State::Length { remaining } => {
-                    if i >= input.len() {
-                        return Ok(Step::NeedMore);
-                    }
-                    let (n, left) = self.take(remaining, input.len() - i);
-                    self.state = if left == 0 {
-                        State::Done
-                    } else {
-                        State::Length { remaining: left }
-                    };
-                    return Ok(Step::Data {
-                        start: i,
-                        end: i + n,
-                        last: left == 0,
-                    });
-                }
-                State::Data { remaining } => {
-                    if i >= input.len() {
-                        return Ok(Step::NeedMore);
-                    }
-                    let (n, left) = self.take(remaining, input.len() - i);
-                    self.state = if left == 0 {
-                        State::DataEnd { cr: false }
-                    } else {
-                        State::Data { remaining: left }
-                    };
-                    return Ok(Step::Data {
-                        start: i,
-                        end: i + n,
-                        last: false,
-                    });
-                }
+                State::Close => return Ok(self.close_data(input, i)),
+                State::Length { remaining } => return Ok(self.length_data(input, i, remaining)),
+                State::Data { remaining } => return Ok(self.chunk_data(input, i, remaining)),
+                State::Trailers { scan } => return self.trailers(input, i, scan, buf, limits),
                 State::DataEnd { cr } => {
                     let Some(&b) = input.get(i) else {
                         return Ok(Step::NeedMore);
@@ -202,87 +164,144 @@ impl BodyDecoder {
                         return Ok(Step::NeedMore);
                     };
                     i += 1;
-                    let line = line.saturating_add(1);
-                    if line > limits.max_chunk_line {
-                        return Err(BodyError::ChunkLineTooLong);
-                    }
-                    let (value, digits, part) = match (part, b) {
-                        (_, b'\n') if part != SizePart::Digits || digits > 0 => {
-                            self.state = if value == 0 {
-                                State::Trailers {
-                                    scan: EndScan::at_line_start(),
-                                }
-                            } else {
-                                State::Data { remaining: value }
-                            };
-                            continue;
-                        }
-                        (SizePart::Digits, _) if b.is_ascii_hexdigit() => {
-                            let d = u64::from(hex_value(b));
-                            let v = value
-                                .checked_mul(16)
-                                .and_then(|v| v.checked_add(d))
-                                .ok_or(BodyError::BadChunk)?;
-                            (v, digits.saturating_add(1), SizePart::Digits)
-                        }
-                        (SizePart::Digits | SizePart::Blank, b' ' | b'\t') if digits > 0 => {
-                            (value, digits, SizePart::Blank)
-                        }
-                        (SizePart::Digits | SizePart::Blank, b';') if digits > 0 => (value, digits, SizePart::Ext),
-                        (SizePart::Ext, b'\r') => (value, digits, SizePart::Cr),
-                        (SizePart::Ext, _) => (value, digits, SizePart::Ext),
-                        (SizePart::Digits | SizePart::Blank, b'\r') if digits > 0 => (value, digits, SizePart::Cr),
-                        _ => return Err(BodyError::BadChunk),
-                    };
-                    self.state = State::Size {
-                        value,
-                        digits,
-                        part,
-                        line,
-                    };
-                }
-                State::Trailers { mut scan } => {
-                    let rest = &input[i..];
-                    let room = limits.max_trailers.saturating_sub(buf.len());
-                    let window = &rest[..rest.len().min(room)];
-                    match scan.scan(window) {
-                        Some(n) => {
-                            self.state = State::Done;
-                            let consumed = i + n;
-                            let parsed = if buf.is_empty() {
-                                parse_trailer_block(&rest[..n], limits.max_headers)
-                            } else {
-                                buf.extend_from_slice(&rest[..n]);
-                                let p = parse_trailer_block(buf, limits.max_headers);
-                                buf.clear();
-                                p
-                            };
-                            return Ok(match parsed {
-                                Ok(trailers) => Step::End {
-                                    consumed,
-                                    trailers,
-                                    bad_trailers: false,
-                                },
-                                Err(()) => Step::End {
-                                    consumed,
-                                    trailers: None,
-                                    bad_trailers: true,
-                                },
-                            });
-                        }
-                        None if window.len() < rest.len() => {
-                            return Err(BodyError::TrailersTooLarge);
-                        }
-                        None => {
-                            buf.extend_from_slice(rest);
-                            self.state = State::Trailers { scan };
-                            return Ok(Step::NeedMore);
-                        }
-                    }
+                    self.state = size_byte(value, digits, part, line, b, limits.max_chunk_line)?;
                 }
             }
         }
     }
+
+    /// A read-until-close body: everything from `i` on is data.
+    fn close_data(&mut self, input: &[u8], i: usize) -> Step {
+        if i >= input.len() {
+            return Step::NeedMore;
+        }
+        self.len = self.len.saturating_add((input.len() - i) as u64);
+        Step::Data {
+            start: i,
+            end: input.len(),
+            last: false,
+        }
+    }
+
+    /// A Content-Length body with `remaining` bytes to come.
+    fn length_data(&mut self, input: &[u8], i: usize, remaining: u64) -> Step {
+        if i >= input.len() {
+            return Step::NeedMore;
+        }
+        let (n, left) = self.take(remaining, input.len() - i);
+        self.state = if left == 0 {
+            State::Done
+        } else {
+            State::Length { remaining: left }
+        };
+        Step::Data {
+            start: i,
+            end: i + n,
+            last: left == 0,
+        }
+    }
+
+    /// Inside a chunk with `remaining` bytes to come; its terminator follows.
+    fn chunk_data(&mut self, input: &[u8], i: usize, remaining: u64) -> Step {
+        if i >= input.len() {
+            return Step::NeedMore;
+        }
+        let (n, left) = self.take(remaining, input.len() - i);
+        self.state = if left == 0 {
+            State::DataEnd { cr: false }
+        } else {
+            State::Data { remaining: left }
+        };
+        Step::Data {
+            start: i,
+            end: i + n,
+            last: false,
+        }
+    }
+
+    /// The trailer section after the last chunk, from `input[i..]`: buffered in `buf` (bounded
+    /// by `max_trailers`) until its empty line, then parsed.
+    fn trailers(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        mut scan: EndScan,
+        buf: &mut BytesMut,
+        limits: &BodyLimits,
+    ) -> Result<Step, BodyError> {
+        let rest = &input[i..];
+        let room = limits.max_trailers.saturating_sub(buf.len());
+        let window = &rest[..rest.len().min(room)];
+        let Some(n) = scan.scan(window) else {
+            if window.len() < rest.len() {
+                return Err(BodyError::TrailersTooLarge);
+            }
+            buf.extend_from_slice(rest);
+            self.state = State::Trailers { scan };
+            return Ok(Step::NeedMore);
+        };
+        self.state = State::Done;
+        let parsed = if buf.is_empty() {
+            parse_trailer_block(&rest[..n], limits.max_headers)
+        } else {
+            buf.extend_from_slice(&rest[..n]);
+            let p = parse_trailer_block(buf, limits.max_headers);
+            buf.clear();
+            p
+        };
+        Ok(Step::End {
+            consumed: i + n,
+            bad_trailers: parsed.is_err(),
+            trailers: parsed.unwrap_or(None),
+        })
+    }
+}
+
+/// The state after byte `b` of a chunk-size line (`1a;ext=v\r\n`) whose first `line` bytes,
+/// `digits` hex digits of `value`, were read.
+fn size_byte(
+    value: u64,
+    digits: usize,
+    part: SizePart,
+    line: usize,
+    b: u8,
+    max_line: usize,
+) -> Result<State, BodyError> {
+    let line = line.saturating_add(1);
+    if line > max_line {
+        return Err(BodyError::ChunkLineTooLong);
+    }
+    let (value, digits, part) = match (part, b) {
+        (_, b'\n') if part != SizePart::Digits || digits > 0 => {
+            return Ok(if value == 0 {
+                State::Trailers {
+                    scan: EndScan::at_line_start(),
+                }
+            } else {
+                State::Data { remaining: value }
+            });
+        }
+        (SizePart::Digits, _) if b.is_ascii_hexdigit() => {
+            let d = u64::from(hex_value(b));
+            let v = value
+                .checked_mul(16)
+                .and_then(|v| v.checked_add(d))
+                .ok_or(BodyError::BadChunk)?;
+            (v, digits.saturating_add(1), SizePart::Digits)
+        }
+        (SizePart::Digits | SizePart::Blank, b' ' | b'\t') if digits > 0 => (value, digits, SizePart::Blank),
+        (SizePart::Digits | SizePart::Blank, b';') if digits > 0 => (value, digits, SizePart::Ext),
+        (SizePart::Ext, b'\r') => (value, digits, SizePart::Cr),
+        (SizePart::Ext, _) => (value, digits, SizePart::Ext),
+        (SizePart::Digits | SizePart::Blank, b'\r') if digits > 0 => (value, digits, SizePart::Cr),
+        _ => return Err(BodyError::BadChunk),
+    };
+    Ok(State::Size {
+        value,
+        digits,
+        part,
+        line,
+    })
 }
 
 /// A complete trailer section (ending with the empty line): None when empty.

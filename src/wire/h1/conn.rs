@@ -154,6 +154,50 @@ fn read_block(buf: &mut BytesMut, scan: &mut EndScan, data: &[u8], max: usize) -
     }
 }
 
+/// What reading a head from one side's input came to.
+enum HeadRead<H> {
+    /// Empty lines or part of a head: all the input was taken (the part is in the buffer).
+    NeedMore,
+    /// A whole head, parsed or not; the input goes on at `next`.
+    Head { next: usize, parsed: Result<H, HeadError> },
+    /// Longer than the head limit.
+    TooLarge,
+}
+
+/// Reads the head (request or response: `parse`) that starts at `data[pos..]`, or goes on
+/// with the part of it `side` buffered; empty lines before a head are skipped.
+fn read_head<P, H>(
+    side: &mut Side<P>,
+    data: &[u8],
+    mut pos: usize,
+    limits: &Limits,
+    parse: fn(&[u8], usize) -> Result<H, HeadError>,
+) -> HeadRead<H> {
+    if side.buf.is_empty() {
+        pos = skip_empty_lines(data, pos);
+        if pos == data.len() {
+            return HeadRead::NeedMore;
+        }
+    }
+    let rest = &data[pos..];
+    match read_block(&mut side.buf, &mut side.scan, rest, limits.max_head) {
+        Block::Partial => HeadRead::NeedMore,
+        Block::TooLarge => HeadRead::TooLarge,
+        Block::Complete { consumed, in_buf } => {
+            let parsed = if in_buf {
+                parse(&side.buf, limits.max_headers)
+            } else {
+                parse(&rest[..consumed], limits.max_headers)
+            };
+            side.clear_buf();
+            HeadRead::Head {
+                next: pos + consumed,
+                parsed,
+            }
+        }
+    }
+}
+
 /// Skips the empty lines a peer may send before a head (RFC 9112 section 2.2).
 fn skip_empty_lines(data: &[u8], mut pos: usize) -> usize {
     while pos < data.len() && matches!(data[pos], b'\r' | b'\n') {
@@ -460,32 +504,17 @@ impl H1Decoder {
                     }
                     pos = data.len();
                 }
-                ReqPhase::Head => {
-                    if self.req.buf.is_empty() {
-                        pos = skip_empty_lines(data, pos);
-                        if pos == data.len() {
-                            break;
+                ReqPhase::Head => match read_head(&mut self.req, data, pos, &self.limits, head::parse_request) {
+                    HeadRead::NeedMore => pos = data.len(),
+                    HeadRead::TooLarge => self.give_up(GiveUp::HeadTooLarge { dir: C2S }, out),
+                    HeadRead::Head { next, parsed } => {
+                        pos = next;
+                        match parsed {
+                            Ok(h) => self.on_request_head(h, out),
+                            Err(e) => self.give_up(head_give_up(e, C2S), out),
                         }
                     }
-                    let rest = &data[pos..];
-                    match read_block(&mut self.req.buf, &mut self.req.scan, rest, self.limits.max_head) {
-                        Block::Partial => pos = data.len(),
-                        Block::TooLarge => self.give_up(GiveUp::HeadTooLarge { dir: C2S }, out),
-                        Block::Complete { consumed, in_buf } => {
-                            let parsed = if in_buf {
-                                head::parse_request(&self.req.buf, self.limits.max_headers)
-                            } else {
-                                head::parse_request(&rest[..consumed], self.limits.max_headers)
-                            };
-                            self.req.clear_buf();
-                            pos += consumed;
-                            match parsed {
-                                Ok(h) => self.on_request_head(h, out),
-                                Err(e) => self.give_up(head_give_up(e, C2S), out),
-                            }
-                        }
-                    }
-                }
+                },
                 ReqPhase::Body {
                     id,
                     mut body,
@@ -619,32 +648,17 @@ impl H1Decoder {
                     }
                     pos = data.len();
                 }
-                RespPhase::Head => {
-                    if self.resp.buf.is_empty() {
-                        pos = skip_empty_lines(data, pos);
-                        if pos == data.len() {
-                            break;
+                RespPhase::Head => match read_head(&mut self.resp, data, pos, &self.limits, head::parse_response) {
+                    HeadRead::NeedMore => pos = data.len(),
+                    HeadRead::TooLarge => self.give_up(GiveUp::HeadTooLarge { dir: S2C }, out),
+                    HeadRead::Head { next, parsed } => {
+                        pos = next;
+                        match parsed {
+                            Ok(h) => self.on_response_head(h, out),
+                            Err(e) => self.give_up(head_give_up(e, S2C), out),
                         }
                     }
-                    let rest = &data[pos..];
-                    match read_block(&mut self.resp.buf, &mut self.resp.scan, rest, self.limits.max_head) {
-                        Block::Partial => pos = data.len(),
-                        Block::TooLarge => self.give_up(GiveUp::HeadTooLarge { dir: S2C }, out),
-                        Block::Complete { consumed, in_buf } => {
-                            let parsed = if in_buf {
-                                head::parse_response(&self.resp.buf, self.limits.max_headers)
-                            } else {
-                                head::parse_response(&rest[..consumed], self.limits.max_headers)
-                            };
-                            self.resp.clear_buf();
-                            pos += consumed;
-                            match parsed {
-                                Ok(h) => self.on_response_head(h, out),
-                                Err(e) => self.give_up(head_give_up(e, S2C), out),
-                            }
-                        }
-                    }
-                }
+                },
                 RespPhase::Body { id, mut body } => {
                     let limits = self.body_limits();
                     match body.step(&data[pos..], &mut self.resp.buf, &limits) {

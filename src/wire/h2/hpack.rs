@@ -12,7 +12,8 @@ use loona_hpack::decoder::DecoderError;
 use crate::wire::h2::frame::DEFAULT_HEADER_TABLE_SIZE;
 use crate::wire::h2::huffman;
 
-/// RFC 7541 §4.1 per-entry overhead, also used to size header lists.
+/// RFC 7541 §4.1 per-entry overhead, also used to size header lists (RFC 9113 §6.5.2): by
+/// the decoder and by the traceparent rewriter, which must count as the peer does.
 pub const ENTRY_OVERHEAD: usize = 32;
 /// Scratch capacity kept between blocks; larger scratch buffers are released after use.
 const SCRATCH_KEEP: usize = 4096;

@@ -1,0 +1,108 @@
+//! Every attribute name of the span contract (DESIGN.md) that the OpenTelemetry semantic
+//! conventions do not define, in one place: the call model's, the per-API rules', Docker's
+//! event spans', the correlator's and the console's. Names the conventions do define come
+//! from `opentelemetry_semantic_conventions`, never from a string literal.
+
+// The span contract: transport, peers, sizes and domain ids.
+
+pub const CRI_POD_SANDBOX_ID: &str = "cri.pod_sandbox.id";
+pub const CONTAINERD_NAMESPACE: &str = "containerd.namespace";
+pub const CONTAINERD_TASK_PID: &str = "containerd.task.pid";
+pub const CONTAINERD_TASK_EXIT_STATUS: &str = "containerd.task.exit_status";
+pub const CONTAINERD_EVENT_TOPIC: &str = "containerd.event.topic";
+pub const CONTAINER_EXEC_ID: &str = "container.exec.id";
+pub const DOCKER_API_VERSION: &str = "docker.api.version";
+pub const DOCKER_ERROR_MESSAGE: &str = "docker.error.message";
+pub const CONTAINER_REF: &str = "runtime_tap.container.ref";
+pub const LISTEN: &str = "runtime_tap.listen";
+pub const CLIENT_PID: &str = "runtime_tap.client.pid";
+pub const CLIENT_EXECUTABLE: &str = "runtime_tap.client.executable";
+pub const SERVER_PID: &str = "runtime_tap.server.pid";
+pub const SERVER_EXECUTABLE: &str = "runtime_tap.server.executable";
+pub const REQUEST_BYTES: &str = "runtime_tap.request.bytes";
+pub const RESPONSE_BYTES: &str = "runtime_tap.response.bytes";
+pub const REQUEST_MESSAGES: &str = "runtime_tap.request.messages";
+pub const RESPONSE_MESSAGES: &str = "runtime_tap.response.messages";
+pub const INCOMPLETE: &str = "runtime_tap.incomplete";
+pub const LINK: &str = "runtime_tap.link";
+/// What became of the W3C `traceparent` the client sent (`followed`, `confirmed`,
+/// `replaced`, `linked`; `trace::remote::RemoteOutcome`).
+pub const REMOTE_PARENT: &str = "runtime_tap.remote_parent";
+
+// gRPC calls.
+
+/// Attribute for a non-OK `grpc-message` (the conventions have none).
+pub const GRPC_MESSAGE: &str = "runtime_tap.grpc.message";
+
+// Payload capture (opt-in): the span events `request` and `response`.
+
+/// The rendered, redacted payload of a capture span event.
+pub const CAPTURE_BODY: &str = "body";
+
+// Docker event spans.
+
+/// `Type` of a Docker event (`container`, `image`, `network`...).
+pub const DOCKER_EVENT_TYPE: &str = "docker.event.type";
+/// `Action` of a Docker event, cut at the first `:` (`exec_start: sh -c ...` carries
+/// a command line: `exec_start`).
+pub const DOCKER_EVENT_ACTION: &str = "docker.event.action";
+
+// Self time, on a trace's root: one attribute per layer.
+
+/// Prefix of `runtime_tap.self_time_ms.<service>`.
+pub const SELF_TIME_PREFIX: &str = "runtime_tap.self_time_ms.";
+
+/// `runtime_tap.self_time_ms.<service>`.
+pub fn self_time(service: &str) -> String {
+    format!("{SELF_TIME_PREFIX}{service}")
+}
+
+/// What every image attribute's name starts with (`container.image.name`, `.tags`, `.id`).
+pub const CONTAINER_IMAGE_PREFIX: &str = "container.image.";
+
+// The per-API rules (containerd, CRI).
+
+/// containerd runtime of a container (`io.containerd.runc.v2`), from Containers/*.
+pub const CONTAINERD_RUNTIME_NAME: &str = "containerd.runtime.name";
+/// Content-store digest (`sha256:...`) of a Content/* call.
+pub const CONTAINERD_CONTENT_DIGEST: &str = "containerd.content.digest";
+/// Content-store blob size in bytes of a Content/* call.
+pub const CONTAINERD_CONTENT_SIZE: &str = "containerd.content.size";
+/// Snapshot key of a Snapshots/* call (a name, not a secret).
+pub const CONTAINERD_SNAPSHOT_KEY: &str = "containerd.snapshot.key";
+/// Snapshotter of a Snapshots/* call (`overlayfs`).
+pub const CONTAINERD_SNAPSHOTTER: &str = "containerd.snapshotter";
+/// Sandbox id of a containerd 2.x Sandbox Store/Controller call, or of the sandbox a
+/// container belongs to (`Container.sandbox`). The CRI plugin gives a pod's sandbox this
+/// id, so it is a [`super::EntityKind::PodSandbox`] id.
+pub const CONTAINERD_SANDBOX_ID: &str = "containerd.sandbox.id";
+/// Sandbox controller of a Sandbox call (`podsandbox`, `shim`).
+pub const CONTAINERD_SANDBOXER: &str = "containerd.sandboxer";
+/// What a Transfer/Transfer reads from: the type name of its `source` Any
+/// (`containerd.types.transfer.OCIRegistry`, `...ImageImportStream`, `...ImageStore`).
+pub const CONTAINERD_TRANSFER_SOURCE_TYPE: &str = "containerd.transfer.source.type";
+/// What a Transfer/Transfer writes to: the type name of its `destination` Any
+/// (`containerd.types.transfer.ImageStore`, `...ImageExportStream`, `...OCIRegistry`).
+pub const CONTAINERD_TRANSFER_DESTINATION_TYPE: &str = "containerd.transfer.destination.type";
+/// Registry reference a Transfer pulls from (an `OCIRegistry` source), as the client wrote it.
+pub const CONTAINERD_TRANSFER_SOURCE_REFERENCE: &str = "containerd.transfer.source.reference";
+/// Registry reference a Transfer pushes to (an `OCIRegistry` destination).
+pub const CONTAINERD_TRANSFER_DESTINATION_REFERENCE: &str = "containerd.transfer.destination.reference";
+/// Id of the data stream a Transfer reads or writes (`stream` of an `ImageImportStream`
+/// source or `ImageExportStream` destination): a [`super::EntityKind::Stream`] id.
+pub const CONTAINERD_TRANSFER_STREAM: &str = "containerd.transfer.stream";
+/// Id of the stream a Transfer sends its progress on (`options.progress_stream`): a
+/// [`super::EntityKind::Stream`] id.
+pub const CONTAINERD_TRANSFER_PROGRESS_STREAM: &str = "containerd.transfer.progress_stream";
+/// Id a Streaming/Stream call opens with (its first message, a `StreamInit`): a
+/// [`super::EntityKind::Stream`] id, equal to the one a Transfer names.
+pub const CONTAINERD_STREAM_ID: &str = "containerd.stream.id";
+/// The last progress event a Streaming/Stream carried (`containerd.types.transfer.Progress`
+/// `event`: `saved`, `complete`, `Completed pull from OCI Registry (...)`).
+pub const CONTAINERD_TRANSFER_PROGRESS_EVENT: &str = "containerd.transfer.progress.event";
+/// `name` of that last progress event (an image name, `layer-sha256:...`), when it has one.
+pub const CONTAINERD_TRANSFER_PROGRESS_NAME: &str = "containerd.transfer.progress.name";
+/// `progress` of that last progress event (bytes done), when not 0.
+pub const CONTAINERD_TRANSFER_PROGRESS_BYTES: &str = "containerd.transfer.progress.bytes";
+/// `total` of that last progress event (bytes), when not 0.
+pub const CONTAINERD_TRANSFER_PROGRESS_TOTAL: &str = "containerd.transfer.progress.total_bytes";
