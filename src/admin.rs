@@ -2,6 +2,9 @@
 //! accepting) and /metrics (Prometheus text). Served by hyper on its own listener, loopback by
 //! default, from start to exit: through the grace period /readyz answers 503 (draining) while
 //! /metrics still shows the connections that finish.
+//!
+//! /metrics is composed here: each component renders its own families ([`FmtMetrics`]), and
+//! [`Registry::render`] lists the components in the order the endpoint shows them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +17,50 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Registry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::metrics::{FmtMetrics, InterceptMetrics, InterceptPart, Intercepts};
+use crate::relay::budget::DecodeBudget;
+use crate::trace::tracer::Tracer;
+
+/// Every metric source of the process, for the admin endpoint.
+#[derive(Default, Clone)]
+pub struct Registry {
+    pub intercepts: Vec<Arc<InterceptMetrics>>,
+    /// Call and span accounting, when decoding runs.
+    pub tracer: Option<Arc<Tracer>>,
+    /// The process-wide decode memory budget.
+    pub decode_budget: Option<Arc<DecodeBudget>>,
+}
+
+impl Registry {
+    /// Render in the Prometheus text exposition format (version 0.0.4). The order is part of
+    /// the output dashboards and tests have seen; components that are absent render nothing.
+    pub fn render(&self) -> String {
+        let part = |part| Intercepts {
+            all: &self.intercepts,
+            part,
+        };
+        let (connections, observers, listeners) = (
+            part(InterceptPart::Connections),
+            part(InterceptPart::Observers),
+            part(InterceptPart::Listeners),
+        );
+        let components: [&dyn FmtMetrics; 5] =
+            [&connections, &self.decode_budget, &observers, &self.tracer, &listeners];
+        let mut out = String::with_capacity(4096);
+        for c in components {
+            c.fmt_metrics(&mut out);
+        }
+        out
+    }
+
+    /// Ready when every listener is bound.
+    pub fn ready(&self) -> bool {
+        self.intercepts.iter().all(|m| m.listening.load(Ordering::Relaxed))
+    }
+}
 
 /// Bind the admin listener. Bound before the intercepts so a port clash fails the start
 /// before any socket file is created.
