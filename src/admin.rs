@@ -8,6 +8,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,9 +18,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::metrics::{FmtMetrics, InterceptMetrics, InterceptPart, Intercepts};
 use crate::relay::budget::DecodeBudget;

@@ -268,3 +268,38 @@ pub fn conn_attributes(conn: &ConnMeta, out: &mut Vec<Attr>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::export::ExportConfig;
+
+    /// A scrape while a session's call holds the correlator renders at once, from the
+    /// published counts.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_scrape_never_waits_on_the_correlator() {
+        let export = ExportConfig {
+            // A sink is required; the export task never runs (no await), so nothing is written.
+            file: Some(std::env::temp_dir().join(format!("runtime-tap-tracer-{}.json", std::process::id()))),
+            ..ExportConfig::default()
+        };
+        let (exporter, _handle) = Exporter::start(export, "host".into()).unwrap();
+        let tracer = Tracer::new(exporter, Sampler::keep_all(), RemoteParentPolicy::Observed);
+        let held = tracer.correlator();
+        let scraper = Arc::clone(&tracer);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            scraper.fmt_metrics(&mut out);
+            let _ = tx.send(out);
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the scrape waited on the correlator's lock");
+        drop(held);
+        assert!(
+            out.contains("runtime_tap_correlations_total{link=\"root\"} 0\n"),
+            "{out}"
+        );
+    }
+}
