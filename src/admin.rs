@@ -2,9 +2,14 @@
 //! accepting) and /metrics (Prometheus text). Served by hyper on its own listener, loopback by
 //! default, from start to exit: through the grace period /readyz answers 503 (draining) while
 //! /metrics still shows the connections that finish.
+//!
+//! /metrics is composed here: each component renders its own families ([`FmtMetrics`]), and
+//! [`Registry::render`] lists the components in the order the endpoint shows them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,7 +19,47 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Registry;
+use crate::metrics::{FmtMetrics, InterceptMetrics, InterceptPart, Intercepts};
+use crate::relay::budget::DecodeBudget;
+use crate::trace::tracer::Tracer;
+
+/// Every metric source of the process, for the admin endpoint.
+#[derive(Default, Clone)]
+pub struct Registry {
+    pub intercepts: Vec<Arc<InterceptMetrics>>,
+    /// Call and span accounting, when decoding runs.
+    pub tracer: Option<Arc<Tracer>>,
+    /// The process-wide decode memory budget.
+    pub decode_budget: Option<Arc<DecodeBudget>>,
+}
+
+impl Registry {
+    /// Render in the Prometheus text exposition format (version 0.0.4). The order is part of
+    /// the output dashboards and tests have seen; components that are absent render nothing.
+    pub fn render(&self) -> String {
+        let part = |part| Intercepts {
+            all: &self.intercepts,
+            part,
+        };
+        let (connections, observers, listeners) = (
+            part(InterceptPart::Connections),
+            part(InterceptPart::Observers),
+            part(InterceptPart::Listeners),
+        );
+        let components: [&dyn FmtMetrics; 5] =
+            [&connections, &self.decode_budget, &observers, &self.tracer, &listeners];
+        let mut out = String::with_capacity(4096);
+        for c in components {
+            c.fmt_metrics(&mut out);
+        }
+        out
+    }
+
+    /// Ready when every listener is bound.
+    pub fn ready(&self) -> bool {
+        self.intercepts.iter().all(|m| m.listening.load(Ordering::Relaxed))
+    }
+}
 
 /// Bind the admin listener. Bound before the intercepts so a port clash fails the start
 /// before any socket file is created.
@@ -86,4 +131,439 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::metrics::{InterceptMetrics, Protocol};
+    use crate::relay::budget::DecodeBudget;
+    use crate::trace::attr::Attr;
+    use crate::trace::call::{Call, CallSink, CallStart, ConnMeta, RemoteParent, Shape, StreamEvent};
+    use crate::trace::export::{ExportConfig, Exporter};
+    use crate::trace::remote::RemoteParentPolicy;
+    use crate::trace::sample::{Rule, Sampler, SamplingConfig};
+    use crate::trace::span::{SpanStatus, new_span_id};
+    use crate::trace::tracer::Tracer;
+    use crate::wire::Direction;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_000_000) + Duration::from_millis(ms)
+    }
+
+    fn conn(service: &str, id: u64) -> Arc<ConnMeta> {
+        Arc::new(ConnMeta {
+            id,
+            service: Arc::from(service),
+            transport: "unix",
+            listen: String::new(),
+            upstream: String::new(),
+            client: None,
+            server: None,
+            capture_payloads: false,
+        })
+    }
+
+    /// One call through the tracer, start to end.
+    fn call(
+        tracer: &Tracer,
+        conn: &Arc<ConnMeta>,
+        name: &str,
+        ms: (u64, u64),
+        end: Vec<Attr>,
+        remote: Option<RemoteParent>,
+        incomplete: bool,
+    ) {
+        let span_id = new_span_id();
+        tracer.started(&CallStart {
+            span_id,
+            conn: Arc::clone(conn),
+            name: name.to_owned(),
+            start: at(ms.0),
+            shape: Shape::Unary,
+            remote_parent: remote.clone(),
+            own_trace: None,
+            attributes: Vec::new(),
+        });
+        tracer.ended(Call {
+            span_id,
+            conn: Arc::clone(conn),
+            name: name.to_owned(),
+            start: at(ms.0),
+            end: at(ms.1),
+            attributes: end,
+            status: SpanStatus::Unset,
+            incomplete,
+            shape: Shape::Unary,
+            remote_parent: remote,
+            own_trace: None,
+            events: Vec::new(),
+        });
+    }
+
+    fn intercepts() -> Vec<Arc<InterceptMetrics>> {
+        let containerd = InterceptMetrics::new("containerd");
+        containerd.accepted.add(7);
+        containerd.active.inc();
+        containerd.active.inc();
+        containerd.accept_errors.inc();
+        containerd.upstream_connect_failures.add(2);
+        containerd.relay_errors.add(3);
+        containerd.connections_refused.add(4);
+        containerd.add_bytes(Direction::ClientToServer, 1234);
+        containerd.add_bytes(Direction::ServerToClient, 56789);
+        containerd.tap_give_ups.queue_full.add(5);
+        containerd.tap_give_ups.decode_memory.add(6);
+        containerd.sniffed(Protocol::Http2).add(7);
+        containerd.sniffed(Protocol::Opaque).inc();
+        containerd.payload_sheds.add(8);
+        containerd.decoder_give_up("frame_too_large");
+        containerd.decoder_give_up("frame_too_large");
+        containerd.decoder_give_up("bad_preface");
+        containerd.payloads_skipped("too_large", 9);
+        containerd.listening.store(true, std::sync::atomic::Ordering::Relaxed);
+        let dockerd = InterceptMetrics::new("dockerd");
+        dockerd.accepted.add(11);
+        dockerd.add_bytes(Direction::ClientToServer, 100);
+        dockerd.sniffed(Protocol::Http1).add(11);
+        dockerd.propagation_injected.add(12);
+        dockerd.propagation_give_ups.add(13);
+        dockerd.payloads_skipped("event_shed", 14);
+        dockerd.payloads_skipped("body_not_decoded", 15);
+        vec![containerd, dockerd]
+    }
+
+    fn tracer() -> Arc<Tracer> {
+        let export = ExportConfig {
+            max_queue: 4,
+            // A sink is required; the export task never runs, so nothing is written to it.
+            file: Some(std::env::temp_dir().join(format!("runtime-tap-metrics-{}.json", std::process::id()))),
+            ..ExportConfig::default()
+        };
+        let (exporter, _handle) = Exporter::start(export, "host".into()).unwrap();
+        let sampling = SamplingConfig {
+            rules: vec![Rule {
+                name: "GET /_ping".into(),
+                keep: Some(false),
+                ratio: None,
+                per_second: None,
+            }],
+            ..SamplingConfig::default()
+        };
+        let tracer = Tracer::new(exporter, Sampler::new(&sampling), RemoteParentPolicy::Observed);
+        let dockerd = conn("dockerd", 1);
+        let containerd = conn("containerd", 2);
+        let ok = || vec![Attr::int("http.response.status_code", 200)];
+        call(&tracer, &dockerd, "GET /containers/json", (0, 12), ok(), None, false);
+        call(&tracer, &dockerd, "GET /_ping", (20, 21), ok(), None, false);
+        let unsampled = RemoteParent {
+            trace_id: [7; 16],
+            span_id: [8; 8],
+            sampled: false,
+            trace_state: None,
+        };
+        call(
+            &tracer,
+            &dockerd,
+            "GET /version",
+            (30, 33),
+            ok(),
+            Some(unsampled),
+            false,
+        );
+        let status = vec![Attr::str("rpc.response.status_code", "NOT_FOUND")];
+        call(
+            &tracer,
+            &containerd,
+            "/containerd.services.tasks.v1.Tasks/Get",
+            (40, 41),
+            status,
+            None,
+            false,
+        );
+        call(
+            &tracer,
+            &containerd,
+            "/containerd.services.tasks.v1.Tasks/Wait",
+            (50, 2050),
+            Vec::new(),
+            None,
+            true,
+        );
+        tracer.event(StreamEvent {
+            subscription: new_span_id(),
+            conn: Arc::clone(&dockerd),
+            name: "event container start".into(),
+            time: at(60),
+            attributes: Vec::new(),
+        });
+        tracer.flush();
+        for _ in 0..3 {
+            call(
+                &tracer,
+                &containerd,
+                "/containerd.services.version.v1.Version/Version",
+                (70, 71),
+                Vec::new(),
+                None,
+                false,
+            );
+        }
+        tracer.flush();
+        tracer
+    }
+
+    /// /metrics for a known state, byte for byte: the families' names, help, order and
+    /// values are an interface (dashboards, alerts, the integration tests).
+    #[tokio::test(flavor = "current_thread")]
+    async fn metrics_text_for_a_known_state() {
+        // No await below: the export task never runs, so the queue holds what was submitted.
+        let budget = DecodeBudget::new(1 << 20);
+        assert!(budget.try_reserve(4096));
+        budget.release(1024);
+        let registry = Registry {
+            intercepts: intercepts(),
+            tracer: Some(tracer()),
+            decode_budget: Some(budget),
+        };
+        let text = registry.render();
+        assert_eq!(text, EXPECTED);
+    }
+
+    const EXPECTED: &str = r#"# HELP runtime_tap_connections_accepted_total Client connections accepted.
+# TYPE runtime_tap_connections_accepted_total counter
+runtime_tap_connections_accepted_total{intercept="containerd"} 7
+runtime_tap_connections_accepted_total{intercept="dockerd"} 11
+# HELP runtime_tap_connections_active Client connections open now.
+# TYPE runtime_tap_connections_active gauge
+runtime_tap_connections_active{intercept="containerd"} 2
+runtime_tap_connections_active{intercept="dockerd"} 0
+# HELP runtime_tap_accept_errors_total Failed accept calls (for example out of file descriptors).
+# TYPE runtime_tap_accept_errors_total counter
+runtime_tap_accept_errors_total{intercept="containerd"} 1
+runtime_tap_accept_errors_total{intercept="dockerd"} 0
+# HELP runtime_tap_upstream_connect_failures_total Client connections closed because the upstream could not be reached.
+# TYPE runtime_tap_upstream_connect_failures_total counter
+runtime_tap_upstream_connect_failures_total{intercept="containerd"} 2
+runtime_tap_upstream_connect_failures_total{intercept="dockerd"} 0
+# HELP runtime_tap_relay_errors_total Connections ended by a read or write error on either side.
+# TYPE runtime_tap_relay_errors_total counter
+runtime_tap_relay_errors_total{intercept="containerd"} 3
+runtime_tap_relay_errors_total{intercept="dockerd"} 0
+# HELP runtime_tap_connections_refused_total Client connections closed at once without relaying, by reason (limit = max_connections open).
+# TYPE runtime_tap_connections_refused_total counter
+runtime_tap_connections_refused_total{intercept="containerd",reason="limit"} 4
+runtime_tap_connections_refused_total{intercept="dockerd",reason="limit"} 0
+# HELP runtime_tap_bytes_total Bytes relayed, by direction (c2s = client to upstream).
+# TYPE runtime_tap_bytes_total counter
+runtime_tap_bytes_total{intercept="containerd",direction="c2s"} 1234
+runtime_tap_bytes_total{intercept="containerd",direction="s2c"} 56789
+runtime_tap_bytes_total{intercept="dockerd",direction="c2s"} 100
+runtime_tap_bytes_total{intercept="dockerd",direction="s2c"} 0
+# HELP runtime_tap_tap_give_ups_total Connections whose decoding was given up while bytes kept flowing, by reason.
+# TYPE runtime_tap_tap_give_ups_total counter
+runtime_tap_tap_give_ups_total{intercept="containerd",reason="queue_full"} 5
+runtime_tap_tap_give_ups_total{intercept="containerd",reason="decode_memory"} 6
+runtime_tap_tap_give_ups_total{intercept="dockerd",reason="queue_full"} 0
+runtime_tap_tap_give_ups_total{intercept="dockerd",reason="decode_memory"} 0
+# HELP runtime_tap_decode_memory_bytes Decode state buffered now, all connections: tap queues plus decoder buffers.
+# TYPE runtime_tap_decode_memory_bytes gauge
+runtime_tap_decode_memory_bytes 3072
+# HELP runtime_tap_decode_memory_peak_bytes The most decode state ever buffered at once.
+# TYPE runtime_tap_decode_memory_peak_bytes gauge
+runtime_tap_decode_memory_peak_bytes 4096
+# HELP runtime_tap_decode_memory_limit_bytes relay.decode_memory_limit: past 75% payloads are shed, at it connections give up decoding.
+# TYPE runtime_tap_decode_memory_limit_bytes gauge
+runtime_tap_decode_memory_limit_bytes 1048576
+# HELP runtime_tap_protocols_sniffed_total Connections by the protocol seen in their first client bytes.
+# TYPE runtime_tap_protocols_sniffed_total counter
+runtime_tap_protocols_sniffed_total{intercept="containerd",protocol="http2"} 7
+runtime_tap_protocols_sniffed_total{intercept="containerd",protocol="http1"} 0
+runtime_tap_protocols_sniffed_total{intercept="containerd",protocol="opaque"} 1
+runtime_tap_protocols_sniffed_total{intercept="dockerd",protocol="http2"} 0
+runtime_tap_protocols_sniffed_total{intercept="dockerd",protocol="http1"} 11
+runtime_tap_protocols_sniffed_total{intercept="dockerd",protocol="opaque"} 0
+# HELP runtime_tap_payload_sheds_total Times decoding of payloads was paused on a connection to catch up with the relay.
+# TYPE runtime_tap_payload_sheds_total counter
+runtime_tap_payload_sheds_total{intercept="containerd"} 8
+runtime_tap_payload_sheds_total{intercept="dockerd"} 0
+# HELP runtime_tap_propagation_injected_total Requests forwarded with a traceparent added (propagate_context on).
+# TYPE runtime_tap_propagation_injected_total counter
+runtime_tap_propagation_injected_total{intercept="containerd"} 0
+runtime_tap_propagation_injected_total{intercept="dockerd"} 12
+# HELP runtime_tap_propagation_give_ups_total Connections whose propagation rewriter could not follow them and stopped rewriting (bytes forwarded unchanged).
+# TYPE runtime_tap_propagation_give_ups_total counter
+runtime_tap_propagation_give_ups_total{intercept="containerd"} 0
+runtime_tap_propagation_give_ups_total{intercept="dockerd"} 13
+# HELP runtime_tap_decoder_give_ups_total Connections whose decoder gave up (bytes still relayed), by reason.
+# TYPE runtime_tap_decoder_give_ups_total counter
+runtime_tap_decoder_give_ups_total{intercept="containerd",reason="bad_preface"} 1
+runtime_tap_decoder_give_ups_total{intercept="containerd",reason="frame_too_large"} 2
+# HELP runtime_tap_payloads_skipped_total Payloads a rule or capture wanted but that were not decoded (too large, not decompressible, cut by a reset or close: truncated...), by reason; their calls are still spans. event_shed: a delivered event left undecoded by load shedding, which therefore has no event span.
+# TYPE runtime_tap_payloads_skipped_total counter
+runtime_tap_payloads_skipped_total{intercept="containerd",reason="too_large"} 9
+runtime_tap_payloads_skipped_total{intercept="dockerd",reason="body_not_decoded"} 15
+runtime_tap_payloads_skipped_total{intercept="dockerd",reason="event_shed"} 14
+# HELP runtime_tap_calls_total Calls observed to their end (each is one exported span or one counted drop).
+# TYPE runtime_tap_calls_total counter
+runtime_tap_calls_total 8
+# HELP runtime_tap_calls_incomplete_total Calls that ended with their connection or decoder, before their response ended.
+# TYPE runtime_tap_calls_incomplete_total counter
+runtime_tap_calls_incomplete_total 1
+# HELP runtime_tap_event_spans_total Event spans made from event streams.
+# TYPE runtime_tap_event_spans_total counter
+runtime_tap_event_spans_total 1
+# HELP runtime_tap_pod_spans_total Synthesized pod start root spans (no call of their own).
+# TYPE runtime_tap_pod_spans_total counter
+runtime_tap_pod_spans_total 0
+# HELP runtime_tap_spans_submitted_total Spans handed to the export queue.
+# TYPE runtime_tap_spans_submitted_total counter
+runtime_tap_spans_submitted_total 7
+# HELP runtime_tap_spans_exported_total Spans every configured sink accepted.
+# TYPE runtime_tap_spans_exported_total counter
+runtime_tap_spans_exported_total 0
+# HELP runtime_tap_spans_dropped_total Spans or calls dropped, by reason.
+# TYPE runtime_tap_spans_dropped_total counter
+runtime_tap_spans_dropped_total{reason="queue_full"} 3
+runtime_tap_spans_dropped_total{reason="export_failed"} 0
+runtime_tap_spans_dropped_total{reason="shutdown"} 0
+# HELP runtime_tap_call_duration_seconds Duration of calls through runtime-tap, from the first request byte to the last response byte.
+# TYPE runtime_tap_call_duration_seconds histogram
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.0005"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.001"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.0025"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.005"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.01"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.025"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.05"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.1"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.25"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="0.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="1"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="2.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="10"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="30"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND",le="+Inf"} 1
+runtime_tap_call_duration_seconds_sum{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND"} 0.001
+runtime_tap_call_duration_seconds_count{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Get",status="NOT_FOUND"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.0005"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.001"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.0025"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.005"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.01"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.025"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.05"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.1"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.25"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="0.5"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="1"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="2.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="10"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="30"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete",le="+Inf"} 1
+runtime_tap_call_duration_seconds_sum{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete"} 2
+runtime_tap_call_duration_seconds_count{intercept="containerd",method="/containerd.services.tasks.v1.Tasks/Wait",status="incomplete"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.0005"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.001"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.0025"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.005"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.01"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.025"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.05"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.1"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.25"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="0.5"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="1"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="2.5"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="5"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="10"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="30"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset",le="+Inf"} 3
+runtime_tap_call_duration_seconds_sum{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset"} 0.003
+runtime_tap_call_duration_seconds_count{intercept="containerd",method="/containerd.services.version.v1.Version/Version",status="unset"} 3
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.0005"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.001"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.0025"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.005"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.01"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.025"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.05"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.1"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.25"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="0.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="1"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="2.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="10"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="30"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /_ping",status="200",le="+Inf"} 1
+runtime_tap_call_duration_seconds_sum{intercept="dockerd",method="GET /_ping",status="200"} 0.001
+runtime_tap_call_duration_seconds_count{intercept="dockerd",method="GET /_ping",status="200"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.0005"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.001"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.0025"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.005"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.01"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.025"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.05"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.1"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.25"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="0.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="1"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="2.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="10"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="30"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /containers/json",status="200",le="+Inf"} 1
+runtime_tap_call_duration_seconds_sum{intercept="dockerd",method="GET /containers/json",status="200"} 0.012
+runtime_tap_call_duration_seconds_count{intercept="dockerd",method="GET /containers/json",status="200"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.0005"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.001"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.0025"} 0
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.005"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.01"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.025"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.05"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.1"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.25"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="0.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="1"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="2.5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="5"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="10"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="30"} 1
+runtime_tap_call_duration_seconds_bucket{intercept="dockerd",method="GET /version",status="200",le="+Inf"} 1
+runtime_tap_call_duration_seconds_sum{intercept="dockerd",method="GET /version",status="200"} 0.003
+runtime_tap_call_duration_seconds_count{intercept="dockerd",method="GET /version",status="200"} 1
+runtime_tap_spans_dropped_total{reason="sampled_out"} 1
+runtime_tap_spans_dropped_total{reason="not_sampled"} 1
+# HELP runtime_tap_correlations_total Calls by how their parent was decided (runtime_tap.link).
+# TYPE runtime_tap_correlations_total counter
+runtime_tap_correlations_total{link="entity"} 0
+runtime_tap_correlations_total{link="stream"} 0
+runtime_tap_correlations_total{link="temporal"} 0
+runtime_tap_correlations_total{link="outlived"} 0
+runtime_tap_correlations_total{link="ambiguous"} 0
+runtime_tap_correlations_total{link="root"} 7
+runtime_tap_correlations_total{link="late"} 0
+runtime_tap_correlations_total{link="evicted"} 0
+# HELP runtime_tap_remote_parents_total Calls that carried a client's traceparent, by what became of it (config correlation.remote_parent).
+# TYPE runtime_tap_remote_parents_total counter
+runtime_tap_remote_parents_total{outcome="followed"} 1
+runtime_tap_remote_parents_total{outcome="confirmed"} 0
+runtime_tap_remote_parents_total{outcome="replaced"} 0
+runtime_tap_remote_parents_total{outcome="linked"} 0
+# HELP runtime_tap_export_queue_spans Spans waiting in the export queue.
+# TYPE runtime_tap_export_queue_spans gauge
+runtime_tap_export_queue_spans 4
+# HELP runtime_tap_listener_up 1 when the intercept's listener is bound and accepting.
+# TYPE runtime_tap_listener_up gauge
+runtime_tap_listener_up{intercept="containerd"} 1
+runtime_tap_listener_up{intercept="dockerd"} 0
+"#;
 }

@@ -7,9 +7,10 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::Registry;
 use crate::capture::{Capture, CaptureConfig};
 use crate::config::{Config, Endpoint};
-use crate::metrics::{InterceptMetrics, Registry};
+use crate::metrics::InterceptMetrics;
 use crate::observe::Observer;
 use crate::relay::activation::Handed;
 use crate::relay::budget::DecodeBudget;

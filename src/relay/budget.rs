@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::metrics::{Family, FmtMetrics};
+
 /// Default budget: 256 MiB.
 pub const DEFAULT_DECODE_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 
@@ -85,6 +87,37 @@ impl DecodeBudget {
     /// How full the budget is, 0.0 to 1.0 (compared with the observer's water marks).
     pub fn fill(&self) -> f64 {
         self.used() as f64 / self.limit.max(1) as f64
+    }
+}
+
+impl FmtMetrics for DecodeBudget {
+    fn fmt_metrics(&self, out: &mut String) {
+        for (family, value) in [
+            (
+                Family::gauge(
+                    "runtime_tap_decode_memory_bytes",
+                    "Decode state buffered now, all connections: tap queues plus decoder buffers.",
+                ),
+                self.used(),
+            ),
+            (
+                Family::gauge(
+                    "runtime_tap_decode_memory_peak_bytes",
+                    "The most decode state ever buffered at once.",
+                ),
+                self.peak(),
+            ),
+            (
+                Family::gauge(
+                    "runtime_tap_decode_memory_limit_bytes",
+                    "relay.decode_memory_limit: past 75% payloads are shed, at it connections give up decoding.",
+                ),
+                self.limit(),
+            ),
+        ] {
+            family.header(out);
+            family.sample(out, &[], value);
+        }
     }
 }
 

@@ -7,34 +7,28 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_semantic_conventions::attribute::RPC_METHOD;
 
+use crate::metrics::{Family, FmtMetrics, Histogram};
 use crate::trace::attr::AttrValue;
 use crate::trace::call::Call;
 
-/// Histogram bucket bounds, in seconds.
-pub const BUCKETS: [f64; 15] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 /// Distinct method label values per intercept before the rest are `other`.
 pub const MAX_METHODS_PER_INTERCEPT: usize = 256;
 
-#[derive(Default)]
-struct Hist {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+const CALL_DURATION: Family = Family::histogram(
+    "runtime_tap_call_duration_seconds",
+    "Duration of calls through runtime-tap, from the first request byte to the last response byte.",
+);
 
 /// Histograms by intercept, method and status: nested so that counting a call of a known
 /// series looks strings up without allocating any.
 #[derive(Default)]
 struct Inner {
-    series: HashMap<Arc<str>, HashMap<String, HashMap<String, Hist>>>,
+    series: HashMap<Arc<str>, HashMap<String, HashMap<String, Histogram>>>,
 }
 
 /// Call durations by intercept, method and status.
@@ -72,25 +66,14 @@ impl Red {
             Some(h) => h,
             None => statuses.entry(status.into_owned()).or_default(),
         };
-        h.count += 1;
-        h.sum += seconds;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.counts[i] += 1;
-            }
-        }
+        h.observe(seconds);
     }
 
     /// Render as a Prometheus histogram.
     pub fn render(&self, out: &mut String) {
-        let name = "runtime_tap_call_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Duration of calls through runtime-tap, from the first request byte to the last response byte."
-        );
-        let _ = writeln!(out, "# TYPE {name} histogram");
+        CALL_DURATION.header(out);
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<(&Arc<str>, &String, &String, &Hist)> = inner
+        let mut keys: Vec<(&Arc<str>, &String, &String, &Histogram)> = inner
             .series
             .iter()
             .flat_map(|(service, methods)| {
@@ -106,13 +89,14 @@ impl Red {
                 escape(method),
                 escape(status)
             );
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {}", h.counts[i]);
-            }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            CALL_DURATION.histogram_series(out, &labels, h);
         }
+    }
+}
+
+impl FmtMetrics for Red {
+    fn fmt_metrics(&self, out: &mut String) {
+        self.render(out);
     }
 }
 

@@ -1,6 +1,10 @@
 //! The tracer: where every session's calls end up. It hands them to the correlator (which
 //! decides parents and holds a call until its trace is known), and submits the span records
 //! it releases to the exporter without ever waiting.
+//!
+//! It also renders the call and span families of /metrics. The correlator's counts are read
+//! from a copy published after each of its operations, so a scrape never waits on the
+//! correlator's lock, which every session's calls take.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -9,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use opentelemetry_semantic_conventions::attribute::{NETWORK_TRANSPORT, SERVER_ADDRESS};
 
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Family, FmtMetrics};
 use crate::trace::attr::{Attr, names};
 use crate::trace::call::{Call, CallSink, CallStart, ConnMeta, StreamEvent};
 use crate::trace::correlate::{CorrelateCounts, Correlator};
-use crate::trace::export::Exporter;
+use crate::trace::export::{Exporter, SPANS_DROPPED};
 use crate::trace::red::Red;
-use crate::trace::remote::RemoteParentPolicy;
+use crate::trace::remote::{RemoteOutcome, RemoteParentPolicy};
 use crate::trace::sample::Sampler;
 use crate::trace::span::{LinkRecord, SpanId, SpanKind, SpanRecord, SpanStatus, new_span_id, new_trace_id};
 
@@ -34,6 +38,8 @@ pub struct TracerCounters {
 pub struct Tracer {
     exporter: Exporter,
     correlator: Mutex<Correlator>,
+    /// The correlator's counts as of its last operation (see the module doc).
+    counts: Mutex<CorrelateCounts>,
     pub counters: TracerCounters,
     /// Call durations by intercept, method and status, for /metrics.
     pub red: Red,
@@ -47,6 +53,7 @@ impl Tracer {
         Arc::new(Tracer {
             exporter,
             correlator: Mutex::new(Correlator::with_sampler(sampler).with_remote_policy(remote)),
+            counts: Mutex::new(CorrelateCounts::default()),
             counters: TracerCounters::default(),
             red: Red::default(),
         })
@@ -60,9 +67,18 @@ impl Tracer {
         self.correlator.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What the correlator decided so far.
+    /// Run `f` on the correlator, then publish its counts.
+    fn correlate<R>(&self, f: impl FnOnce(&mut Correlator) -> R) -> R {
+        let mut c = self.correlator();
+        let r = f(&mut c);
+        // Still under the correlator's lock, so that published counts never go backwards.
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = c.counts;
+        r
+    }
+
+    /// What the correlator decided so far (as of its last operation).
     pub fn correlation(&self) -> CorrelateCounts {
-        self.correlator().counts
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn submit(&self, spans: Vec<SpanRecord>) {
@@ -81,7 +97,7 @@ impl Tracer {
                 _ = tick.tick() => {}
             }
             let mut out = Vec::new();
-            self.correlator().tick(SystemTime::now(), &mut out);
+            self.correlate(|c| c.tick(SystemTime::now(), &mut out));
             self.submit(out);
         }
         self.flush();
@@ -90,7 +106,7 @@ impl Tracer {
     /// Export every held call now (shutdown).
     pub fn flush(&self) {
         let mut out = Vec::new();
-        self.correlator().flush(SystemTime::now(), &mut out);
+        self.correlate(|c| c.flush(SystemTime::now(), &mut out));
         self.submit(out);
     }
 }
@@ -98,12 +114,12 @@ impl Tracer {
 impl CallSink for Tracer {
     fn started(&self, call: &CallStart) {
         let mut out = Vec::new();
-        self.correlator().started(call, &mut out);
+        self.correlate(|c| c.started(call, &mut out));
         self.submit(out);
     }
 
     fn learned(&self, span_id: SpanId, attributes: &[Attr]) {
-        self.correlator().learned(span_id, attributes);
+        self.correlate(|c| c.learned(span_id, attributes));
     }
 
     fn ended(&self, call: Call) {
@@ -113,7 +129,7 @@ impl CallSink for Tracer {
             self.counters.incomplete.inc();
         }
         let mut out = Vec::new();
-        self.correlator().ended(call, SystemTime::now(), &mut out);
+        self.correlate(|c| c.ended(call, SystemTime::now(), &mut out));
         self.submit(out);
     }
 
@@ -149,6 +165,90 @@ impl CallSink for Tracer {
     }
 }
 
+impl FmtMetrics for Tracer {
+    /// The tracer's, the export pipeline's and the correlator's families, interleaved in the
+    /// order /metrics has always shown them.
+    fn fmt_metrics(&self, out: &mut String) {
+        let counts = self.correlation();
+        let export = self.exporter.counters();
+        self.counters.fmt_metrics(out);
+        fmt_pod_spans(&counts, out);
+        export.fmt_flow(out);
+        self.red.fmt_metrics(out);
+        fmt_correlation(&counts, out);
+        export.fmt_queue(out);
+    }
+}
+
+impl FmtMetrics for TracerCounters {
+    fn fmt_metrics(&self, out: &mut String) {
+        for (family, counter) in [
+            (
+                Family::counter(
+                    "runtime_tap_calls_total",
+                    "Calls observed to their end (each is one exported span or one counted drop).",
+                ),
+                &self.calls,
+            ),
+            (
+                Family::counter(
+                    "runtime_tap_calls_incomplete_total",
+                    "Calls that ended with their connection or decoder, before their response ended.",
+                ),
+                &self.incomplete,
+            ),
+            (
+                Family::counter("runtime_tap_event_spans_total", "Event spans made from event streams."),
+                &self.events,
+            ),
+        ] {
+            family.header(out);
+            family.sample(out, &[], counter.get());
+        }
+    }
+}
+
+fn fmt_pod_spans(k: &CorrelateCounts, out: &mut String) {
+    let family = Family::counter(
+        "runtime_tap_pod_spans_total",
+        "Synthesized pod start root spans (no call of their own).",
+    );
+    family.header(out);
+    family.sample(out, &[], k.pod_roots);
+}
+
+/// The calls sampling dropped (under the export pipeline's drop family, which they follow),
+/// the correlator's parent decisions and what became of remote parents.
+fn fmt_correlation(k: &CorrelateCounts, out: &mut String) {
+    SPANS_DROPPED.sample(out, &[("reason", &"sampled_out")], k.sampled_out);
+    SPANS_DROPPED.sample(out, &[("reason", &"not_sampled")], k.not_sampled);
+    let links = Family::counter(
+        "runtime_tap_correlations_total",
+        "Calls by how their parent was decided (runtime_tap.link).",
+    );
+    links.header(out);
+    for (link, n) in [
+        ("entity", k.by_entity),
+        ("stream", k.by_stream),
+        ("temporal", k.temporal),
+        ("outlived", k.outlived),
+        ("ambiguous", k.ambiguous),
+        ("root", k.roots),
+        ("late", k.late),
+        ("evicted", k.evicted),
+    ] {
+        links.sample(out, &[("link", &link)], n);
+    }
+    let remote = Family::counter(
+        "runtime_tap_remote_parents_total",
+        "Calls that carried a client's traceparent, by what became of it (config correlation.remote_parent).",
+    );
+    remote.header(out);
+    for outcome in RemoteOutcome::ALL {
+        remote.sample(out, &[("outcome", &outcome.as_str())], k.remote.get(outcome));
+    }
+}
+
 /// Transport and peer attributes every span of a connection carries.
 pub fn conn_attributes(conn: &ConnMeta, out: &mut Vec<Attr>) {
     out.reserve(7);
@@ -166,5 +266,40 @@ pub fn conn_attributes(conn: &ConnMeta, out: &mut Vec<Attr>) {
         if let Some(exe) = &p.executable {
             out.push(Attr::str(names::SERVER_EXECUTABLE, exe.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::export::ExportConfig;
+
+    /// A scrape while a session's call holds the correlator renders at once, from the
+    /// published counts.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_scrape_never_waits_on_the_correlator() {
+        let export = ExportConfig {
+            // A sink is required; the export task never runs (no await), so nothing is written.
+            file: Some(std::env::temp_dir().join(format!("runtime-tap-tracer-{}.json", std::process::id()))),
+            ..ExportConfig::default()
+        };
+        let (exporter, _handle) = Exporter::start(export, "host".into()).unwrap();
+        let tracer = Tracer::new(exporter, Sampler::keep_all(), RemoteParentPolicy::Observed);
+        let held = tracer.correlator();
+        let scraper = Arc::clone(&tracer);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            scraper.fmt_metrics(&mut out);
+            let _ = tx.send(out);
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the scrape waited on the correlator's lock");
+        drop(held);
+        assert!(
+            out.contains("runtime_tap_correlations_total{link=\"root\"} 0\n"),
+            "{out}"
+        );
     }
 }

@@ -40,6 +40,7 @@ pub use config::{
 };
 pub use otlp::SCOPE_NAME;
 
+use crate::metrics::Family;
 use crate::trace::span::SpanRecord;
 
 /// First wait after a failed OTLP export; doubles per failure up to [`MAX_BACKOFF`].
@@ -106,6 +107,45 @@ impl ExportCounters {
             DropReason::ExportFailed => self.dropped_export_failed,
             DropReason::Shutdown => self.dropped_shutdown,
         }
+    }
+}
+
+/// `runtime_tap_spans_dropped_total`: the pipeline's drops by [`DropReason`]; the tracer adds
+/// the calls its sampling dropped under the same family.
+pub const SPANS_DROPPED: Family =
+    Family::counter("runtime_tap_spans_dropped_total", "Spans or calls dropped, by reason.");
+
+impl ExportCounters {
+    /// The pipeline's flow: submitted, exported, and dropped by reason (the family stays open:
+    /// the tracer's drops follow).
+    pub fn fmt_flow(&self, out: &mut String) {
+        for (family, value) in [
+            (
+                Family::counter("runtime_tap_spans_submitted_total", "Spans handed to the export queue."),
+                self.submitted,
+            ),
+            (
+                Family::counter(
+                    "runtime_tap_spans_exported_total",
+                    "Spans every configured sink accepted.",
+                ),
+                self.exported,
+            ),
+        ] {
+            family.header(out);
+            family.sample(out, &[], value);
+        }
+        SPANS_DROPPED.header(out);
+        for reason in [DropReason::QueueFull, DropReason::ExportFailed, DropReason::Shutdown] {
+            SPANS_DROPPED.sample(out, &[("reason", &reason.as_str())], self.dropped(reason));
+        }
+    }
+
+    /// The queue's fill (a gauge).
+    pub fn fmt_queue(&self, out: &mut String) {
+        let family = Family::gauge("runtime_tap_export_queue_spans", "Spans waiting in the export queue.");
+        family.header(out);
+        family.sample(out, &[], self.queued);
     }
 }
 
