@@ -10,6 +10,7 @@ pub mod bed;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod metrics;
 pub mod observe;
 pub mod relay;
