@@ -1,5 +1,7 @@
 //! The one place that wires runtime-tap together, top to bottom: limits, listeners (handed
-//! over or bound), admin endpoint, the intercepts' accept loops, and the shutdown sequence.
+//! over or bound), decoding and export, admin endpoint, the intercepts' accept loops with the
+//! tap hook that gives each connection its observer and capture (`taps.rs`; the relay knows
+//! neither), and the shutdown sequence.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ mod taps;
 #[cfg(test)]
 mod tests;
 
-pub use taps::ConnectionTaps;
+pub use taps::{ConnectionTaps, Lookups};
 
 /// Hooks for embedding the proxy (the demo): told when ready, stopped on request.
 #[derive(Default)]
@@ -271,7 +273,7 @@ fn intercept_taps(
     captures: &[Option<Capture>],
     decode_budget: &Arc<DecodeBudget>,
 ) -> Vec<Arc<dyn relay::TapHook>> {
-    let peers = Arc::new(ServerResolver::default());
+    let peers = taps::Lookups::new(Arc::new(ServerResolver::default()));
     config
         .intercepts
         .iter()
@@ -287,7 +289,7 @@ fn intercept_taps(
                 decode_budget: Arc::clone(decode_budget),
                 observer: Arc::clone(&pipeline.observer),
                 capture: capture.clone(),
-                peers: peers.clone(),
+                peers: Arc::clone(&peers),
             }) as Arc<dyn relay::TapHook>
         })
         .collect()

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::capture::Capture;
-use crate::config::Intercept;
+use crate::config::{Endpoint, Intercept};
 use crate::conn::ConnMeta;
 use crate::metrics::InterceptMetrics;
 use crate::observe::Observer;
@@ -31,8 +31,36 @@ pub struct ConnectionTaps {
     pub observer: Arc<Observer>,
     /// Raw capture of this intercept's connections (`capture_dir`), if on.
     pub capture: Option<Capture>,
-    /// Finds the client and server processes (blocking; run off the byte path).
-    pub peers: Arc<dyn Lookup>,
+    /// Finds the client and server processes, off the byte path.
+    pub peers: Arc<Lookups>,
+}
+
+/// Runs process lookups on a blocking thread, one at a time: each is a few reads of /proc
+/// (a holder search is serialized in the resolver anyway), and a burst of connections must
+/// not grow a thread each (`tests/relay.rs` counts the proxy's threads).
+pub struct Lookups {
+    lookup: Arc<dyn Lookup>,
+    one_at_a_time: tokio::sync::Semaphore,
+}
+
+impl Lookups {
+    pub fn new(lookup: Arc<dyn Lookup>) -> Arc<Lookups> {
+        Arc::new(Lookups {
+            lookup,
+            one_at_a_time: tokio::sync::Semaphore::new(1),
+        })
+    }
+
+    /// The processes on both ends of `opened`, as far as /proc tells.
+    async fn peers(&self, upstream: Endpoint, opened: Opened) -> Peers {
+        let Ok(_turn) = self.one_at_a_time.acquire().await else {
+            return Peers::default();
+        };
+        let lookup = Arc::clone(&self.lookup);
+        tokio::task::spawn_blocking(move || lookup.peers(&upstream, opened.client, opened.server))
+            .await
+            .unwrap_or_default()
+    }
 }
 
 impl TapHook for ConnectionTaps {
@@ -74,7 +102,7 @@ impl ConnectionTaps {
         rx: TapReceiver,
         capture: Option<crate::capture::CaptureConn>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let lookup = Arc::clone(&self.peers);
+        let lookups = Arc::clone(&self.peers);
         let upstream_endpoint = self.config.upstream.clone();
         let observer = Arc::clone(&self.observer);
         let metrics = Arc::clone(&self.metrics);
@@ -86,10 +114,7 @@ impl ConnectionTaps {
         );
         let capture_payloads = self.config.capture_payloads;
         async move {
-            let Peers { client, server } =
-                tokio::task::spawn_blocking(move || lookup.peers(&upstream_endpoint, opened.client, opened.server))
-                    .await
-                    .unwrap_or_default();
+            let Peers { client, server } = lookups.peers(upstream_endpoint, opened).await;
             tracing::debug!(
                 intercept = %service, conn = opened.id,
                 client.pid = client.as_ref().map(|p| p.pid), client.exe = client.as_ref().and_then(|p| p.executable.as_deref()),

@@ -2,6 +2,9 @@
 //! socket) and the process serving the upstream socket. Under socket activation SO_PEERCRED
 //! on the upstream names the service manager (pid 1), so the server is found instead as the
 //! process that holds the upstream's listening socket (/proc/net/unix, then /proc/*/fd).
+//! Rule it keeps: every lookup here reads /proc and may block, so it runs off the byte path
+//! ([`Lookup`], called from a blocking thread by the tap's consumer), never before a
+//! connection's first byte; the types it fills in are `crate::conn`'s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
