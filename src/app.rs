@@ -1,15 +1,20 @@
 //! The one place that wires runtime-tap together, top to bottom: limits, listeners (handed
-//! over or bound), admin endpoint, the intercepts' accept loops, and the shutdown sequence.
+//! over or bound), decoding and export, admin endpoint, the intercepts' accept loops with the
+//! tap hook that gives each connection its observer and capture (`taps.rs`; the relay knows
+//! neither), and the shutdown sequence.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Registry;
 use crate::capture::{Capture, CaptureConfig};
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, Intercept};
 use crate::metrics::InterceptMetrics;
 use crate::observe::Observer;
 use crate::relay::activation::Handed;
@@ -21,9 +26,15 @@ use crate::relay::peer::ServerResolver;
 use crate::relay::{self, Intercepted};
 use crate::schema::Schema;
 use crate::trace::call::{CallSink, Clock};
-use crate::trace::export::Exporter;
+use crate::trace::export::{ExportHandle, Exporter};
 use crate::trace::sample::Sampler;
 use crate::trace::tracer::Tracer;
+
+mod taps;
+#[cfg(test)]
+mod tests;
+
+pub use taps::{ConnectionTaps, Lookups};
 
 /// Hooks for embedding the proxy (the demo): told when ready, stopped on request.
 #[derive(Default)]
@@ -36,28 +47,79 @@ pub struct Hooks {
 
 /// Run until SIGTERM, SIGINT or `hooks.stop`, then shut down gracefully.
 pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
-    let Hooks {
-        ready,
-        stop: external_stop,
-    } = hooks;
     // 1. Each connection costs two descriptors: take all the process may have.
     raise_open_files_limit();
-
     // 2. The admin port first: a clash fails the start before any socket file exists.
     //    It is served from step 6 on, and until exit (readiness says 503 while draining).
-    let admin_listener = if config.admin.listen == "off" {
-        None
-    } else {
-        let addr: std::net::SocketAddr = config.admin.listen.parse().context("admin.listen")?;
-        let l = crate::admin::bind(addr)
-            .await
-            .with_context(|| format!("admin endpoint {addr}"))?;
-        Some((addr, l))
-    };
-
+    let admin_listener = bind_admin(&config).await?;
     // 3. Listeners: a service manager's first, then our own. Bound before anything starts,
     //    so a clash fails the start instead of a half-running proxy. A start that fails from
     //    here on removes the socket files it created (dropping a `Listener` does).
+    let listeners = bind_listeners(&config).await?;
+    // 5. Decoding and export, then the raw captures (an unwritable directory fails the start).
+    let pipeline = Pipeline::start(&config)?;
+    let captures = start_captures(&config, pipeline.clock)?;
+    // 6. Admin endpoint, on the port bound in step 2.
+    let decode_budget = DecodeBudget::new(config.relay.decode_memory_limit_bytes());
+    let registry = Registry {
+        intercepts: config
+            .intercepts
+            .iter()
+            .map(|ic| InterceptMetrics::new(&ic.name))
+            .collect(),
+        tracer: Some(Arc::clone(&pipeline.tracer)),
+        decode_budget: Some(Arc::clone(&decode_budget)),
+    };
+    let admin_stop = CancellationToken::new();
+    let admin = admin_listener.map(|(addr, l)| {
+        tracing::info!(listen = %addr, "admin endpoint: /healthz /readyz /metrics");
+        tokio::spawn(crate::admin::serve(l, registry.clone(), admin_stop.clone()))
+    });
+    // Before the first connection is served: a SIGTERM that arrives once clients got answers
+    // must be a clean stop, never the default action (death with sockets left behind).
+    let signals = wait_for_signal();
+    // 7. One accept loop per intercept; connections are tracked for the grace period.
+    let relays = Relays::new();
+    let taps = intercept_taps(&config, &registry, &pipeline, &captures, &decode_budget);
+    let loops = relays.serve(&config, listeners, &registry, taps);
+    if let Some(ready) = hooks.ready {
+        let _ = ready.send(());
+    }
+    // 8. Shutdown: stop accepting (own sockets removed), let connections finish within the
+    //    grace period, then cut the rest (HTTP/2 connections never end on their own). The
+    //    admin endpoint keeps serving meanwhile: /metrics shows the drain, /readyz says 503.
+    tokio::select! {
+        _ = signals => {}
+        _ = hooks.stop.cancelled() => tracing::info!("stop requested"),
+    }
+    let grace_end = relays.drain(loops, config.relay.grace_period()).await;
+    flush_captures(captures).await;
+    // 9. Spans of finished calls (and of calls cut above, marked incomplete) are flushed
+    //    within what is left of the grace period, at least a moment.
+    pipeline.stop(grace_end).await;
+    admin_stop.cancel();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The admin endpoint's port, bound (not yet served), unless `admin.listen = "off"`.
+async fn bind_admin(config: &Config) -> anyhow::Result<Option<(SocketAddr, tokio::net::TcpListener)>> {
+    if config.admin.listen == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = config.admin.listen.parse().context("admin.listen")?;
+    let l = crate::admin::bind(addr)
+        .await
+        .with_context(|| format!("admin endpoint {addr}"))?;
+    Ok(Some((addr, l)))
+}
+
+/// Every intercept's listener, in config order: handed over by a service manager, else bound
+/// here with access no wider than the upstream's.
+async fn bind_listeners(config: &Config) -> anyhow::Result<Vec<Listener>> {
     let mut handed = Handed::from_env().context("socket activation")?;
     let mut listeners = Vec::new();
     for ic in &config.intercepts {
@@ -72,174 +134,250 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
         if listener.owner() == Owner::Us
             && let Endpoint::Unix(path) = &ic.listen
         {
-            // 4. Access no wider than the upstream socket's (copied when it appears).
-            let mode = ic
-                .socket_mode
-                .as_deref()
-                .map(crate::config::parse_mode)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let access = Access::resolve(mode, ic.socket_owner.as_deref(), ic.socket_group.as_deref())
-                .with_context(|| format!("intercept {}", ic.name))?;
-            let upstream = match &ic.upstream {
-                Endpoint::Unix(p) => Some(p.clone()),
-                Endpoint::Tcp(_) => None,
-            };
-            ownership::apply(path.clone(), upstream, access)
-                .await
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("intercept {}", ic.name))?;
+            apply_access(ic, path).await?;
         }
         listeners.push(listener);
     }
     for name in handed.unused() {
         tracing::warn!(name, "a handed-over listener matches no intercept name; ignoring it");
     }
+    Ok(listeners)
+}
 
-    // 5. Decoding and export: the descriptor pool (built in, plus the user's sets), the
-    //    exporter with its own bounded queue, the tracer that turns calls into spans.
-    //    Redaction rules the config adds go in first: nothing is decoded before them.
-    if crate::schema::redact::install(config.redact.clone()).is_err() {
-        tracing::warn!("redaction rules were installed before; keeping the first ones");
+/// Step 4: access to a socket we bound, no wider than the upstream socket's (copied when it
+/// appears) unless the config says otherwise.
+async fn apply_access(ic: &Intercept, path: &std::path::Path) -> anyhow::Result<()> {
+    let mode = ic
+        .socket_mode
+        .as_deref()
+        .map(crate::config::parse_mode)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let access = Access::resolve(mode, ic.socket_owner.as_deref(), ic.socket_group.as_deref())
+        .with_context(|| format!("intercept {}", ic.name))?;
+    let upstream = match &ic.upstream {
+        Endpoint::Unix(p) => Some(p.clone()),
+        Endpoint::Tcp(_) => None,
+    };
+    ownership::apply(path.to_path_buf(), upstream, access)
+        .await
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("intercept {}", ic.name))
+}
+
+/// Decoding and export: the observer every connection shares, the tracer that turns its
+/// calls into spans, and the exporter with its own bounded queue.
+struct Pipeline {
+    observer: Arc<Observer>,
+    clock: Clock,
+    tracer: Arc<Tracer>,
+    tracer_stop: CancellationToken,
+    tracer_task: JoinHandle<()>,
+    export: ExportHandle,
+}
+
+impl Pipeline {
+    /// Redaction rules the config adds go in first: nothing is decoded before them. Then the
+    /// descriptor pool (built in, plus the user's sets), the exporter, the tracer.
+    fn start(config: &Config) -> anyhow::Result<Pipeline> {
+        if crate::schema::redact::install(config.redact.clone()).is_err() {
+            tracing::warn!("redaction rules were installed before; keeping the first ones");
+        }
+        let mut schema = Schema::builtin();
+        for path in &config.descriptor_sets {
+            let bytes = std::fs::read(path).with_context(|| format!("descriptor_sets: {}", path.display()))?;
+            schema
+                .add_descriptor_set(&bytes)
+                .with_context(|| format!("descriptor_sets: {}", path.display()))?;
+        }
+        let export_config = config.export.resolve(&crate::config::env::var).context("export")?;
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (exporter, export) = Exporter::start(export_config, host).context("export")?;
+        let tracer = Tracer::new(
+            exporter,
+            Sampler::new(&config.sampling),
+            config.correlation.remote_parent,
+        );
+        let tracer_stop = CancellationToken::new();
+        let tracer_task = tokio::spawn(Arc::clone(&tracer).run(tracer_stop.clone()));
+        let sink: Arc<dyn CallSink> = tracer.clone();
+        let clock = Clock::new();
+        let observer = Arc::new(Observer {
+            sink,
+            clock,
+            schema,
+            docker_ids: Default::default(),
+        });
+        Ok(Pipeline {
+            observer,
+            clock,
+            tracer,
+            tracer_stop,
+            tracer_task,
+            export,
+        })
     }
-    let mut schema = Schema::builtin();
-    for path in &config.descriptor_sets {
-        let bytes = std::fs::read(path).with_context(|| format!("descriptor_sets: {}", path.display()))?;
-        schema
-            .add_descriptor_set(&bytes)
-            .with_context(|| format!("descriptor_sets: {}", path.display()))?;
+
+    /// Stop the tracer (open calls end incomplete) and flush the exporter until `grace_end`,
+    /// at least a moment. Every connection's observer must have ended before.
+    async fn stop(self, grace_end: tokio::time::Instant) {
+        drop(self.observer);
+        self.tracer_stop.cancel();
+        let _ = self.tracer_task.await;
+        let left = grace_end
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(2));
+        let counters = self.export.shutdown(left).await;
+        tracing::info!(
+            exported = counters.exported,
+            dropped_queue_full = counters.dropped_queue_full,
+            dropped_export_failed = counters.dropped_export_failed,
+            dropped_shutdown = counters.dropped_shutdown,
+            "spans flushed"
+        );
     }
-    let export_config = config.export.resolve(&crate::config::env::var).context("export")?;
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (exporter, export_handle) = Exporter::start(export_config, host).context("export")?;
-    let tracer = Tracer::new(
-        exporter,
-        Sampler::new(&config.sampling),
-        config.correlation.remote_parent,
-    );
-    let tracer_stop = CancellationToken::new();
-    let tracer_task = tokio::spawn(Arc::clone(&tracer).run(tracer_stop.clone()));
-    let sink: Arc<dyn CallSink> = tracer.clone();
-    let clock = Clock::new();
-    // Raw capture (opt-in): one writer per intercept, its first file opened now so that an
-    // unwritable directory fails the start.
+}
+
+/// Raw capture (opt-in): one writer per intercept, in config order, its first file opened
+/// now so that an unwritable directory fails the start.
+fn start_captures(config: &Config, clock: Clock) -> anyhow::Result<Vec<Option<Capture>>> {
     let mut captures = Vec::new();
     for ic in &config.intercepts {
-        let capture = match &ic.capture_dir {
-            Some(dir) => {
-                let c = Capture::start(
-                    CaptureConfig {
-                        name: ic.name.clone(),
-                        dir: dir.clone(),
-                        max_bytes: ic.capture_max_bytes,
-                        files: ic.capture_files,
-                    },
-                    clock,
-                )
-                .with_context(|| format!("intercept {}: capture_dir {}", ic.name, dir.display()))?;
-                tracing::warn!(intercept = %ic.name, dir = %dir.display(), "raw capture on: connection bytes are written unredacted");
-                Some(c)
-            }
-            None => None,
+        let Some(dir) = &ic.capture_dir else {
+            captures.push(None);
+            continue;
         };
-        captures.push(capture);
+        let capture = Capture::start(
+            CaptureConfig {
+                name: ic.name.clone(),
+                dir: dir.clone(),
+                max_bytes: ic.capture_max_bytes,
+                files: ic.capture_files,
+            },
+            clock,
+        )
+        .with_context(|| format!("intercept {}: capture_dir {}", ic.name, dir.display()))?;
+        tracing::warn!(intercept = %ic.name, dir = %dir.display(), "raw capture on: connection bytes are written unredacted");
+        captures.push(Some(capture));
     }
-    let observer = Arc::new(Observer {
-        sink,
-        clock,
-        schema,
-        docker_ids: Default::default(),
-    });
+    Ok(captures)
+}
 
-    // 6. Admin endpoint, on the port bound in step 2.
-    let decode_budget = DecodeBudget::new(config.relay.decode_memory_limit_bytes());
-    let registry = Registry {
-        intercepts: config
-            .intercepts
-            .iter()
-            .map(|ic| InterceptMetrics::new(&ic.name))
-            .collect(),
-        tracer: Some(Arc::clone(&tracer)),
-        decode_budget: Some(Arc::clone(&decode_budget)),
-    };
-    let stop = CancellationToken::new();
-    let cut = CancellationToken::new();
-    let admin_stop = CancellationToken::new();
-    let admin = admin_listener.map(|(addr, l)| {
-        tracing::info!(listen = %addr, "admin endpoint: /healthz /readyz /metrics");
-        tokio::spawn(crate::admin::serve(l, registry.clone(), admin_stop.clone()))
-    });
-
-    // Before the first connection is served: a SIGTERM that arrives once clients got answers
-    // must be a clean stop, never the default action (death with sockets left behind).
-    let signals = wait_for_signal();
-
-    // 7. One accept loop per intercept; connections are tracked for the grace period.
-    let tracker = TaskTracker::new();
-    let servers = Arc::new(ServerResolver::default());
-    let mut loops = Vec::new();
-    for (((ic, listener), metrics), capture) in config
+/// Each intercept's [`relay::TapHook`], in config order: the shared observer, the
+/// intercept's capture, and one process lookup for all (its cache is per upstream).
+fn intercept_taps(
+    config: &Config,
+    registry: &Registry,
+    pipeline: &Pipeline,
+    captures: &[Option<Capture>],
+    decode_budget: &Arc<DecodeBudget>,
+) -> Vec<Arc<dyn relay::TapHook>> {
+    let peers = taps::Lookups::new(Arc::new(ServerResolver::default()));
+    config
         .intercepts
         .iter()
-        .zip(listeners)
         .zip(&registry.intercepts)
-        .zip(captures.iter().cloned())
-    {
-        let shared = Arc::new(Intercepted {
-            config: ic.clone(),
-            metrics: Arc::clone(metrics),
-            buffer_size: config.relay.buffer_size,
-            tap_queue: config.relay.tap_queue,
-            tap_queue_bytes: config.relay.tap_queue_bytes,
-            connect_timeout: config.relay.connect_timeout(),
-            servers: Arc::clone(&servers),
-            observer: Arc::clone(&observer),
-            service: Arc::from(ic.name.as_str()),
-            capture,
-            limit: ConnectionLimit::new(ic.max_connections, Arc::clone(metrics)),
-            decode_budget: Arc::clone(&decode_budget),
-        });
-        loops.push(tokio::spawn(relay::serve(
-            shared,
-            listener,
-            stop.clone(),
-            cut.clone(),
-            tracker.clone(),
-        )));
-    }
-    if let Some(ready) = ready {
-        let _ = ready.send(());
+        .zip(captures)
+        .map(|((ic, metrics), capture)| {
+            Arc::new(ConnectionTaps {
+                config: ic.clone(),
+                service: Arc::from(ic.name.as_str()),
+                metrics: Arc::clone(metrics),
+                tap_queue: config.relay.tap_queue,
+                tap_queue_bytes: config.relay.tap_queue_bytes,
+                decode_budget: Arc::clone(decode_budget),
+                observer: Arc::clone(&pipeline.observer),
+                capture: capture.clone(),
+                peers: Arc::clone(&peers),
+            }) as Arc<dyn relay::TapHook>
+        })
+        .collect()
+}
+
+/// The intercepts' accept loops and their connections, and how they stop.
+struct Relays {
+    /// Stops the accept loops.
+    stop: CancellationToken,
+    /// Closes the connections still open at the end of the grace period.
+    cut: CancellationToken,
+    /// Every connection and its tap's follower.
+    tracker: TaskTracker,
+}
+
+impl Relays {
+    fn new() -> Relays {
+        Relays {
+            stop: CancellationToken::new(),
+            cut: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
     }
 
-    // 8. Shutdown: stop accepting (own sockets removed), let connections finish within the
-    //    grace period, then cut the rest (HTTP/2 connections never end on their own). The
-    //    admin endpoint keeps serving meanwhile: /metrics shows the drain, /readyz says 503.
-    tokio::select! {
-        _ = signals => {}
-        _ = external_stop.cancelled() => tracing::info!("stop requested"),
+    /// One accept loop per intercept, in config order.
+    fn serve(
+        &self,
+        config: &Config,
+        listeners: Vec<Listener>,
+        registry: &Registry,
+        taps: Vec<Arc<dyn relay::TapHook>>,
+    ) -> Vec<JoinHandle<()>> {
+        let mut loops = Vec::new();
+        for (((ic, listener), metrics), taps) in config
+            .intercepts
+            .iter()
+            .zip(listeners)
+            .zip(&registry.intercepts)
+            .zip(taps)
+        {
+            let shared = Arc::new(Intercepted {
+                config: ic.clone(),
+                metrics: Arc::clone(metrics),
+                buffer_size: config.relay.buffer_size,
+                connect_timeout: config.relay.connect_timeout(),
+                taps,
+                limit: ConnectionLimit::new(ic.max_connections, Arc::clone(metrics)),
+            });
+            loops.push(tokio::spawn(relay::serve(
+                shared,
+                listener,
+                self.stop.clone(),
+                self.cut.clone(),
+                self.tracker.clone(),
+            )));
+        }
+        loops
     }
-    tracing::info!(
-        grace_period_secs = config.relay.grace_period_secs,
-        open = tracker.len(),
-        "shutting down: no new connections"
-    );
-    stop.cancel();
-    for l in loops {
-        let _ = l.await;
+
+    /// Stop accepting, give open connections `grace` to end, then cut the rest. Returns the
+    /// end of the grace period, which bounds the span flush too.
+    async fn drain(&self, loops: Vec<JoinHandle<()>>, grace: Duration) -> tokio::time::Instant {
+        tracing::info!(
+            grace_period_secs = grace.as_secs(),
+            open = self.tracker.len(),
+            "shutting down: no new connections"
+        );
+        self.stop.cancel();
+        for l in loops {
+            let _ = l.await;
+        }
+        self.tracker.close();
+        let grace_end = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(grace_end, self.tracker.wait()).await.is_err() {
+            tracing::info!(open = self.tracker.len(), "grace period over; closing open connections");
+            self.cut.cancel();
+            self.tracker.wait().await;
+        }
+        grace_end
     }
-    tracker.close();
-    let grace_end = tokio::time::Instant::now() + config.relay.grace_period();
-    if tokio::time::timeout_at(grace_end, tracker.wait()).await.is_err() {
-        tracing::info!(open = tracker.len(), "grace period over; closing open connections");
-        cut.cancel();
-        tracker.wait().await;
-    }
-    // Raw captures: every connection has ended, write out what is queued.
+}
+
+/// Raw captures: every connection has ended, write out what is queued.
+async fn flush_captures(captures: Vec<Option<Capture>>) {
     for capture in captures.into_iter().flatten() {
         let flushed = tokio::task::spawn_blocking(move || {
-            let ok = capture.flush(std::time::Duration::from_secs(5));
+            let ok = capture.flush(Duration::from_secs(5));
             (ok, capture.stats(), capture.name().to_string())
         })
         .await;
@@ -255,28 +393,6 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             );
         }
     }
-    // 9. Spans of finished calls (and of calls cut above, marked incomplete) are flushed
-    //    within what is left of the grace period, at least a moment.
-    drop(observer);
-    tracer_stop.cancel();
-    let _ = tracer_task.await;
-    let left = grace_end
-        .saturating_duration_since(tokio::time::Instant::now())
-        .max(std::time::Duration::from_secs(2));
-    let counters = export_handle.shutdown(left).await;
-    tracing::info!(
-        exported = counters.exported,
-        dropped_queue_full = counters.dropped_queue_full,
-        dropped_export_failed = counters.dropped_export_failed,
-        dropped_shutdown = counters.dropped_shutdown,
-        "spans flushed"
-    );
-    admin_stop.cancel();
-    if let Some(a) = admin {
-        let _ = a.await;
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future ends when one arrives.

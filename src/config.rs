@@ -3,12 +3,14 @@
 //! This is the only module that reads the process environment.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// Socket addresses are connection facts; the config names them as `config::Endpoint` too.
+pub use crate::conn::{Endpoint, canonical_path};
 
 /// Default admin endpoint: loopback only, so metrics never leave the node unless asked.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
@@ -26,6 +28,8 @@ pub const DEFAULT_TAP_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// microseconds; a TCP upstream whose host drops SYNs would otherwise hold the client for
 /// the kernel's SYN retries (minutes).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default process-wide decode memory budget (`relay.decode_memory_limit`): 256 MiB.
+pub const DEFAULT_DECODE_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -154,6 +158,111 @@ impl Intercept {
     }
 }
 
+/// A refused intercept setting: the field (under `intercept[i].`) and why.
+type Refusal = (&'static str, String);
+
+impl Intercept {
+    /// A name usable as `service.name` and as a socket-activation name.
+    fn check_name(&self) -> Result<(), Refusal> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(("name", format!("{:?}: use letters, digits, '-', '_' or '.'", self.name)));
+        }
+        Ok(())
+    }
+
+    /// Listen differs from upstream and from every earlier intercept's listen (`listens`:
+    /// canonical and as written), compared as the kernel resolves them: a symlinked directory
+    /// or a `..` must not hide that two paths name one socket (the proxy would remove the
+    /// daemon's socket as stale, or connect to itself).
+    fn check_addresses(&self, listens: &mut Vec<(Endpoint, Endpoint)>) -> Result<(), Refusal> {
+        let (listen, upstream) = (self.listen.canonical(), self.upstream.canonical());
+        let same = |a: &Endpoint, b: &Endpoint| {
+            if a == b {
+                String::new()
+            } else {
+                format!(" ({a} and {b} are both {})", a.canonical())
+            }
+        };
+        if listen == upstream {
+            return Err((
+                "listen",
+                format!(
+                    "{} is also the upstream{}: the proxy would connect to itself",
+                    self.listen,
+                    same(&self.listen, &self.upstream)
+                ),
+            ));
+        }
+        if let Some((_, other)) = listens.iter().find(|(l, _)| *l == listen) {
+            return Err((
+                "listen",
+                format!(
+                    "{} is the listen address of another intercept{}",
+                    self.listen,
+                    same(&self.listen, other)
+                ),
+            ));
+        }
+        listens.push((listen, self.listen.clone()));
+        Ok(())
+    }
+
+    /// Mode, owner and group of the listening socket: well-formed, names that exist on this
+    /// machine (looked up now, so check-config catches a typo), and only for a unix socket.
+    fn check_socket_access(&self) -> Result<(), Refusal> {
+        if let Some(mode) = &self.socket_mode {
+            parse_mode(mode).map_err(|m| ("socket_mode", m))?;
+        }
+        if let Some(owner) = &self.socket_owner {
+            access::resolve_user(owner).map_err(|e| ("socket_owner", e.to_string()))?;
+        }
+        if let Some(group) = &self.socket_group {
+            access::resolve_group(group).map_err(|e| ("socket_group", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The other per-intercept settings, each within its bounds.
+    fn check_settings(&self) -> Result<(), Refusal> {
+        if self.propagate_context && !self.decode {
+            return Err((
+                "propagate_context",
+                "needs decode = true: the traceparent names the span of the decoded call".into(),
+            ));
+        }
+        if self.capture_max_bytes < 64 * 1024 {
+            return Err(("capture_max_bytes", "must be at least 65536".into()));
+        }
+        if self.max_connections == Some(0) {
+            return Err((
+                "max_connections",
+                "must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        if self.capture_files == 0 {
+            return Err(("capture_files", "must be at least 1".into()));
+        }
+        if matches!(self.listen, Endpoint::Tcp(_)) {
+            let unix_only = [
+                ("socket_mode", &self.socket_mode),
+                ("socket_owner", &self.socket_owner),
+                ("socket_group", &self.socket_group),
+            ];
+            for (field, value) in unix_only {
+                if value.is_some() {
+                    return Err((field, "only applies to a unix listen socket".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The admin endpoint.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -223,13 +332,32 @@ impl Relay {
 
     /// `decode_memory_limit` in bytes (validated at load).
     pub fn decode_memory_limit_bytes(&self) -> usize {
-        crate::relay::budget::parse_size(&self.decode_memory_limit)
-            .unwrap_or(crate::relay::budget::DEFAULT_DECODE_MEMORY_LIMIT)
+        parse_size(&self.decode_memory_limit).unwrap_or(DEFAULT_DECODE_MEMORY_LIMIT)
     }
 }
 
 fn default_decode_memory_limit() -> String {
     "256MiB".to_string()
+}
+
+/// Parse a byte size: a plain number of bytes, or a number with `KiB`, `MiB` or `GiB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as \"256MiB\""))?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("{s:?}: unknown unit {other:?}; use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?}: too large"))
 }
 
 fn default_true() -> bool {
@@ -258,99 +386,6 @@ fn default_grace_secs() -> u64 {
 }
 fn default_connect_timeout_secs() -> u64 {
     DEFAULT_CONNECT_TIMEOUT.as_secs()
-}
-
-/// A socket address in URL form: `unix:///run/x.sock` or `tcp://127.0.0.1:2375`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-impl Endpoint {
-    /// The endpoint with a unix path in [`canonical_path`] form, for comparing two endpoints:
-    /// `/var/run/x.sock` and `/run/x.sock` are one socket when /var/run links to /run.
-    pub fn canonical(&self) -> Endpoint {
-        match self {
-            Endpoint::Unix(p) => Endpoint::Unix(canonical_path(p)),
-            Endpoint::Tcp(a) => Endpoint::Tcp(a.clone()),
-        }
-    }
-
-    /// The transport name used in spans (`network.transport`).
-    pub fn transport(&self) -> &'static str {
-        match self {
-            Endpoint::Unix(_) => "unix",
-            Endpoint::Tcp(_) => "tcp",
-        }
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
-            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Endpoint {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix://") {
-            if !path.starts_with('/') {
-                return Err(format!("{s:?}: a unix socket path must be absolute (unix:///path)"));
-            }
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
-        }
-        if let Some(addr) = s.strip_prefix("tcp://") {
-            let addr = addr.trim_end_matches('/');
-            // A host name is allowed; only the shape is checked here.
-            match addr.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                    return Ok(Endpoint::Tcp(addr.to_string()));
-                }
-                _ => return Err(format!("{s:?}: expected tcp://host:port")),
-            }
-        }
-        if s.starts_with('/') {
-            return Ok(Endpoint::Unix(PathBuf::from(s)));
-        }
-        Err(format!("{s:?}: expected unix:///path or tcp://host:port"))
-    }
-}
-
-impl<'de> Deserialize<'de> for Endpoint {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Endpoint {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// The path a socket at `path` really has: symlinks resolved in every part that exists,
-/// `.` and `..` applied to the rest as bind(2) would after creating the missing directories.
-/// The socket file itself need not exist (a listen path before the first start).
-pub fn canonical_path(path: &Path) -> PathBuf {
-    if let Ok(real) = std::fs::canonicalize(path) {
-        return real;
-    }
-    let Some(parent) = path.parent() else {
-        return path.to_path_buf();
-    };
-    let base = canonical_path(parent);
-    match path.components().next_back() {
-        Some(Component::ParentDir) => base.parent().map(Path::to_path_buf).unwrap_or(base),
-        Some(Component::Normal(name)) => base.join(name),
-        _ => base,
-    }
 }
 
 /// Why a configuration was refused. The message names the file and the key.
@@ -434,93 +469,24 @@ impl Config {
         let mut listens: Vec<(Endpoint, Endpoint)> = Vec::new();
         for (i, ic) in self.intercepts.iter().enumerate() {
             let key = |field: &str| format!("intercept[{i}].{field}");
-            if ic.name.is_empty() || !ic.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(invalid(
-                    key("name"),
-                    format!("{:?}: use letters, digits, '-', '_' or '.'", ic.name),
-                ));
-            }
+            let fail = |(field, message): (&str, String)| invalid(key(field), message);
+            ic.check_name().map_err(fail)?;
             if !names.insert(ic.name.clone()) {
                 return Err(invalid(key("name"), format!("{:?} is used by two intercepts", ic.name)));
             }
-            // Compared as the kernel resolves them: a symlinked directory or a `..` must not
-            // hide that two paths name one socket (the proxy would remove the daemon's socket
-            // as stale, or connect to itself).
-            let (listen, upstream) = (ic.listen.canonical(), ic.upstream.canonical());
-            let same = |a: &Endpoint, b: &Endpoint| {
-                if a == b {
-                    String::new()
-                } else {
-                    format!(" ({a} and {b} are both {})", a.canonical())
-                }
-            };
-            if listen == upstream {
-                return Err(invalid(
-                    key("listen"),
-                    format!(
-                        "{} is also the upstream{}: the proxy would connect to itself",
-                        ic.listen,
-                        same(&ic.listen, &ic.upstream)
-                    ),
-                ));
-            }
-            if let Some((_, other)) = listens.iter().find(|(l, _)| *l == listen) {
-                return Err(invalid(
-                    key("listen"),
-                    format!(
-                        "{} is the listen address of another intercept{}",
-                        ic.listen,
-                        same(&ic.listen, other)
-                    ),
-                ));
-            }
-            listens.push((listen, ic.listen.clone()));
-            if let Some(mode) = &ic.socket_mode {
-                parse_mode(mode).map_err(|m| invalid(key("socket_mode"), m))?;
-            }
-            // Names are looked up on this machine now, so check-config catches a typo.
-            if let Some(owner) = &ic.socket_owner {
-                crate::relay::ownership::resolve_user(owner)
-                    .map_err(|e| invalid(key("socket_owner"), e.to_string()))?;
-            }
-            if let Some(group) = &ic.socket_group {
-                crate::relay::ownership::resolve_group(group)
-                    .map_err(|e| invalid(key("socket_group"), e.to_string()))?;
-            }
-            let unix_only = [
-                ("socket_mode", &ic.socket_mode),
-                ("socket_owner", &ic.socket_owner),
-                ("socket_group", &ic.socket_group),
-            ];
-            if ic.propagate_context && !ic.decode {
-                return Err(invalid(
-                    key("propagate_context"),
-                    "needs decode = true: the traceparent names the span of the decoded call".into(),
-                ));
-            }
-            if ic.capture_max_bytes < 64 * 1024 {
-                return Err(invalid(key("capture_max_bytes"), "must be at least 65536".into()));
-            }
-            if ic.max_connections == Some(0) {
-                return Err(invalid(
-                    key("max_connections"),
-                    "must be at least 1 (leave it out for no limit)".into(),
-                ));
-            }
-            if ic.capture_files == 0 {
-                return Err(invalid(key("capture_files"), "must be at least 1".into()));
-            }
-            if matches!(ic.listen, Endpoint::Tcp(_)) {
-                for (field, value) in unix_only {
-                    if value.is_some() {
-                        return Err(invalid(key(field), "only applies to a unix listen socket".into()));
-                    }
-                }
-            }
+            ic.check_addresses(&mut listens).map_err(fail)?;
+            ic.check_socket_access().map_err(fail)?;
+            ic.check_settings().map_err(fail)?;
         }
+        self.check_process_settings()
+            .map_err(|(key, message)| invalid(key.into(), message))
+    }
+
+    /// The settings shared by all intercepts (admin, relay, sampling, redaction).
+    fn check_process_settings(&self) -> Result<(), (&'static str, String)> {
         if self.admin.listen != "off" && self.admin.listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "admin.listen".into(),
+            return Err((
+                "admin.listen",
                 format!(
                     "{:?}: expected host:port with an IP address, or \"off\"",
                     self.admin.listen
@@ -528,33 +494,19 @@ impl Config {
             ));
         }
         if !(4096..=16 * 1024 * 1024).contains(&self.relay.buffer_size) {
-            return Err(invalid(
-                "relay.buffer_size".into(),
-                "must be between 4096 and 16777216".into(),
-            ));
+            return Err(("relay.buffer_size", "must be between 4096 and 16777216".into()));
         }
-        self.sampling.validate().map_err(|m| ConfigError::Invalid {
-            origin: origin.to_string(),
-            key: "sampling".into(),
-            message: m,
-        })?;
-        match crate::relay::budget::parse_size(&self.relay.decode_memory_limit) {
+        self.sampling.validate().map_err(|m| ("sampling", m))?;
+        match parse_size(&self.relay.decode_memory_limit) {
             Ok(n) if n < 64 * 1024 => {
-                return Err(invalid(
-                    "relay.decode_memory_limit".into(),
-                    "must be at least 64KiB".into(),
-                ));
+                return Err(("relay.decode_memory_limit", "must be at least 64KiB".into()));
             }
             Ok(_) => {}
-            Err(m) => return Err(invalid("relay.decode_memory_limit".into(), m)),
+            Err(m) => return Err(("relay.decode_memory_limit", m)),
         }
-        self.redact.validate().map_err(|m| ConfigError::Invalid {
-            origin: origin.to_string(),
-            key: "redact".into(),
-            message: m,
-        })?;
+        self.redact.validate().map_err(|m| ("redact", m))?;
         if self.relay.tap_queue == 0 {
-            return Err(invalid("relay.tap_queue".into(), "must be at least 1".into()));
+            return Err(("relay.tap_queue", "must be at least 1".into()));
         }
         Ok(())
     }
@@ -623,6 +575,7 @@ pub mod env {
     }
 }
 
+pub mod access;
 pub mod permissions;
 
 #[cfg(test)]

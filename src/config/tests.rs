@@ -161,3 +161,13 @@ fn refuses_socket_owner_and_group_that_do_not_exist() {
     assert!(e.starts_with("bad.toml: intercept[0].socket_group:"), "{e}");
     Config::parse(&format!("{base}socket_owner='root'\nsocket_group='0'\n"), "ok.toml").unwrap();
 }
+
+#[test]
+fn sizes_parse_with_binary_units() {
+    assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+    assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
+    assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+    assert_eq!(parse_size("4096"), Ok(4096));
+    assert!(parse_size("12MB").unwrap_err().contains("unknown unit"));
+    assert!(parse_size("lots").is_err());
+}

@@ -1,6 +1,8 @@
 //! The relay layer: listeners, the accept loop of each intercept, and each connection's
 //! byte relay with its tap. Vocabulary as in pingora: the client is downstream, the daemon's
-//! socket is upstream. Nothing here waits on decoding.
+//! socket is upstream. Rule it keeps: the relay knows nothing of observers, traces or
+//! captures; each connection's tap comes from the intercept's [`TapHook`] (wired in `app`),
+//! and nothing between accept and the first copied byte waits on decoding or reads /proc.
 
 pub mod accept;
 pub mod activation;
@@ -14,18 +16,18 @@ pub mod rewrite;
 pub mod stream;
 pub mod tap;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Endpoint, Intercept};
+use crate::config::Intercept;
+use crate::conn::Cred;
 use crate::metrics::InterceptMetrics;
-use crate::observe::Observer;
-use crate::trace::call::ConnMeta;
 use listener::Listener;
-use peer::{Process, ServerResolver};
 use tap::Tap;
 
 /// Connection ids, unique in the process, for logs.
@@ -36,20 +38,52 @@ pub struct Intercepted {
     pub config: Intercept,
     pub metrics: Arc<InterceptMetrics>,
     pub buffer_size: usize,
-    pub tap_queue: usize,
-    pub tap_queue_bytes: usize,
     /// How long a connect to the upstream may take (`relay.connect_timeout_secs`).
     pub connect_timeout: std::time::Duration,
-    pub servers: Arc<ServerResolver>,
-    pub observer: Arc<Observer>,
-    /// The intercept's name as `service.name`, shared by its spans.
-    pub service: Arc<str>,
-    /// Raw capture of this intercept's connections (`capture_dir`), if on.
-    pub capture: Option<crate::capture::Capture>,
+    /// Gives each connection its tap (`app` wires the observer and the capture into it).
+    pub taps: Arc<dyn TapHook>,
     /// `max_connections`: open connections against the optional limit.
     pub limit: Arc<limit::ConnectionLimit>,
-    /// The process-wide decode memory budget the tap queues count against.
-    pub decode_budget: Arc<budget::DecodeBudget>,
+}
+
+/// What the relay knows of a new connection when it asks for its tap: only what costs no
+/// more than a syscall (SO_PEERCRED of both sockets). Nothing here has read /proc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// Unique in the process, for logs (and the capture's addresses).
+    pub id: u64,
+    /// SO_PEERCRED of the accepted client socket (unix listeners only).
+    pub client: Option<Cred>,
+    /// SO_PEERCRED of the upstream connection (unix upstreams only).
+    pub server: Option<Cred>,
+}
+
+/// The task that consumes a connection's tap; the relay runs it beside the copy, tracked
+/// like the connection so that shutdown waits for it.
+pub type Follower = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A connection's tap, and what consumes it (none for [`Tap::off`]).
+pub struct Tapped {
+    pub tap: Tap,
+    pub follower: Option<Follower>,
+}
+
+impl Tapped {
+    /// No tap: the relay only counts bytes.
+    pub fn off(metrics: Arc<InterceptMetrics>) -> Tapped {
+        Tapped {
+            tap: Tap::off(metrics),
+            follower: None,
+        }
+    }
+}
+
+/// The one thing the relay asks of the layers above it: a tap for each new connection.
+pub trait TapHook: Send + Sync {
+    /// Called on the accept path, after the upstream is connected and before the first byte
+    /// is copied, so it must not block: work the tap's consumer needs (looking processes up
+    /// in /proc, decoding) belongs in the returned follower, which runs beside the copy.
+    fn open(&self, conn: Opened) -> Tapped;
 }
 
 /// Accept connections on `listener` until `stop` is cancelled; each connection runs in
@@ -105,7 +139,7 @@ pub async fn serve(
 async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: CancellationToken, tracker: &TaskTracker) {
     let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let name = &shared.config.name;
-    let client_process = client.peer_cred().and_then(Process::from_cred);
+    let client_cred = client.peer_cred();
     let mut upstream = tokio::select! {
         _ = cut.cancelled() => return,
         u = listener::connect_within(&shared.config.upstream, shared.connect_timeout) => match u {
@@ -117,48 +151,26 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
             }
         },
     };
-    let server_process = match (&shared.config.upstream, upstream.peer_cred()) {
-        (Endpoint::Unix(path), Some(cred)) => shared.servers.resolve(path, cred),
-        _ => None,
+    let opened = Opened {
+        id,
+        client: client_cred,
+        server: upstream.peer_cred(),
     };
+    // Executables and a socket-activated upstream's real server are looked up by the tap's
+    // follower, beside the copy: here only the credentials the sockets carry.
+    let (c, s) = (opened.client.as_ref(), opened.server.as_ref());
     tracing::debug!(
         intercept = %name, conn = id,
-        client.pid = client_process.as_ref().map(|p| p.pid), client.uid = client_process.as_ref().map(|p| p.uid),
-        client.gid = client_process.as_ref().map(|p| p.gid), client.exe = client_process.as_ref().and_then(|p| p.executable.as_deref()),
-        server.pid = server_process.as_ref().map(|p| p.pid), server.uid = server_process.as_ref().map(|p| p.uid),
-        server.gid = server_process.as_ref().map(|p| p.gid), server.exe = server_process.as_ref().and_then(|p| p.executable.as_deref()),
+        client.pid = c.and_then(|p| p.pid), client.uid = c.map(|p| p.uid), client.gid = c.map(|p| p.gid),
+        server.pid = s.and_then(|p| p.pid), server.uid = s.map(|p| p.uid), server.gid = s.map(|p| p.gid),
+        upstream = %shared.config.upstream,
         "connection open"
     );
-    // Raw capture is fed from the observer's side of the tap, never from the relay.
-    let capture = shared.capture.as_ref().map(|c| c.connection(id));
-    let mut tap = if shared.config.decode {
-        let (tap, rx) = Tap::with_budget(
-            shared.tap_queue,
-            shared.tap_queue_bytes,
-            Arc::clone(&shared.metrics),
-            Arc::clone(&shared.decode_budget),
-        );
-        let conn = Arc::new(ConnMeta {
-            id,
-            service: Arc::clone(&shared.service),
-            transport: shared.config.listen.transport(),
-            listen: shared.config.listen.to_string(),
-            upstream: shared.config.upstream.to_string(),
-            client: client_process,
-            server: server_process,
-            capture_payloads: shared.config.capture_payloads,
-        });
-        // The observer runs beside the relay and may fall behind; the relay never waits for it.
-        tracker.spawn(Arc::clone(&shared.observer).run_captured(conn, rx, Arc::clone(&shared.metrics), capture));
-        tap
-    } else if let Some(capture) = capture {
-        // Not decoded, but captured: the tap feeds only the capture.
-        let (tap, rx) = Tap::new(shared.tap_queue, shared.tap_queue_bytes, Arc::clone(&shared.metrics));
-        tracker.spawn(crate::capture::follow(rx, capture));
-        tap
-    } else {
-        Tap::off(Arc::clone(&shared.metrics))
-    };
+    let Tapped { mut tap, follower } = shared.taps.open(opened);
+    if let Some(follower) = follower {
+        // The follower runs beside the relay and may fall behind; the relay never waits for it.
+        tracker.spawn(follower);
+    }
     let mut relay = copy::Relay::new(&mut client, &mut upstream, &mut tap, shared.buffer_size);
     if shared.config.propagate_context && shared.config.decode {
         // The one mode that changes bytes: a traceparent added to requests (README, Propagation).

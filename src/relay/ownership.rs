@@ -7,7 +7,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid};
+
+pub use crate::config::access::{AccessError, resolve_group, resolve_user};
 
 /// How often a missing upstream socket is looked for.
 const UPSTREAM_POLL: Duration = Duration::from_millis(500);
@@ -20,15 +22,6 @@ pub struct Access {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
-}
-
-/// Why configured access could not be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum AccessError {
-    #[error("socket_owner {0:?}: no such user")]
-    NoUser(String),
-    #[error("socket_group {0:?}: no such group")]
-    NoGroup(String),
 }
 
 impl Access {
@@ -44,30 +37,6 @@ impl Access {
     fn fully_configured(&self) -> bool {
         self.mode.is_some() && self.uid.is_some() && self.gid.is_some()
     }
-}
-
-/// A `socket_owner` value: a numeric uid, or a user name that exists on this machine.
-pub fn resolve_user(owner: &str) -> Result<u32, AccessError> {
-    if let Ok(n) = owner.parse::<u32>() {
-        return Ok(n);
-    }
-    User::from_name(owner)
-        .ok()
-        .flatten()
-        .map(|u| u.uid.as_raw())
-        .ok_or_else(|| AccessError::NoUser(owner.to_string()))
-}
-
-/// A `socket_group` value: a numeric gid, or a group name that exists on this machine.
-pub fn resolve_group(group: &str) -> Result<u32, AccessError> {
-    if let Ok(n) = group.parse::<u32>() {
-        return Ok(n);
-    }
-    Group::from_name(group)
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
-        .ok_or_else(|| AccessError::NoGroup(group.to_string()))
 }
 
 /// Apply access to `listen` now; when the upstream socket is missing and something must be
@@ -183,16 +152,5 @@ mod tests {
         assert_eq!(narrow_mode(0o660, Some(999), Some(999)), 0o660);
         assert_eq!(narrow_mode(0o660, None, Some(1000)), 0o660);
         assert_eq!(narrow_mode(0o600, None, None), 0o600);
-    }
-
-    #[test]
-    fn names_that_do_not_exist_are_refused_and_ids_pass() {
-        assert!(matches!(resolve_user("no-such-user-rtap"), Err(AccessError::NoUser(_))));
-        assert!(matches!(
-            resolve_group("no-such-group-rtap"),
-            Err(AccessError::NoGroup(_))
-        ));
-        assert_eq!(resolve_user("root").unwrap(), 0);
-        assert_eq!(resolve_group("4242").unwrap(), 4242);
     }
 }

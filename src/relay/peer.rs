@@ -2,39 +2,26 @@
 //! socket) and the process serving the upstream socket. Under socket activation SO_PEERCRED
 //! on the upstream names the service manager (pid 1), so the server is found instead as the
 //! process that holds the upstream's listening socket (/proc/net/unix, then /proc/*/fd).
+//! Rule it keeps: every lookup here reads /proc and may block, so it runs off the byte path
+//! ([`Lookup`], called from a blocking thread by the tap's consumer), never before a
+//! connection's first byte; the types it fills in are `crate::conn`'s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Credentials of a peer process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cred {
-    pub pid: Option<u32>,
-    pub uid: u32,
-    pub gid: u32,
-}
+use crate::conn::{Cred, Endpoint, Process, canonical_path};
 
-/// A peer process: credentials and executable name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Process {
-    pub pid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub executable: Option<String>,
-}
-
-impl Process {
-    pub fn from_cred(cred: Cred) -> Option<Process> {
-        let pid = cred.pid?;
-        Some(Process {
-            pid,
-            uid: cred.uid,
-            gid: cred.gid,
-            executable: executable(pid),
-        })
-    }
+/// The process behind SO_PEERCRED credentials, its executable read from /proc.
+pub fn process(cred: Cred) -> Option<Process> {
+    let pid = cred.pid?;
+    Some(Process {
+        pid,
+        uid: cred.uid,
+        gid: cred.gid,
+        executable: executable(pid),
+    })
 }
 
 /// The executable's file name (`dockerd`), from /proc/PID/exe, else /proc/PID/comm.
@@ -54,12 +41,61 @@ pub fn executable(pid: u32) -> Option<String> {
 /// credited; past it the holder must still hold the listening socket's inode.
 pub const HOLDER_TTL: Duration = Duration::from_secs(5);
 
-/// Finds and caches the process serving each socket-activated upstream.
+/// How long "no process but pid 1 holds this upstream's listening socket" is believed. A miss
+/// costs a scan of every /proc/*/fd; remembered, a burst of connections to a socket-activated
+/// upstream whose daemon is not running costs one scan a second, not one each. Short, since
+/// a daemon the service manager starts on demand should be credited soon after it starts.
+pub const MISS_TTL: Duration = Duration::from_secs(1);
+
+/// At most this many upstreams are remembered (found or missed); past it the cache starts
+/// over. Keys are configured upstream paths, so this is a bound that should never be reached.
+const MAX_CACHED: usize = 256;
+
+/// Finds and caches the process serving each socket-activated upstream. Blocking: it reads
+/// /proc, so it runs off the byte path ([`Lookup`]).
 #[derive(Debug, Default)]
 pub struct ServerResolver {
-    /// By canonical upstream path. Only found holders are kept, never the pid-1 fallback: a
-    /// daemon the service manager starts on demand is found by the next connection.
-    cache: Mutex<HashMap<PathBuf, Holder>>,
+    /// By canonical upstream path: a found holder, or when none was found.
+    cache: Mutex<HashMap<PathBuf, Cached>>,
+    /// Held while /proc is searched: connections that miss together wait for one search
+    /// and take its answer from the cache, instead of each scanning every process.
+    search: Mutex<()>,
+}
+
+/// What is known of one upstream's holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Cached {
+    Found(Holder),
+    /// Only pid 1 held the socket when last searched, at this instant.
+    Missing(Instant),
+}
+
+/// Who is on each end of one connection, looked up in /proc. Blocking (readlink, and for a
+/// socket-activated upstream a search of every process's descriptors): the caller runs it on
+/// a blocking thread, beside the relay, never before a connection's first byte.
+pub trait Lookup: Send + Sync {
+    /// The client process (from the accepted socket's credentials) and the process serving
+    /// `upstream` (from the upstream connection's).
+    fn peers(&self, upstream: &Endpoint, client: Option<Cred>, server: Option<Cred>) -> Peers;
+}
+
+/// The processes on both ends of a connection, as far as they could be found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peers {
+    pub client: Option<Process>,
+    pub server: Option<Process>,
+}
+
+impl Lookup for ServerResolver {
+    fn peers(&self, upstream: &Endpoint, client: Option<Cred>, server: Option<Cred>) -> Peers {
+        Peers {
+            client: client.and_then(process),
+            server: match (upstream, server) {
+                (Endpoint::Unix(path), Some(cred)) => self.resolve(path, cred),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// The process found holding an upstream's listening socket, and when that was last checked.
@@ -95,54 +131,77 @@ pub fn cache_verdict(cached: Option<&Holder>, now: Instant, alive: bool) -> Cach
 impl ServerResolver {
     /// The process serving `upstream`, given SO_PEERCRED of a connection to it.
     pub fn resolve(&self, upstream: &Path, cred: Cred) -> Option<Process> {
-        let peer = Process::from_cred(cred)?;
+        let peer = process(cred)?;
         if peer.pid != 1 {
             return Some(peer);
         }
         // pid 1 is the service manager that created the socket (socket activation).
-        let path = crate::config::canonical_path(upstream);
+        let path = canonical_path(upstream);
+        if let Some(known) = self.known(&path, Instant::now()) {
+            return Some(known.unwrap_or(peer));
+        }
+        let _searching = self.search.lock().unwrap_or_else(|p| p.into_inner());
+        // Another connection may have searched while this one waited.
         let now = Instant::now();
-        let cached = self.lock().get(&path).cloned();
-        let alive = cached
-            .as_ref()
-            .is_some_and(|h| Path::new(&format!("/proc/{}", h.process.pid)).exists());
-        let found = match cache_verdict(cached.as_ref(), now, alive) {
-            CacheVerdict::Use => return cached.map(|h| h.process),
-            CacheVerdict::Recheck => cached
-                .filter(|h| listening_inode(upstream, &path) == Some(h.inode) && holds(h.process.pid, h.inode))
-                .map(|h| Holder { checked: now, ..h }),
-            CacheVerdict::Search => None,
+        if let Some(known) = self.known(&path, now) {
+            return Some(known.unwrap_or(peer));
+        }
+        let cached = match self.lock().get(&path) {
+            Some(Cached::Found(h)) => Some(h.clone()),
+            _ => None,
         };
-        // The scan of /proc runs without the lock: connections to other upstreams go on.
-        let found = found.or_else(|| {
-            let inode = listening_inode(upstream, &path)?;
-            Some(Holder {
-                process: holder_of(inode)?,
-                inode,
-                checked: now,
-            })
-        });
+        let found = cached
+            .filter(|h| listening_inode(upstream, &path) == Some(h.inode) && holds(h.process.pid, h.inode))
+            .map(|h| Holder { checked: now, ..h })
+            .or_else(|| {
+                let inode = listening_inode(upstream, &path)?;
+                Some(Holder {
+                    process: holder_of(inode)?,
+                    inode,
+                    checked: now,
+                })
+            });
         let mut cache = self.lock();
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&path) {
+            cache.clear();
+        }
         match found {
             Some(h) => {
-                cache.insert(path, h.clone());
+                cache.insert(path, Cached::Found(h.clone()));
                 Some(h.process)
             }
             None => {
-                cache.remove(&path);
+                cache.insert(path, Cached::Missing(now));
                 Some(peer)
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Holder>> {
+    /// The answer the cache gives without touching /proc beyond one stat: `Some(Some(p))` a
+    /// trusted holder, `Some(None)` a recent miss (the service manager it is), `None` when
+    /// /proc must be looked at (nothing cached, an old miss, a holder to recheck or gone).
+    fn known(&self, path: &Path, now: Instant) -> Option<Option<Process>> {
+        let cached = self.lock().get(path).cloned()?;
+        match cached {
+            Cached::Missing(at) => (now.saturating_duration_since(at) < MISS_TTL).then_some(None),
+            Cached::Found(h) => {
+                let alive = Path::new(&format!("/proc/{}", h.process.pid)).exists();
+                match cache_verdict(Some(&h), now, alive) {
+                    CacheVerdict::Use => Some(Some(h.process)),
+                    CacheVerdict::Recheck | CacheVerdict::Search => None,
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Cached>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The process, other than pid 1, that holds the listening socket bound at `path`.
 pub fn listening_holder(path: &Path) -> Option<Process> {
-    holder_of(listening_inode(path, &crate::config::canonical_path(path))?)
+    holder_of(listening_inode(path, &canonical_path(path))?)
 }
 
 fn socket_link(inode: u64) -> String {
@@ -191,9 +250,7 @@ fn holder_of(inode: u64) -> Option<Process> {
 /// or when its own path resolves to the same file.
 fn listening_inode(path: &Path, canonical: &Path) -> Option<u64> {
     let table = std::fs::read_to_string("/proc/net/unix").ok()?;
-    listening_inode_in(&table, path, canonical, &|p| {
-        crate::config::canonical_path(Path::new(p))
-    })
+    listening_inode_in(&table, path, canonical, &|p| canonical_path(Path::new(p)))
 }
 
 /// [`listening_inode`] on a table's text, with the path resolver given (for tests).
@@ -252,8 +309,9 @@ mod tests {
     }
 
     #[test]
-    fn the_pid_1_fallback_is_not_cached() {
-        // No process holds a socket at this path: the answer is pid 1, and nothing is kept.
+    fn the_pid_1_fallback_is_remembered_briefly() {
+        // No process holds a socket at this path: the answer is pid 1, remembered as a miss
+        // for MISS_TTL so that the next connections do not scan /proc again.
         let r = ServerResolver::default();
         let cred = Cred {
             pid: Some(1),
@@ -262,7 +320,14 @@ mod tests {
         };
         let path = Path::new("/nonexistent/rtap-peer-test.sock");
         assert_eq!(r.resolve(path, cred).map(|p| p.pid), Some(1));
-        assert!(r.lock().is_empty());
+        let now = Instant::now();
+        assert!(matches!(r.lock().get(&canonical_path(path)), Some(Cached::Missing(_))));
+        assert_eq!(r.known(&canonical_path(path), now), Some(None));
+        assert_eq!(
+            r.known(&canonical_path(path), now + MISS_TTL),
+            None,
+            "an old miss is searched again"
+        );
     }
 
     const TABLE: &str = "Num       RefCount Protocol Flags    Type St Inode Path\n\

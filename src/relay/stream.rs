@@ -16,9 +16,9 @@ pub enum Stream {
 
 impl Stream {
     /// The peer's pid, uid and gid (SO_PEERCRED), for unix sockets.
-    pub fn peer_cred(&self) -> Option<super::peer::Cred> {
+    pub fn peer_cred(&self) -> Option<crate::conn::Cred> {
         match self {
-            Stream::Unix(s) => s.peer_cred().ok().map(|c| super::peer::Cred {
+            Stream::Unix(s) => s.peer_cred().ok().map(|c| crate::conn::Cred {
                 pid: c.pid().and_then(|p| u32::try_from(p).ok()),
                 uid: c.uid(),
                 gid: c.gid(),

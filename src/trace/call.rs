@@ -5,27 +5,10 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::relay::peer::Process;
+/// The connection facts every call carries, under the name the call model has always used.
+pub use crate::conn::ConnMeta;
 use crate::trace::attr::Attr;
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId};
-
-/// What every call of one connection shares: who is on each end, and through which intercept.
-#[derive(Debug)]
-pub struct ConnMeta {
-    pub id: u64,
-    /// The intercept's name: `service.name` of its spans.
-    pub service: Arc<str>,
-    /// `unix` or `tcp`.
-    pub transport: &'static str,
-    /// The intercept's listen address, as configured.
-    pub listen: String,
-    /// The upstream address, as configured.
-    pub upstream: String,
-    pub client: Option<Process>,
-    pub server: Option<Process>,
-    /// Payload capture is on for this intercept (opt-in).
-    pub capture_payloads: bool,
-}
 
 /// A W3C trace context a call carried in (`traceparent`, `tracestate`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,37 +10,6 @@ pub mod sniff;
 #[cfg(test)]
 pub mod testutil;
 
-/// Which way a chunk travelled through the relay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Client (downstream) to server (upstream): requests.
-    ClientToServer,
-    /// Server (upstream) to client (downstream): responses.
-    ServerToClient,
-}
-
-impl Direction {
-    /// Short label used in logs and metrics (`c2s`, `s2c`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::ClientToServer => "c2s",
-            Direction::ServerToClient => "s2c",
-        }
-    }
-
-    /// The other direction.
-    pub fn reverse(self) -> Direction {
-        match self {
-            Direction::ClientToServer => Direction::ServerToClient,
-            Direction::ServerToClient => Direction::ClientToServer,
-        }
-    }
-
-    /// Index 0 for c2s, 1 for s2c, for per-direction arrays.
-    pub fn index(self) -> usize {
-        match self {
-            Direction::ClientToServer => 0,
-            Direction::ServerToClient => 1,
-        }
-    }
-}
+/// Which way a chunk travelled: a connection fact (`crate::conn`), named here too because
+/// every decoder takes one.
+pub use crate::conn::Direction;

@@ -191,7 +191,7 @@ impl Default for Correlator {
     }
 }
 
-fn pid_of(p: &Option<crate::relay::peer::Process>) -> Option<u32> {
+fn pid_of(p: &Option<crate::conn::Process>) -> Option<u32> {
     p.as_ref().map(|p| p.pid)
 }
 

@@ -4,7 +4,7 @@ use std::time::UNIX_EPOCH;
 use proptest::prelude::*;
 
 use super::*;
-use crate::relay::peer::Process;
+use crate::conn::Process;
 use crate::trace::span::SpanStatus;
 
 fn conn(service: &str, client: u32, server: u32) -> Arc<ConnMeta> {
