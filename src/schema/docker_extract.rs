@@ -525,3 +525,76 @@ struct EventActor {
 struct EventActorAttributes {
     name: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::attr::AttrValue;
+
+    fn head<'a>(method: &'a str, target: &'a str) -> Head<'a> {
+        Head {
+            method,
+            target,
+            user_agent: None,
+            upgrade_asked: false,
+        }
+    }
+
+    fn str_attr<'a>(attrs: &'a [Attr], key: &str) -> Option<&'a str> {
+        attrs.iter().find(|a| a.key == key).and_then(|a| match &a.value {
+            AttrValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The name is the templated route without the version prefix; an unknown method is
+    /// `_OTHER` in a span named `HTTP`.
+    #[test]
+    fn names_and_methods() {
+        let r = request(&head("POST", "/v1.41/containers/abc/start"));
+        assert_eq!(r.name, "POST /containers/{id}/start");
+        assert_eq!(r.container_ref.as_deref(), Some("abc"));
+        assert_eq!(str_attr(&r.attrs, names::DOCKER_API_VERSION), Some("1.41"));
+        let r = request(&head("BREW", "/coffee"));
+        assert_eq!(r.name, "HTTP");
+        assert_eq!(str_attr(&r.attrs, HTTP_REQUEST_METHOD), Some("_OTHER"));
+        assert!(!r.long_lived);
+    }
+
+    /// Shape rules read the query (`logs?follow=1`); attach is long-lived whatever it asks.
+    #[test]
+    fn long_lived_by_rule() {
+        assert!(request(&head("GET", "/containers/abc/logs?follow=1")).long_lived);
+        assert!(!request(&head("GET", "/containers/abc/logs")).long_lived);
+        let mut attach = head("POST", "/containers/abc/attach?stream=1");
+        attach.upgrade_asked = true;
+        assert!(request(&attach).long_lived);
+    }
+
+    /// A create's response id is learned with the create's name; an error's message is kept.
+    #[test]
+    fn responses_teach_ids_and_errors() {
+        let create = docker_rules::rule("POST", "/containers/create");
+        let id = "a".repeat(64);
+        let body = format!("{{\"Id\":\"{id}\",\"Warnings\":[]}}");
+        let said = response(create, 201, body.as_bytes(), Some("web"));
+        assert_eq!(said.container_id.as_deref(), Some(id.as_str()));
+        assert_eq!(said.learn, vec![(id.clone(), Some("web".to_owned()))]);
+        let said = response(create, 409, br#"{"message":"name in use"}"#, Some("web"));
+        assert_eq!(said.error_message.as_deref(), Some("name in use"));
+        assert!(said.learn.is_empty());
+    }
+
+    /// An event names its span by type and action (cut at `:`) and says what to learn.
+    #[test]
+    fn events() {
+        let id = "b".repeat(64);
+        let line = format!(r#"{{"Type":"container","Action":"exec_start: sh -c x","Actor":{{"ID":"{id}"}}}}"#);
+        let ev = event(line.as_bytes()).expect("an event");
+        assert_eq!(ev.name, "event container exec_start");
+        assert_eq!(ev.ids, IdChange::Nothing);
+        let line = format!(r#"{{"Type":"container","Action":"destroy","Actor":{{"ID":"{id}"}}}}"#);
+        assert_eq!(event(line.as_bytes()).expect("an event").ids, IdChange::Forget(id));
+        assert!(event(b"not json").is_none());
+    }
+}
