@@ -1,6 +1,9 @@
 //! Pod synthesis: the CRI calls of a pod being started go under one `pod start` root.
 
 use super::*;
+use opentelemetry_semantic_conventions::attribute::{
+    CONTAINER_ID, CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME, CONTAINER_IMAGE_TAGS,
+};
 
 pub(super) struct PodGroup {
     pub(super) root: SpanId,
@@ -34,15 +37,15 @@ pub(super) enum Membership {
 /// has none) and its id. kubelet checks an image by name and may create the container by id.
 pub(super) fn image_keys(attrs: &[Attr]) -> Vec<String> {
     let mut keys = Vec::new();
-    if let Some(name) = str_attr(attrs, "container.image.name") {
-        match attrs.iter().find(|a| a.key == "container.image.tags").map(|a| &a.value) {
+    if let Some(name) = str_attr(attrs, CONTAINER_IMAGE_NAME) {
+        match attrs.iter().find(|a| a.key == CONTAINER_IMAGE_TAGS).map(|a| &a.value) {
             Some(AttrValue::StrList(tags)) if !tags.is_empty() => {
                 keys.extend(tags.iter().map(|t| format!("{name}:{t}")));
             }
             _ => keys.push(name.to_string()),
         }
     }
-    if let Some(id) = str_attr(attrs, "container.image.id") {
+    if let Some(id) = str_attr(attrs, CONTAINER_IMAGE_ID) {
         keys.push(id.to_string());
     }
     keys
@@ -69,7 +72,7 @@ pub(super) fn pod_root(pod: PodGroup) -> SpanRecord {
     let total = pod.end.duration_since(pod.start).unwrap_or_default();
     push_self_times(&mut attributes, &pod.below.self_ns);
     attributes.push(Attr::double(
-        "runtime_tap.self_time_ms.kubelet",
+        names::self_time("kubelet"),
         ms(nanos(total.saturating_sub(covered))),
     ));
     crate::trace::tracer::conn_attributes(&pod.conn, &mut attributes);
@@ -132,13 +135,13 @@ impl Correlator {
             "CreateContainer" => {
                 let sandbox = str_attr(attrs, names::CRI_POD_SANDBOX_ID);
                 let i = sandbox.and_then(|s| self.pods.iter().position(|p| p.sandbox == s));
-                if let (Some(i), Some(c)) = (i, str_attr(attrs, "container.id")) {
+                if let (Some(i), Some(c)) = (i, str_attr(attrs, CONTAINER_ID)) {
                     self.pods[i].containers.insert(c.to_string());
                 }
                 i
             }
             "StartContainer" => {
-                str_attr(attrs, "container.id").and_then(|c| self.pods.iter().position(|p| p.containers.contains(c)))
+                str_attr(attrs, CONTAINER_ID).and_then(|c| self.pods.iter().position(|p| p.containers.contains(c)))
             }
             "ImageStatus" => match self.image_check_of(&node.conn, start, end, &image_keys(attrs)) {
                 Some(i) => Some(i),

@@ -30,7 +30,7 @@ impl Below {
 /// `runtime_tap.self_time_ms.<service>` for each layer of a trace, on its root.
 pub(super) fn push_self_times(attributes: &mut Vec<Attr>, self_times: &[(Arc<str>, u64)]) {
     for (service, ns) in self_times {
-        attributes.push(Attr::double(format!("runtime_tap.self_time_ms.{service}"), ms(*ns)));
+        attributes.push(Attr::double(names::self_time(service), ms(*ns)));
     }
 }
 
