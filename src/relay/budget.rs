@@ -11,9 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::metrics::{Family, FmtMetrics};
 
-/// Default budget: 256 MiB.
-pub const DEFAULT_DECODE_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
-
 /// The shared budget of buffered decode state.
 #[derive(Debug)]
 pub struct DecodeBudget {
@@ -121,26 +118,6 @@ impl FmtMetrics for DecodeBudget {
     }
 }
 
-/// Parse a byte size: a plain number of bytes, or a number with `KiB`, `MiB` or `GiB`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => t.split_at(i),
-        None => (t, ""),
-    };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a size such as \"256MiB\""))?;
-    let mult: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => return Err(format!("{s:?}: unknown unit {other:?}; use B, KiB, MiB or GiB")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?}: too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,15 +137,5 @@ mod tests {
         assert!(b.resize(30, 0));
         assert_eq!(b.used(), 40);
         assert_eq!(b.peak(), 100);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12MB").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("lots").is_err());
     }
 }
