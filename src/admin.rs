@@ -561,6 +561,9 @@ runtime_tap_remote_parents_total{outcome="linked"} 0
 # HELP runtime_tap_export_queue_spans Spans waiting in the export queue.
 # TYPE runtime_tap_export_queue_spans gauge
 runtime_tap_export_queue_spans 4
+# HELP runtime_tap_correlator_pending_calls Ended calls not exported yet: deciding their parent or held for its trace (as of the last tick).
+# TYPE runtime_tap_correlator_pending_calls gauge
+runtime_tap_correlator_pending_calls 0
 # HELP runtime_tap_listener_up 1 when the intercept's listener is bound and accepting.
 # TYPE runtime_tap_listener_up gauge
 runtime_tap_listener_up{intercept="containerd"} 1

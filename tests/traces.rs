@@ -53,6 +53,28 @@ fn wait_spans(s: &Setup, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> 
     s.receiver.wait_spans(what, pred)
 }
 
+/// Waits until every call that ended has been exported: no call pending in the correlator
+/// (deciding or held, a gauge taken each tick) and an empty export queue, seen twice a tick
+/// apart, so that a call ending just before the first look is counted by the second.
+fn settled(s: &Setup) {
+    let tap = &s.stack.tap;
+    let idle = || {
+        tap.metric("runtime_tap_correlator_pending_calls") == Some(0)
+            && tap.metric("runtime_tap_export_queue_spans") == Some(0)
+    };
+    let start = Instant::now();
+    let mut in_a_row = 0;
+    while in_a_row < 2 {
+        assert!(
+            start.elapsed() < support::otlp::SPAN_WAIT,
+            "calls still pending after {:?}",
+            support::otlp::SPAN_WAIT
+        );
+        in_a_row = if idle() { in_a_row + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
     match span.attributes.get(key) {
         Some(Val::Str(s)) => Some(s),
@@ -206,9 +228,9 @@ fn docker_run_rm_is_create_attach_wait_start_and_one_trace_per_layer() {
         .iter()
         .all(|name| !with_container(sp, name, id).is_empty())
     });
-    // A DELETE the CLI sent would have ended before it exited; give its export the time the
-    // correlator may hold a span (2 s for late ids) before looking for it.
-    std::thread::sleep(Duration::from_secs(3));
+    // A DELETE the CLI sent would have ended before it exited: once the correlator holds no
+    // ended call and the export queue is empty, it would have reached the receiver.
+    settled(s);
     let spans = s.receiver.spans();
     let create = *dockerd_spans(&spans, "POST /containers/create")
         .iter()

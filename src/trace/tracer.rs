@@ -6,6 +6,7 @@
 //! from a copy published after each of its operations, so a scrape never waits on the
 //! correlator's lock, which every session's calls take.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +41,9 @@ pub struct Tracer {
     correlator: Mutex<Correlator>,
     /// The correlator's counts as of its last operation (see the module doc).
     counts: Mutex<CorrelateCounts>,
+    /// Ended calls the correlator has not exported yet, as of its last tick (a gauge: taken
+    /// each tick, not after every call, where counting it would cost the byte path).
+    pending: AtomicU64,
     pub counters: TracerCounters,
     /// Call durations by intercept, method and status, for /metrics.
     pub red: Red,
@@ -54,6 +58,7 @@ impl Tracer {
             exporter,
             correlator: Mutex::new(Correlator::with_sampler(sampler).with_remote_policy(remote)),
             counts: Mutex::new(CorrelateCounts::default()),
+            pending: AtomicU64::new(0),
             counters: TracerCounters::default(),
             red: Red::default(),
         })
@@ -97,7 +102,11 @@ impl Tracer {
                 _ = tick.tick() => {}
             }
             let mut out = Vec::new();
-            self.correlate(|c| c.tick(SystemTime::now(), &mut out));
+            let pending = self.correlate(|c| {
+                c.tick(SystemTime::now(), &mut out);
+                c.pending()
+            });
+            self.pending.store(pending as u64, Ordering::Relaxed);
             self.submit(out);
         }
         self.flush();
@@ -177,6 +186,12 @@ impl FmtMetrics for Tracer {
         self.red.fmt_metrics(out);
         fmt_correlation(&counts, out);
         export.fmt_queue(out);
+        let pending = Family::gauge(
+            "runtime_tap_correlator_pending_calls",
+            "Ended calls not exported yet: deciding their parent or held for its trace (as of the last tick).",
+        );
+        pending.header(out);
+        pending.sample(out, &[], self.pending.load(Ordering::Relaxed));
     }
 }
 

@@ -318,7 +318,10 @@ impl Correlator {
     pub fn learned(&mut self, span: SpanId, attrs: &[Attr]) {
         self.add_entities(span, attrs);
         // The image a stream's progress names belongs to the call that uses the stream.
-        let image: Vec<&Attr> = attrs.iter().filter(|a| a.key.starts_with(names::CONTAINER_IMAGE_PREFIX)).collect();
+        let image: Vec<&Attr> = attrs
+            .iter()
+            .filter(|a| a.key.starts_with(names::CONTAINER_IMAGE_PREFIX))
+            .collect();
         if !image.is_empty()
             && self.nodes.get(&span).is_some_and(|n| n.opens_stream)
             && let Some(user) = self.stream_user(span)
