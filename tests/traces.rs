@@ -54,13 +54,20 @@ fn wait_spans(s: &Setup, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> 
 }
 
 /// Waits until every call that ended has been exported: no call pending in the correlator
-/// (deciding or held, a gauge taken each tick) and an empty export queue, seen twice a tick
-/// apart, so that a call ending just before the first look is counted by the second.
+/// (deciding or held, a gauge taken each tick), an empty export queue and every submitted span
+/// accounted for (exported or dropped), seen twice a tick apart, so that a call ending just before the first look is counted by the second.
 fn settled(s: &Setup) {
     let tap = &s.stack.tap;
     let idle = || {
-        tap.metric("runtime_tap_correlator_pending_calls") == Some(0)
-            && tap.metric("runtime_tap_export_queue_spans") == Some(0)
+        let m = tap.metrics();
+        let get = |k: &str| m.get(k).copied().unwrap_or(-1.0);
+        let dropped = ["queue_full", "export_failed", "shutdown"]
+            .iter()
+            .map(|r| get(&format!("runtime_tap_spans_dropped_total{{reason=\"{r}\"}}")))
+            .sum::<f64>();
+        get("runtime_tap_correlator_pending_calls") == 0.0
+            && get("runtime_tap_export_queue_spans") == 0.0
+            && get("runtime_tap_spans_submitted_total") == get("runtime_tap_spans_exported_total") + dropped
     };
     let start = Instant::now();
     let mut in_a_row = 0;
