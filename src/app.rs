@@ -199,6 +199,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             capture,
             limit: ConnectionLimit::new(ic.max_connections, Arc::clone(metrics)),
             decode_budget: Arc::clone(&decode_budget),
+            mint: crate::trace::context::mint,
         });
         loops.push(tokio::spawn(relay::serve(
             shared,

@@ -22,7 +22,6 @@ use serde::Deserialize;
 
 use super::docker_ids::{DockerIds, is_full_id};
 use super::session::{Injected, Session, SessionCtx};
-use crate::relay::rewrite::Injection;
 use crate::schema::docker::match_route;
 use crate::schema::docker_rules::{
     self, OnSuccess, PathEntity, QueryRule, RequestBody, ResponseBody, RouteRule, ShapeRule, names as docker_names,
@@ -33,6 +32,7 @@ use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
 use crate::wire::h1::{ExchangeId, H1Decoder, H1Event, Headers};
+use crate::wire::inject::Injection;
 
 /// Largest JSON body (request or response) buffered for a rule or for payload capture; a
 /// longer one is skipped and counted, never parsed. 64 KiB.

@@ -16,12 +16,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::capture::CaptureConn;
 use crate::metrics::{InterceptMetrics, Protocol};
-use crate::relay::rewrite::Injection;
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
 use crate::trace::call::{CallSink, Clock, ConnMeta};
 use crate::wire::Direction;
 use crate::wire::h2::frame::PREFACE;
+use crate::wire::inject::Injection;
 use crate::wire::sniff::{self, Protocol as Sniffed};
 use session::{Session, SessionCtx};
 

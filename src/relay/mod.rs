@@ -50,6 +50,8 @@ pub struct Intercepted {
     pub limit: Arc<limit::ConnectionLimit>,
     /// The process-wide decode memory budget the tap queues count against.
     pub decode_budget: Arc<budget::DecodeBudget>,
+    /// Names each request propagation adds a `traceparent` to (used when `propagate_context`).
+    pub mint: rewrite::MintFn,
 }
 
 /// Accept connections on `listener` until `stop` is cancelled; each connection runs in
@@ -162,7 +164,7 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
     let mut relay = copy::Relay::new(&mut client, &mut upstream, &mut tap, shared.buffer_size);
     if shared.config.propagate_context && shared.config.decode {
         // The one mode that changes bytes: a traceparent added to requests (README, Propagation).
-        relay = relay.with_rewriter(rewrite::Rewriter::new());
+        relay = relay.with_rewriter(rewrite::Rewriter::new(shared.mint));
     }
     let result = tokio::select! {
         r = &mut relay => Some(r),
