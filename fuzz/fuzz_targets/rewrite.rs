@@ -112,12 +112,10 @@ fn undo_h2(output: &[u8], values: &[String]) -> Vec<u8> {
             if let (Some(start), Some(cut)) = (start, cut)
                 && &payload[start..cut] == &field[..]
             {
-                let shrunk = FrameHeader {
-                    len: hdr.len - field.len() as u32,
-                    ..hdr
-                };
+                let len = hdr.len - field.len() as u32;
                 last_block_frame = Some(out.len());
-                out.extend_from_slice(&shrunk.encode());
+                out.extend_from_slice(&len.to_be_bytes()[1..]);
+                out.extend_from_slice(&h[3..]);
                 out.extend_from_slice(&payload[..start]);
                 out.extend_from_slice(&payload[cut..]);
                 next.next();

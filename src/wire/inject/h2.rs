@@ -325,6 +325,8 @@ impl H2Rewriter {
             }
         }
         let (last, payload) = frame_at(&block.raw, block.last).ok_or("protocol_error")?;
+        let mut original = [0u8; FRAME_HEADER_LEN];
+        original.copy_from_slice(&block.raw[block.last..block.last + FRAME_HEADER_LEN]);
         let mut out = Vec::with_capacity(block.raw.len() + field.len() + FRAME_HEADER_LEN);
         out.extend_from_slice(&block.raw[..block.last]);
         let grown = last.len as usize + field.len();
@@ -336,20 +338,18 @@ impl H2Rewriter {
                 0
             };
             let cut = payload.len() - pad;
-            let hdr = FrameHeader {
-                len: grown as u32,
-                ..last
-            };
-            out.extend_from_slice(&hdr.encode());
+            // The frame's own header bytes with the length changed: encoding the parsed
+            // header would clear a reserved bit the client set, a change beyond the field.
+            let mut hdr = original;
+            hdr[..3].copy_from_slice(&(grown as u32).to_be_bytes()[1..]);
+            out.extend_from_slice(&hdr);
             out.extend_from_slice(&payload[..cut]);
             out.extend_from_slice(&field);
             out.extend_from_slice(&payload[cut..]);
         } else {
-            let hdr = FrameHeader {
-                flags: last.flags & !flags::END_HEADERS,
-                ..last
-            };
-            out.extend_from_slice(&hdr.encode());
+            let mut hdr = original;
+            hdr[4] &= !flags::END_HEADERS;
+            out.extend_from_slice(&hdr);
             out.extend_from_slice(payload);
             let cont = FrameHeader {
                 len: field.len() as u32,

@@ -584,3 +584,21 @@ fn literal_field_encodes_any_value_length() {
         assert_eq!(decoded.headers.len(), 1);
     }
 }
+
+#[test]
+fn h2_rewritten_frame_keeps_its_header_bytes_but_the_length() {
+    // Found by the `rewrite` fuzz target: a stream id's reserved bit set by the client was
+    // cleared on the frame that got the field (its header re-encoded from the parsed one).
+    let mut data = t::client_start();
+    let at = data.len();
+    data.extend(t::headers(1, flags::END_STREAM, &request_block("/a.A/M", &[])));
+    data[at + 5] |= 0x80;
+    let (out, inj, gave_up) = client(&data);
+    assert_eq!(gave_up, None);
+    assert_eq!(inj.len(), 1);
+    assert_eq!(
+        out[at + 3..at + 9],
+        data[at + 3..at + 9],
+        "type, flags, R bit and stream id kept"
+    );
+}
