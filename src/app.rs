@@ -338,6 +338,7 @@ impl Relays {
                 connect_timeout: config.relay.connect_timeout(),
                 taps,
                 limit: ConnectionLimit::new(ic.max_connections, Arc::clone(metrics)),
+                mint: crate::trace::context::mint,
             });
             loops.push(tokio::spawn(relay::serve(
                 shared,

@@ -114,6 +114,7 @@ async fn first_byte_is_relayed_before_the_peer_lookup_completes() {
         connect_timeout: Duration::from_secs(5),
         taps,
         limit: ConnectionLimit::new(None, Arc::clone(&metrics)),
+        mint: crate::trace::context::mint,
     });
     let listener = Listener::bind(&ic.listen).await.unwrap();
     let (stop, cut, tracker) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());

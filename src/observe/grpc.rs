@@ -12,7 +12,6 @@ use opentelemetry_semantic_conventions::attribute::{
 };
 
 use super::session::{Injected, Session, SessionCtx};
-use crate::relay::rewrite::Injection;
 use crate::schema::containerd::STREAMING_STREAM;
 use crate::schema::names::{self, GRPC_MESSAGE};
 use crate::schema::{self, MethodInfo, Schema, Side, grpc_status};
@@ -22,6 +21,7 @@ use crate::trace::red::RPC_METHOD_OTHER;
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
 use crate::wire::grpc::{GrpcDecoder, GrpcEvent, Headers, Limits, Message, SkipReason, StreamEnd, StreamId};
+use crate::wire::inject::Injection;
 
 /// Largest rendered payload attached to a span when payload capture is on.
 pub const CAPTURE_CAP: usize = 16 * 1024;

@@ -21,7 +21,6 @@ use opentelemetry_semantic_conventions::attribute::CONTAINER_ID;
 
 use super::docker_ids::DockerIds;
 use super::session::{Injected, Session, SessionCtx};
-use crate::relay::rewrite::Injection;
 use crate::schema::docker_extract::{self, Head, IdChange, Outcome, Request};
 use crate::schema::docker_rules::{OnSuccess, ResponseBody, RouteRule};
 use crate::schema::{names, redact};
@@ -30,6 +29,7 @@ use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
 use crate::trace::span::{SpanEventRecord, SpanId, TraceId, new_span_id};
 use crate::wire::Direction;
 use crate::wire::h1::{ExchangeId, H1Decoder, H1Event, Headers};
+use crate::wire::inject::Injection;
 
 /// Largest JSON body (request or response) buffered for a rule or for payload capture; a
 /// longer one is skipped and counted, never parsed. 64 KiB.

@@ -16,11 +16,11 @@ use bytes::Bytes;
 
 use crate::capture::CaptureConn;
 use crate::metrics::InterceptMetrics;
-use crate::relay::rewrite::Injection;
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
 use crate::trace::call::{CallSink, Clock, ConnMeta};
 use crate::wire::Direction;
+use crate::wire::inject::Injection;
 use crate::wire::sniff::{Protocol, Sniffer};
 use session::{Session, SessionCtx};
 

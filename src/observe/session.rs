@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::relay::rewrite::Injection;
 use crate::trace::call::{CallSink, Clock, ConnMeta, RemoteParent};
 use crate::trace::span::{SpanId, TraceId};
 use crate::wire::Direction;
+use crate::wire::inject::Injection;
 
 /// What every session of a connection is given.
 #[derive(Clone)]

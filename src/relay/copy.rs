@@ -15,9 +15,10 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::rewrite::{Injection, MAX_HOLD_TIME, Rewriter};
+use super::rewrite::{MAX_HOLD_TIME, Rewriter};
 use super::tap::Tap;
 use crate::wire::Direction;
+use crate::wire::inject::Injection;
 
 /// Bytes moved each way, indexed by `Direction::index()`.
 pub type ByteCounts = [u64; 2];

@@ -44,6 +44,8 @@ pub struct Intercepted {
     pub taps: Arc<dyn TapHook>,
     /// `max_connections`: open connections against the optional limit.
     pub limit: Arc<limit::ConnectionLimit>,
+    /// Names each request propagation adds a `traceparent` to (used when `propagate_context`).
+    pub mint: rewrite::MintFn,
 }
 
 /// What the relay knows of a new connection when it asks for its tap: only what costs no
@@ -174,7 +176,7 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
     let mut relay = copy::Relay::new(&mut client, &mut upstream, &mut tap, shared.buffer_size);
     if shared.config.propagate_context && shared.config.decode {
         // The one mode that changes bytes: a traceparent added to requests (README, Propagation).
-        relay = relay.with_rewriter(rewrite::Rewriter::new());
+        relay = relay.with_rewriter(rewrite::Rewriter::new(shared.mint));
     }
     let result = tokio::select! {
         r = &mut relay => Some(r),

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use super::budget::DecodeBudget;
 use crate::metrics::InterceptMetrics;
-use crate::relay::rewrite::{GiveUpReason, Injection};
 use crate::wire::Direction;
+use crate::wire::inject::{GiveUpReason, Injection};
 
 /// What the observer of a connection receives, in relay order.
 #[derive(Debug)]

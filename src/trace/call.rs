@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 /// The connection facts every call carries, under the name the call model has always used.
 pub use crate::conn::ConnMeta;
 use crate::trace::attr::Attr;
+use crate::trace::context;
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId};
 
 /// A W3C trace context a call carried in (`traceparent`, `tracestate`).
@@ -20,38 +21,17 @@ pub struct RemoteParent {
 }
 
 impl RemoteParent {
-    /// Parse a `traceparent` header value (version 00 layout; later versions by their prefix).
+    /// From a `traceparent` header value (`trace::context` reads it) and a `tracestate`.
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<RemoteParent> {
-        let mut parts = traceparent.trim().split('-');
-        let version = parts.next()?;
-        let trace = parts.next()?;
-        let span = parts.next()?;
-        let flags = parts.next()?;
-        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
-            return None;
-        }
-        let trace_id: TraceId = hex_array(trace)?;
-        let span_id: SpanId = hex_array(span)?;
-        if trace_id == [0; 16] || span_id == [0; 8] {
-            return None;
-        }
-        let flags = u8::from_str_radix(flags, 16).ok()?;
+        let tp = context::parse(traceparent)?;
         let trace_state = tracestate.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         Some(RemoteParent {
-            trace_id,
-            span_id,
-            sampled: flags & 1 == 1,
+            trace_id: tp.trace_id,
+            span_id: tp.span_id,
+            sampled: tp.sampled,
             trace_state,
         })
     }
-}
-
-fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// How a call's stream behaves, which decides whether it may parent other calls by time alone.

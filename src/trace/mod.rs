@@ -2,6 +2,7 @@
 
 pub mod attr;
 pub mod call;
+pub mod context;
 pub mod correlate;
 pub mod export;
 pub mod red;

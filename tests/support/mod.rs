@@ -6,6 +6,7 @@ pub mod cri;
 pub mod http1;
 pub mod otlp;
 pub mod proc;
+pub mod recorded;
 pub mod replay;
 pub mod stack;
 

@@ -163,6 +163,7 @@ fn main() {
         corpus.put("grpc", &format!("{name}-shed"), &with_selector(2, &head));
         corpus.put("grpc_session", &format!("{name}-capture"), &with_selector(1, &head));
         corpus.put("relay", &format!("{name}"), &with_selector(0x0e, &encode(cap, 2048)));
+        corpus.put("rewrite", &format!("{name}"), &encode(cap, 16384));
 
         // HPACK: each direction's header blocks, in order, while they fit a record.
         for (dir, client) in [(Direction::ClientToServer, true), (Direction::ServerToClient, false)] {
@@ -228,6 +229,7 @@ fn main() {
         corpus.put("http_session", &format!("{name}"), &with_selector(0, &full));
         corpus.put("http_session", &format!("{name}-capture"), &with_selector(1, &full));
         corpus.put("relay", &format!("{name}"), &with_selector(0x0e, &encode(cap, 2048)));
+        corpus.put("rewrite", &format!("{name}"), &encode(cap, 16384));
         let mut dec = H1Decoder::default();
         let mut events = Vec::new();
         for (dir, seg) in cap {

@@ -9,7 +9,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Emit, GiveUpReason, Injection, MAX_HELD, TRACEPARENT};
+use super::{Emit, GiveUpReason, Injection, MAX_HELD, Mint, TRACEPARENT};
 use crate::wire::grpc::{DEFAULT_MAX_HEADER_LIST, DEFAULT_MAX_HPACK_TABLE};
 use crate::wire::h2::frame::{
     self, DEFAULT_HEADER_TABLE_SIZE, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, FrameHeader, FrameType,
@@ -22,15 +22,32 @@ use crate::wire::h2::hpack::{ENTRY_OVERHEAD, HpackDecoder};
 const MAX_SETTINGS_PAYLOAD: usize = 6 * 64;
 
 /// The HPACK representation of `traceparent: value`: literal without indexing, new name,
-/// raw strings (both shorter than 127 bytes, so one length byte each).
+/// raw strings (a W3C value is 55 bytes, one length byte; the hook's value is opaque here,
+/// so a longer one gets its multi-byte length).
 pub fn literal_field(value: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(3 + TRACEPARENT.len() + value.len());
+    let mut out = Vec::with_capacity(4 + TRACEPARENT.len() + value.len());
     out.push(0x00);
-    out.push(TRACEPARENT.len() as u8);
-    out.extend_from_slice(TRACEPARENT.as_bytes());
-    out.push(value.len() as u8);
-    out.extend_from_slice(value.as_bytes());
+    raw_string(TRACEPARENT.as_bytes(), &mut out);
+    raw_string(value.as_bytes(), &mut out);
     out
+}
+
+/// An HPACK string literal without Huffman: H = 0, the length as a 7-bit-prefix integer
+/// (RFC 7541 §5.1), the bytes.
+fn raw_string(s: &[u8], out: &mut Vec<u8>) {
+    let mut len = s.len();
+    if len < 0x7f {
+        out.push(len as u8);
+    } else {
+        out.push(0x7f);
+        len -= 0x7f;
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+    }
+    out.extend_from_slice(s);
 }
 
 /// Where the client side stands.
@@ -104,7 +121,14 @@ impl Default for H2Rewriter {
 
 impl H2Rewriter {
     /// Rewrite `input[pos..]` into `emit`.
-    pub(crate) fn feed(&mut self, input: &Bytes, mut pos: usize, emit: &mut Emit<'_>, injected: &mut Vec<Injection>) {
+    pub(crate) fn feed(
+        &mut self,
+        input: &Bytes,
+        mut pos: usize,
+        emit: &mut Emit<'_>,
+        mint: &mut Mint<'_>,
+        injected: &mut Vec<Injection>,
+    ) {
         // Header bytes carried over from an earlier chunk (held, not yet sent).
         let mut carried = self.have;
         while pos < input.len() {
@@ -136,7 +160,7 @@ impl H2Rewriter {
                     let start = pos - (FRAME_HEADER_LEN - carried);
                     let from_input = carried == 0;
                     carried = 0;
-                    self.frame_header(start, from_input, emit, injected);
+                    self.frame_header(start, from_input, emit, mint, injected);
                 }
                 Client::Skip(left) => {
                     let n = left.min(avail);
@@ -156,7 +180,7 @@ impl H2Rewriter {
                     pos += n;
                     if n == left {
                         self.client = Client::Header;
-                        self.frame_held(emit, injected);
+                        self.frame_held(emit, mint, injected);
                     } else {
                         self.client = Client::Hold(left - n);
                     }
@@ -167,7 +191,14 @@ impl H2Rewriter {
 
     /// A complete client frame header (its bytes at `start..start+9` of the input when
     /// `from_input`, else only in `self.hdr`).
-    fn frame_header(&mut self, start: usize, from_input: bool, emit: &mut Emit<'_>, injected: &mut Vec<Injection>) {
+    fn frame_header(
+        &mut self,
+        start: usize,
+        from_input: bool,
+        emit: &mut Emit<'_>,
+        mint: &mut Mint<'_>,
+        injected: &mut Vec<Injection>,
+    ) {
         let hdr = FrameHeader::parse(&self.hdr);
         let len = hdr.len as usize;
         // Giving up here: what was held, then this frame's header, go out unchanged.
@@ -194,7 +225,7 @@ impl H2Rewriter {
             block.last = block.raw.len();
             block.complete = hdr.has(flags::END_HEADERS);
             block.raw.extend_from_slice(&self.hdr);
-            return self.hold(len, emit, injected);
+            return self.hold(len, emit, mint, injected);
         }
         match hdr.kind {
             FrameType::Headers => {
@@ -217,7 +248,7 @@ impl H2Rewriter {
                     last: 0,
                     complete: hdr.has(flags::END_HEADERS),
                 });
-                self.hold(len, emit, injected);
+                self.hold(len, emit, mint, injected);
             }
             FrameType::Continuation | FrameType::PushPromise => fail(self, "protocol_error", emit),
             _ => {
@@ -231,22 +262,22 @@ impl H2Rewriter {
         }
     }
 
-    fn hold(&mut self, len: usize, emit: &mut Emit<'_>, injected: &mut Vec<Injection>) {
+    fn hold(&mut self, len: usize, emit: &mut Emit<'_>, mint: &mut Mint<'_>, injected: &mut Vec<Injection>) {
         if len == 0 {
             self.client = Client::Header;
-            self.frame_held(emit, injected);
+            self.frame_held(emit, mint, injected);
         } else {
             self.client = Client::Hold(len);
         }
     }
 
     /// A held frame is complete: when it ends the block, the block goes out.
-    fn frame_held(&mut self, emit: &mut Emit<'_>, injected: &mut Vec<Injection>) {
+    fn frame_held(&mut self, emit: &mut Emit<'_>, mint: &mut Mint<'_>, injected: &mut Vec<Injection>) {
         if !self.block.as_ref().is_some_and(|b| b.complete) {
             return;
         }
         let Some(block) = self.block.take() else { return };
-        match self.rewrite(&block) {
+        match self.rewrite(&block, mint) {
             Ok(Some((out, injection))) => {
                 emit.owned(Bytes::from(out));
                 injected.push(injection);
@@ -260,7 +291,7 @@ impl H2Rewriter {
     }
 
     /// Decode a complete block; the rewritten frames when a `traceparent` is to be added.
-    fn rewrite(&mut self, block: &Block) -> Result<Option<(Vec<u8>, Injection)>, GiveUpReason> {
+    fn rewrite(&mut self, block: &Block, mint: &mut Mint<'_>) -> Result<Option<(Vec<u8>, Injection)>, GiveUpReason> {
         let mut fragment = Vec::with_capacity(block.raw.len());
         let mut at = 0;
         while at < block.raw.len() {
@@ -279,8 +310,8 @@ impl H2Rewriter {
         if !block.request || decoded.truncated || decoded.headers.get(TRACEPARENT).is_some() {
             return Ok(None);
         }
-        let injection = Injection::new();
-        let field = literal_field(&injection.traceparent());
+        let (injection, value) = mint();
+        let field = literal_field(&value);
         if let Some(max) = self.max_list {
             let list: usize = decoded
                 .headers
@@ -294,6 +325,8 @@ impl H2Rewriter {
             }
         }
         let (last, payload) = frame_at(&block.raw, block.last).ok_or("protocol_error")?;
+        let mut original = [0u8; FRAME_HEADER_LEN];
+        original.copy_from_slice(&block.raw[block.last..block.last + FRAME_HEADER_LEN]);
         let mut out = Vec::with_capacity(block.raw.len() + field.len() + FRAME_HEADER_LEN);
         out.extend_from_slice(&block.raw[..block.last]);
         let grown = last.len as usize + field.len();
@@ -305,20 +338,18 @@ impl H2Rewriter {
                 0
             };
             let cut = payload.len() - pad;
-            let hdr = FrameHeader {
-                len: grown as u32,
-                ..last
-            };
-            out.extend_from_slice(&hdr.encode());
+            // The frame's own header bytes with the length changed: encoding the parsed
+            // header would clear a reserved bit the client set, a change beyond the field.
+            let mut hdr = original;
+            hdr[..3].copy_from_slice(&(grown as u32).to_be_bytes()[1..]);
+            out.extend_from_slice(&hdr);
             out.extend_from_slice(&payload[..cut]);
             out.extend_from_slice(&field);
             out.extend_from_slice(&payload[cut..]);
         } else {
-            let hdr = FrameHeader {
-                flags: last.flags & !flags::END_HEADERS,
-                ..last
-            };
-            out.extend_from_slice(&hdr.encode());
+            let mut hdr = original;
+            hdr[4] &= !flags::END_HEADERS;
+            out.extend_from_slice(&hdr);
             out.extend_from_slice(payload);
             let cont = FrameHeader {
                 len: field.len() as u32,

@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Emit, GiveUpReason, Injection, MAX_HELD, TRACEPARENT};
+use super::{Emit, GiveUpReason, Injection, MAX_HELD, Mint, TRACEPARENT};
 use crate::wire::h1::body::{BodyDecoder, BodyLimits, Step};
 use crate::wire::h1::head::{self, EndScan, Framing, FramingFields};
 use crate::wire::h1::{DEFAULT_MAX_CHUNK_LINE, DEFAULT_MAX_HEADERS};
@@ -54,7 +54,14 @@ impl H1Rewriter {
     }
 
     /// Rewrite `input[pos..]` into `emit`.
-    pub(crate) fn feed(&mut self, input: &Bytes, mut pos: usize, emit: &mut Emit<'_>, injected: &mut Vec<Injection>) {
+    pub(crate) fn feed(
+        &mut self,
+        input: &Bytes,
+        mut pos: usize,
+        emit: &mut Emit<'_>,
+        mint: &mut Mint<'_>,
+        injected: &mut Vec<Injection>,
+    ) {
         while pos < input.len() {
             match &mut self.state {
                 State::Pass => {
@@ -79,7 +86,7 @@ impl H1Rewriter {
                             self.head.extend_from_slice(&rest[..n]);
                             pos += n;
                             let block = self.head.split().freeze();
-                            self.head_done(block, emit, injected);
+                            self.head_done(block, emit, mint, injected);
                         }
                         None if window.len() < rest.len() => {
                             self.give_up("head_too_large", emit);
@@ -120,7 +127,7 @@ impl H1Rewriter {
     }
 
     /// A complete request head: forward it, with a `traceparent` line when it has none.
-    fn head_done(&mut self, block: Bytes, emit: &mut Emit<'_>, injected: &mut Vec<Injection>) {
+    fn head_done(&mut self, block: Bytes, emit: &mut Emit<'_>, mint: &mut Mint<'_>, injected: &mut Vec<Injection>) {
         let Ok(req) = head::parse_request(&block, DEFAULT_MAX_HEADERS) else {
             emit.owned(block);
             self.give_up("bad_request_head", emit);
@@ -142,8 +149,8 @@ impl H1Rewriter {
         if req.headers.get(TRACEPARENT).is_some() {
             emit.owned(block);
         } else {
-            let injection = Injection::new();
-            let line = format!("{TRACEPARENT}: {}\r\n", injection.traceparent());
+            let (injection, value) = mint();
+            let line = format!("{TRACEPARENT}: {value}\r\n");
             // The request line ends at the first LF (a complete head has one).
             let cut = block.iter().position(|&b| b == b'\n').map_or(block.len(), |i| i + 1);
             emit.owned(block.slice(..cut));
