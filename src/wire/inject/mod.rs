@@ -70,6 +70,10 @@ pub struct Rewriter {
     proto: Proto,
     gave_up: Option<GiveUpReason>,
     reported: bool,
+    /// Client bytes a give-up seen on the server side released (a partial header block held
+    /// when the server's SETTINGS could not be followed): `server_bytes` has no output, so
+    /// they go out first with the next client bytes, or at `release`. Never dropped.
+    spill: Bytes,
 }
 
 impl Default for Rewriter {
@@ -84,6 +88,7 @@ impl Rewriter {
             proto: Proto::Sniffing(Sniffer::default(), Some(Vec::new())),
             gave_up: None,
             reported: false,
+            spill: Bytes::new(),
         }
     }
 
@@ -91,6 +96,11 @@ impl Rewriter {
     /// when nothing changed and nothing is held, so the common case copies nothing), and
     /// appends one [`Injection`] (from `mint`) per `traceparent` added, in order.
     pub fn client_bytes(&mut self, chunk: Bytes, mint: &mut Mint<'_>, injected: &mut Vec<Injection>) -> Bytes {
+        if !self.spill.is_empty() {
+            let mut joined = BytesMut::from(&std::mem::take(&mut self.spill)[..]);
+            joined.extend_from_slice(&chunk);
+            return joined.freeze();
+        }
         let mut emit = Emit::new(&chunk);
         match &mut self.proto {
             Proto::Pass => return chunk,
@@ -155,23 +165,31 @@ impl Rewriter {
 
     /// Bytes held back now (part of a request head or header block).
     pub fn held(&self) -> usize {
-        match &self.proto {
-            Proto::Sniffing(sniffer, _) => sniffer.held().len(),
-            Proto::Http1(r) => r.held(),
-            Proto::Http2(r) => r.held(),
-            Proto::Pass => 0,
-        }
+        self.spill.len()
+            + match &self.proto {
+                Proto::Sniffing(sniffer, _) => sniffer.held().len(),
+                Proto::Http1(r) => r.held(),
+                Proto::Http2(r) => r.held(),
+                Proto::Pass => 0,
+            }
     }
 
     /// Stop rewriting: returns every held byte, unchanged, to forward now; everything after
     /// passes as it comes. `reason` is `None` at the client's EOF (nothing went wrong), else
     /// why (held too long).
     pub fn release(&mut self, reason: Option<GiveUpReason>) -> Bytes {
-        let held = match std::mem::replace(&mut self.proto, Proto::Pass) {
+        let rest = match std::mem::replace(&mut self.proto, Proto::Pass) {
             Proto::Sniffing(sniffer, _) => Bytes::copy_from_slice(sniffer.held()),
             Proto::Http1(mut r) => r.release(),
             Proto::Http2(mut r) => r.release(),
             Proto::Pass => Bytes::new(),
+        };
+        let held = if self.spill.is_empty() {
+            rest
+        } else {
+            let mut joined = BytesMut::from(&std::mem::take(&mut self.spill)[..]);
+            joined.extend_from_slice(&rest);
+            joined.freeze()
         };
         if let Some(reason) = reason
             && self.gave_up.is_none()
@@ -200,7 +218,17 @@ impl Rewriter {
         };
         if let Some(reason) = reason {
             self.gave_up.get_or_insert(reason);
-            self.proto = Proto::Pass;
+            // A client-side give-up has emitted what it held; a server-side one has not.
+            let held = match std::mem::replace(&mut self.proto, Proto::Pass) {
+                Proto::Http1(mut r) => r.release(),
+                Proto::Http2(mut r) => r.release(),
+                _ => Bytes::new(),
+            };
+            if !held.is_empty() {
+                let mut joined = BytesMut::from(&std::mem::take(&mut self.spill)[..]);
+                joined.extend_from_slice(&held);
+                self.spill = joined.freeze();
+            }
         }
     }
 }
