@@ -59,8 +59,11 @@ pub fn sniff(first_c2s_bytes: &[u8]) -> Option<Protocol> {
     }
     let token = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
     match b.get(token) {
-        Some(b' ') if token > 0 => Some(Protocol::Http1),
-        None if token < MAX_METHOD_LEN => None,
+        // A method longer than MAX_METHOD_LEN is no method, followed by a space or not: else
+        // 17 letters would be opaque and 17 letters and a space HTTP/1, the verdict depending
+        // on where the first read ended (found by the rewrite fuzz target).
+        Some(b' ') if (1..=MAX_METHOD_LEN).contains(&token) => Some(Protocol::Http1),
+        None if token <= MAX_METHOD_LEN => None,
         _ => Some(Protocol::Opaque),
     }
 }
@@ -109,6 +112,11 @@ mod tests {
         assert_eq!(sniff(b"\x16\x03\x01"), Some(Protocol::Opaque));
         assert_eq!(sniff(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"), Some(Protocol::Opaque));
         assert_eq!(sniff(b"PRX"), None);
+        // The longest method, and one letter more, whether or not the space has come yet.
+        assert_eq!(sniff(b"ABCDEFGHIJKLMNOP"), None);
+        assert_eq!(sniff(b"ABCDEFGHIJKLMNOP "), Some(Protocol::Http1));
+        assert_eq!(sniff(b"ABCDEFGHIJKLMNOPQ"), Some(Protocol::Opaque));
+        assert_eq!(sniff(b"ABCDEFGHIJKLMNOPQ "), Some(Protocol::Opaque));
     }
 
     /// With [`SNIFF_LEN`] bytes the verdict is always in, so a sniffer that asks for more has

@@ -609,7 +609,15 @@ fn h2_rewritten_frame_keeps_its_header_bytes_but_the_length() {
 fn a_server_side_give_up_forwards_the_held_client_bytes() {
     for then_client in [true, false] {
         let mut r = Rewriter::new();
-        let mut mint = || (Injection { trace_id: [1; 16], span_id: [2; 8] }, "00-x-y-01".to_string());
+        let mut mint = || {
+            (
+                Injection {
+                    trace_id: [1; 16],
+                    span_id: [2; 8],
+                },
+                "00-x-y-01".to_string(),
+            )
+        };
         let mut injected = Vec::new();
         let mut input = Vec::new();
         input.extend_from_slice(crate::wire::h2::frame::PREFACE);
@@ -617,7 +625,9 @@ fn a_server_side_give_up_forwards_the_held_client_bytes() {
         // A HEADERS frame of 40 bytes, END_HEADERS, stream 1: only 9 + 10 bytes of it yet.
         input.extend_from_slice(&[0, 0, 40, 1, 4, 0, 0, 0, 1]);
         input.extend_from_slice(&[0x82; 10]);
-        let mut output = r.client_bytes(Bytes::from(input.clone()), &mut mint, &mut injected).to_vec();
+        let mut output = r
+            .client_bytes(Bytes::from(input.clone()), &mut mint, &mut injected)
+            .to_vec();
         assert_eq!(r.held(), 19, "the partial block is held");
         // SETTINGS with a payload that is no multiple of 6: not followed, rewriting stops.
         r.server_bytes(&[0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]);
@@ -629,7 +639,10 @@ fn a_server_side_give_up_forwards_the_held_client_bytes() {
             output.extend_from_slice(&r.client_bytes(Bytes::copy_from_slice(&rest), &mut mint, &mut injected));
         }
         output.extend_from_slice(&r.release(None));
-        assert_eq!(output, input, "every client byte forwarded, in order (then_client {then_client})");
+        assert_eq!(
+            output, input,
+            "every client byte forwarded, in order (then_client {then_client})"
+        );
         assert!(injected.is_empty());
     }
 }
