@@ -19,7 +19,8 @@ use crate::wire::inject::{GiveUpReason, Injection};
 /// What the observer of a connection receives, in relay order.
 #[derive(Debug)]
 pub enum TapEvent {
-    /// A chunk as the relay read it (already written onward), and when it was read.
+    /// A chunk as the relay read it, offered before it is written onward (so the two directions
+    /// reach the observer in causal order: `copy.rs` says why), and when it was read.
     Data { dir: Direction, at: Instant, bytes: Bytes },
     /// Propagation added a `traceparent` with these ids to a request in the next client
     /// chunk: the call carrying it is runtime-tap's span with exactly this identity.
