@@ -97,9 +97,7 @@ impl Rewriter {
     /// appends one [`Injection`] (from `mint`) per `traceparent` added, in order.
     pub fn client_bytes(&mut self, chunk: Bytes, mint: &mut Mint<'_>, injected: &mut Vec<Injection>) -> Bytes {
         if !self.spill.is_empty() {
-            let mut joined = BytesMut::from(&std::mem::take(&mut self.spill)[..]);
-            joined.extend_from_slice(&chunk);
-            return joined.freeze();
+            return self.take_spill_then(&chunk);
         }
         let mut emit = Emit::new(&chunk);
         match &mut self.proto {
@@ -187,9 +185,7 @@ impl Rewriter {
         let held = if self.spill.is_empty() {
             rest
         } else {
-            let mut joined = BytesMut::from(&std::mem::take(&mut self.spill)[..]);
-            joined.extend_from_slice(&rest);
-            joined.freeze()
+            self.take_spill_then(&rest)
         };
         if let Some(reason) = reason
             && self.gave_up.is_none()
@@ -210,6 +206,13 @@ impl Rewriter {
         Some(r)
     }
 
+    /// The spilled bytes followed by `more`, the spill emptied.
+    fn take_spill_then(&mut self, more: &[u8]) -> Bytes {
+        let mut joined = BytesMut::from(&std::mem::take(&mut self.spill)[..]);
+        joined.extend_from_slice(more);
+        joined.freeze()
+    }
+
     fn check_gave_up(&mut self) {
         let reason = match &self.proto {
             Proto::Http1(r) => r.gave_up(),
@@ -225,9 +228,7 @@ impl Rewriter {
                 _ => Bytes::new(),
             };
             if !held.is_empty() {
-                let mut joined = BytesMut::from(&std::mem::take(&mut self.spill)[..]);
-                joined.extend_from_slice(&held);
-                self.spill = joined.freeze();
+                self.spill = self.take_spill_then(&held);
             }
         }
     }
