@@ -67,6 +67,10 @@ struct Opts {
     /// A runtime-tap binary to measure instead of building target/release/runtime-tap.
     #[arg(long)]
     tap_bin: Option<PathBuf>,
+    /// A second runtime-tap binary, run as target tap-export-b beside tap-export (an A/B of
+    /// two builds in one interleaved run). Adds tap-export-b to the targets.
+    #[arg(long)]
+    tap_bin_b: Option<PathBuf>,
     /// Internal: serve the bulk sink and echo sockets (the benchmark starts itself so).
     #[arg(long, num_args = 2, hide = true)]
     serve_bulk: Option<Vec<PathBuf>>,
@@ -198,7 +202,7 @@ fn main() -> anyhow::Result<()> {
     let sizes = if opts.quick { QUICK } else { FULL };
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 }).max(1);
     let workloads = select_workloads(&opts.only)?;
-    let targets = select_targets(&opts.targets)?;
+    let targets = select_targets(&opts.targets, opts.tap_bin_b.is_some())?;
     let (date, time) = report::now_utc();
     let label = opts
         .label
@@ -324,6 +328,7 @@ fn main() -> anyhow::Result<()> {
         let env = targets::Env {
             dir: &dir,
             tap_bin: &tap_bin,
+            tap_bin_b: opts.tap_bin_b.as_deref(),
             otlp_endpoint: &receiver.endpoint,
             service,
             admin: None,
@@ -423,6 +428,7 @@ fn main() -> anyhow::Result<()> {
         let env = targets::Env {
             dir: &dir,
             tap_bin: &tap_bin,
+            tap_bin_b: None,
             otlp_endpoint: &receiver.endpoint,
             service: "containerd",
             admin: Some(admin),
@@ -525,7 +531,7 @@ fn run_one(
     blob: Option<&(String, u64)>,
     round: usize,
 ) -> Run {
-    let rx = (relay.target == Target::TapExport).then(|| receiver.clone());
+    let rx = relay.target.exports().then(|| receiver.clone());
     let mut meter = Meter::new(relay.pid(), rx);
     let sock = relay.socket.clone();
     let result = match w {
@@ -654,11 +660,17 @@ fn select_workloads(only: &[String]) -> anyhow::Result<Vec<Workload>> {
     Ok(WORKLOADS.iter().copied().filter(|w| out.contains(w)).collect())
 }
 
-fn select_targets(names: &[String]) -> anyhow::Result<Vec<Target>> {
-    if names.is_empty() {
-        return Ok(targets::ALL.to_vec());
-    }
+/// The targets named (all when none), direct always; tap-export-b exactly when there is a B
+/// build to run.
+fn select_targets(names: &[String], ab: bool) -> anyhow::Result<Vec<Target>> {
     let mut out = vec![Target::Direct];
+    if names.is_empty() {
+        out = targets::ALL.to_vec();
+    }
+    out.retain(|t| *t != Target::TapExportB);
+    if ab {
+        out.push(Target::TapExportB);
+    }
     for n in names {
         let t = Target::parse(n.trim()).with_context(|| {
             format!(
@@ -669,6 +681,9 @@ fn select_targets(names: &[String]) -> anyhow::Result<Vec<Target>> {
         if !out.contains(&t) {
             out.push(t);
         }
+    }
+    if out.contains(&Target::TapExportB) && !ab {
+        bail!("target tap-export-b needs --tap-bin-b PATH");
     }
     Ok(targets::ALL.iter().copied().filter(|t| out.contains(t)).collect())
 }

@@ -22,15 +22,19 @@ pub enum Target {
     TapExport,
     /// runtime-tap, `decode = false`: relay only.
     TapRelay,
+    /// tap-export with the binary given by `--tap-bin-b`: an A/B of two builds in one
+    /// interleaved run, where machine drift cancels out (two runs on a shared machine do not).
+    TapExportB,
 }
 
-pub const ALL: [Target; 6] = [
+pub const ALL: [Target; 7] = [
     Target::Direct,
     Target::Socat,
     Target::Haproxy,
     Target::Nginx,
     Target::TapExport,
     Target::TapRelay,
+    Target::TapExportB,
 ];
 
 impl Target {
@@ -42,7 +46,13 @@ impl Target {
             Target::Nginx => "nginx",
             Target::TapExport => "tap-export",
             Target::TapRelay => "tap-relay",
+            Target::TapExportB => "tap-export-b",
         }
+    }
+
+    /// Decoding on and spans exported (the two builds of an A/B are both).
+    pub fn exports(self) -> bool {
+        matches!(self, Target::TapExport | Target::TapExportB)
     }
 
     pub fn parse(s: &str) -> Option<Target> {
@@ -137,6 +147,8 @@ pub struct Env<'a> {
     /// Per-workload scratch directory (sockets, configs, logs).
     pub dir: &'a Path,
     pub tap_bin: &'a Path,
+    /// The B build of an A/B (`--tap-bin-b`), run as target tap-export-b.
+    pub tap_bin_b: Option<&'a Path>,
     /// The benchmark's OTLP/gRPC receiver, `http://127.0.0.1:PORT`.
     pub otlp_endpoint: &'a str,
     /// runtime-tap's intercept name (`service.name`): containerd, dockerd, bulk.
@@ -213,9 +225,9 @@ impl Relay {
                     .arg(prefix.join("error.log"));
                 c
             }
-            Target::TapExport | Target::TapRelay => {
+            Target::TapExport | Target::TapRelay | Target::TapExportB => {
                 let cfg = env.dir.join(format!("{name}.toml"));
-                let export = if target == Target::TapExport {
+                let export = if target.exports() {
                     // Every call exported (no poll thinning): the worst case for export cost, and
                     // the spans column then accounts for every call.
                     format!(
@@ -233,10 +245,14 @@ impl Relay {
                     format!(
                         "[[intercept]]\nname = \"{}\"\nlisten = \"unix://{sock}\"\nupstream = \"unix://{up}\"\ndecode = {}\n\n[admin]\nlisten = \"{admin}\"\n\n[relay]\ngrace_period_secs = 1\n\n{export}",
                         env.service,
-                        target == Target::TapExport
+                        target.exports()
                     ),
                 )?;
-                let mut c = Command::new(env.tap_bin);
+                let bin = match target {
+                    Target::TapExportB => env.tap_bin_b.context("tap-export-b needs --tap-bin-b")?,
+                    _ => env.tap_bin,
+                };
+                let mut c = Command::new(bin);
                 c.arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn");
                 // The OTLP endpoint comes from the config only.
                 for (k, _) in std::env::vars() {

@@ -4,7 +4,9 @@
 //! the handler as it arrives (never buffered here); only control frames and header blocks are
 //! buffered, each bounded. On anything it cannot follow it gives up once, for good.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::mem;
 
 use bytes::Bytes;
@@ -218,7 +220,9 @@ pub struct H2Conn<S> {
     hpack: [HpackDecoder; 2],
     /// `adv[d]`: what the sender on direction `d` advertised.
     adv: [Advertised; 2],
-    streams: HashMap<StreamId, Slot<S>>,
+    /// Fx-hashed: looked up on every frame, and SipHash's flood resistance buys nothing for
+    /// ids bounded by the stream limit (`observe::grpc::GrpcSession::calls` has the figure).
+    streams: FxHashMap<StreamId, Slot<S>>,
     max_client_stream: StreamId,
     gave_up: Option<GiveUp>,
 }
@@ -252,7 +256,7 @@ impl<S: Default> H2Conn<S> {
                 HpackDecoder::new(limits.max_hpack_table),
             ],
             adv: [Advertised::new(), Advertised::new()],
-            streams: HashMap::new(),
+            streams: FxHashMap::default(),
             max_client_stream: 0,
             gave_up: None,
         }
@@ -505,7 +509,7 @@ impl<S: Default> H2Conn<S> {
             return;
         }
         self.gave_up = Some(reason);
-        self.streams = HashMap::new();
+        self.streams = FxHashMap::default();
         for d in &mut self.dirs {
             d.read = READ_HEADER;
             d.block = None;
