@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::capture::CaptureConn;
 use crate::metrics::InterceptMetrics;
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
@@ -31,6 +30,19 @@ pub struct Observer {
     pub schema: Schema,
     /// Docker container names and short ids seen, to resolve references to full ids.
     pub docker_ids: Arc<docker_ids::DockerIds>,
+}
+
+/// A consumer of a connection's tap besides its decoder (the raw capture, the flight
+/// recorder), fed every event in relay order from the observer's task. It must never block:
+/// what it cannot keep it drops and counts.
+pub trait TapFollower: Send {
+    fn event(&mut self, event: &TapEvent);
+    /// Whether it still wants the bytes once nothing decodes the connection (opaque, or
+    /// decoding given up). The raw capture does; the flight recorder, whose dumps are made
+    /// for decoded calls, does not, so an opaque bulk stream costs it nothing.
+    fn wants_undecoded(&self) -> bool {
+        true
+    }
 }
 
 /// The connection's protocol, once known.
@@ -51,17 +63,18 @@ const MAX_SNIFF_HELD: usize = 64;
 impl Observer {
     /// Observe one connection until its tap closes.
     pub async fn run(self: Arc<Self>, conn: Arc<ConnMeta>, rx: TapReceiver, metrics: Arc<InterceptMetrics>) {
-        self.run_captured(conn, rx, metrics, None).await;
+        self.run_captured(conn, rx, metrics, Vec::new()).await;
     }
 
-    /// As `run`, also handing every event to the connection's raw capture, if any (it never
-    /// blocks: what its queue cannot take is dropped and counted).
+    /// As `run`, also handing every event to the connection's followers (raw capture,
+    /// flight recorder) before the decoder sees it, so that a call ending on this event finds
+    /// its bytes recorded.
     pub async fn run_captured(
         self: Arc<Self>,
         conn: Arc<ConnMeta>,
         mut rx: TapReceiver,
         metrics: Arc<InterceptMetrics>,
-        mut capture: Option<CaptureConn>,
+        mut followers: Vec<Box<dyn TapFollower>>,
     ) {
         // Shedding thresholds, as a fraction of the tap queue (events or bytes).
         const HIGH_WATER: f64 = 0.75;
@@ -72,8 +85,8 @@ impl Observer {
         let budget = Arc::clone(rx.budget());
         let mut reserved = 0;
         while let Some(event) = rx.recv().await {
-            if let Some(c) = capture.as_mut() {
-                c.event(&event);
+            for f in &mut followers {
+                f.event(&event);
             }
             // Step 1 of shedding: payloads off past the high-water mark of this connection's
             // queue or of the process-wide budget, back on when both drained.
@@ -109,12 +122,15 @@ impl Observer {
             if !matches!(state, State::Decoding(_)) {
                 budget.release(std::mem::take(&mut reserved));
             }
-            // Nothing left to decode (opaque, or decoding given up) and no capture wanting the
+            // Nothing left to decode (opaque, or decoding given up) and no follower wanting the
             // bytes: stop taking them. Dropping the queue tells the relay, which then stops
             // offering chunks (its byte counts go on), so an opaque bulk stream costs no more
             // than with decoding off.
-            if matches!(state, State::Counting) && capture.is_none() {
-                break;
+            if matches!(state, State::Counting) {
+                followers.retain(|f| f.wants_undecoded());
+                if followers.is_empty() {
+                    break;
+                }
             }
         }
         budget.release(reserved);
@@ -263,7 +279,7 @@ mod tests {
             docker_ids: Arc::default(),
         });
         let conn = test_conn(1, "bulk");
-        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), None));
+        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), Vec::new()));
         let first = Bytes::from_static(b"\x00\x01\x02 not a protocol we know");
         let first_len = first.len() as u64;
         tap.offer(Direction::ClientToServer, first);
@@ -305,7 +321,7 @@ mod tests {
             docker_ids: Arc::default(),
         });
         let conn = test_conn(2, "dockerd");
-        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), None));
+        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), Vec::new()));
         let chunks = [
             (
                 Direction::ClientToServer,
