@@ -152,3 +152,63 @@ pub fn trigger(call: &Call, slow: Duration) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::trace::call::ConnMeta;
+
+    fn call(attributes: Vec<Attr>, took_ms: u64) -> Call {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        Call {
+            span_id: [1; 8],
+            conn: Arc::new(ConnMeta {
+                id: 1,
+                service: Arc::from("dockerd"),
+                transport: "unix",
+                listen: "unix:///tap.sock".into(),
+                upstream: "unix:///up.sock".into(),
+                client: None,
+                server: None,
+                capture_payloads: false,
+            }),
+            name: "x".into(),
+            start,
+            end: start + Duration::from_millis(took_ms),
+            attributes,
+            status: SpanStatus::Unset,
+            incomplete: false,
+            shape: Shape::Unary,
+            remote_parent: None,
+            own_trace: None,
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn errors_and_slow_calls_are_dumped_others_not() {
+        let slow = Duration::from_millis(1000);
+        let rpc = |code: &str| vec![Attr::str(RPC_RESPONSE_STATUS_CODE, code)];
+        let http = |code| vec![Attr::int(HTTP_RESPONSE_STATUS_CODE, code)];
+        assert_eq!(trigger(&call(rpc("OK"), 5), slow), None);
+        assert_eq!(
+            trigger(&call(rpc("NOT_FOUND"), 5), slow).as_deref(),
+            Some("error: rpc NOT_FOUND")
+        );
+        assert_eq!(trigger(&call(http(200), 5), slow), None);
+        assert_eq!(trigger(&call(http(404), 5), slow), None);
+        assert_eq!(trigger(&call(http(500), 5), slow).as_deref(), Some("error: http 500"));
+        let mut pull = call(http(200), 5);
+        pull.status = SpanStatus::Error("manifest unknown".into());
+        assert_eq!(trigger(&pull, slow).as_deref(), Some("error"));
+        assert_eq!(trigger(&call(http(200), 1500), slow).as_deref(), Some("slow: 1500 ms"));
+        let mut stream = call(http(200), 60_000);
+        stream.shape = Shape::LongLived;
+        assert_eq!(trigger(&stream, slow), None);
+        let mut cut = call(rpc("UNKNOWN"), 5);
+        cut.incomplete = true;
+        assert_eq!(trigger(&cut, slow), None);
+    }
+}

@@ -240,6 +240,13 @@ impl Ring {
         }
     }
 
+    /// Whether connection `conn` has recorded anything.
+    pub fn has_bytes(&self, conn: u64) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.pinned_bytes > 0 || !c.chunks.is_empty())
+    }
+
     /// What connection `conn` has recorded, sharing the bytes.
     pub fn snapshot(&self, conn: u64) -> Option<Snapshot> {
         let c = self.conns.get(&conn)?;
@@ -441,9 +448,11 @@ impl FlightRecorder {
             self.inner.counters.skip(why);
             Err(why)
         };
-        let Some(snapshot) = self.inner.ring().snapshot(call.conn).filter(|s| s.bytes() > 0) else {
+        // The rate is checked before the snapshot, which clones the connection's chunk list
+        // under the ring's lock: a burst of failures past the rate costs no more than a count.
+        if !self.inner.ring().has_bytes(call.conn) {
             return skipped(Skip::NoBytes);
-        };
+        }
         let admitted = self
             .inner
             .limit
@@ -453,6 +462,9 @@ impl FlightRecorder {
         if !admitted {
             return skipped(Skip::RateLimited);
         }
+        let Some(snapshot) = self.inner.ring().snapshot(call.conn).filter(|s| s.bytes() > 0) else {
+            return skipped(Skip::NoBytes);
+        };
         // Dumps waiting for their trace id keep chunks the ring may have evicted since: at
         // most the ring's size again.
         let len = snapshot.bytes();

@@ -292,6 +292,43 @@ mod tests {
         assert_eq!(metrics.bytes(Direction::ClientToServer), first_len + 4096);
     }
 
+    /// A follower that counts what it is given and says whether it wants undecoded bytes.
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>, bool);
+
+    impl TapFollower for Counting {
+        fn event(&mut self, _: &TapEvent) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn wants_undecoded(&self) -> bool {
+            self.1
+        }
+    }
+
+    /// An opaque connection keeps being read for a follower that wants its bytes (the raw
+    /// capture) and no longer for one that does not (the flight recorder).
+    #[tokio::test]
+    async fn followers_that_want_no_undecoded_bytes_let_an_opaque_connection_go() {
+        for wants in [false, true] {
+            let metrics = InterceptMetrics::new("bulk");
+            let (mut tap, rx) = Tap::new(64, 1 << 20, Arc::clone(&metrics));
+            let observer = Arc::new(Observer {
+                sink: Arc::new(Ignore),
+                clock: Clock::new(),
+                schema: Schema::builtin(),
+                docker_ids: Arc::default(),
+            });
+            let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let follower: Box<dyn TapFollower> = Box::new(Counting(Arc::clone(&seen), wants));
+            let task = tokio::spawn(observer.run_captured(test_conn(3, "bulk"), rx, metrics, vec![follower]));
+            tap.offer(Direction::ClientToServer, Bytes::from_static(b"\x00\x01 opaque"));
+            let ended = tokio::time::timeout(Duration::from_millis(500), task).await.is_ok();
+            assert_eq!(ended, !wants, "wants_undecoded = {wants}");
+            assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 1);
+            tap.offer(Direction::ClientToServer, Bytes::from_static(b"more"));
+            assert_eq!(tap.is_tapping(), wants);
+        }
+    }
+
     /// A unix connection with no known peers.
     fn test_conn(id: u64, service: &str) -> Arc<ConnMeta> {
         Arc::new(ConnMeta {
