@@ -708,3 +708,95 @@ fn config_takes_flight_recorder_settings_with_defaults_and_limits() {
         "{err}"
     );
 }
+
+/// Feed recorded connections (id, records) to a flight recorder as the observer would; the
+/// connections stay open (their followers are returned) so that they can be dumped.
+fn feed_flight(
+    recorder: &runtime_tap::capture::flight::FlightRecorder,
+    conns: &[(u64, Vec<Rec>)],
+) -> (Vec<runtime_tap::capture::flight::FlightConn>, Instant) {
+    use runtime_tap::observe::TapFollower;
+    let base = Instant::now();
+    let mut open = Vec::new();
+    for (id, recs) in conns {
+        let mut c = recorder.connection(*id);
+        for r in recs {
+            if let Rec::Data(dir, t, bytes) = r {
+                c.event(&TapEvent::Data {
+                    dir: *dir,
+                    at: base + Duration::from_nanos(*t),
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+        open.push(c);
+    }
+    (open, base)
+}
+
+/// A dump of a connection whose middle the ring evicted: its pinned start and its newest
+/// bytes, the gap said in comments and seen by tshark as a lost segment, the requests on both
+/// sides of it still decoded; on a second connection of the same intercept with nothing
+/// evicted, HTTP/2 decodes whole.
+#[test]
+fn flight_recorder_dump_after_eviction_keeps_the_start_and_says_what_is_lost() {
+    use runtime_tap::capture::flight::{DumpCall, FlightConfig, FlightRecorder, MIN_BYTES};
+    let dir = TempDir::new("flight-gap");
+    let recorder = FlightRecorder::start(
+        FlightConfig {
+            name: "dockerd".into(),
+            dir: dir.0.clone(),
+            bytes: MIN_BYTES,
+            files: 4,
+            per_minute: 10,
+        },
+        Clock::new(),
+    )
+    .unwrap();
+    // 300 KB through a 64 KiB ring: most of the POST body goes.
+    let (_open, _) = feed_flight(&recorder, &[(1, load("ctr-version.jsonl")), (2, big_post())]);
+    let now = std::time::SystemTime::now();
+    let dump = |conn, span: u8, name: &str| {
+        recorder
+            .dump(DumpCall {
+                conn,
+                span_id: [span; 8],
+                name: name.into(),
+                reason: "error: test".into(),
+                start: now - Duration::from_secs(60),
+                end: now,
+            })
+            .unwrap()
+    };
+    let http1 = dir.path(&dump(2, 0x22, "GET /after-big"));
+    let grpc = dir.path(&dump(1, 0x11, "containerd.services.version.v1.Version/Version"));
+    assert!(recorder.flush(Duration::from_secs(10)));
+
+    let notes = comments(&http1);
+    eprintln!("{} comments:\n{}", http1.display(), notes.join("\n"));
+    // The pinned starts of both connections share a quarter of the ring (16 KiB).
+    assert!(notes[0].contains("were evicted from the ring"), "{notes:#?}");
+    assert!(
+        notes.iter().any(|c| c.contains("were evicted before this packet")),
+        "{notes:#?}"
+    );
+    assert!(notes.last().unwrap().contains("span_id=2222222222222222"), "{notes:#?}");
+    // The request after the gap decodes; the POST's head is there, pinned, but its body never
+    // completes, so tshark's HTTP reassembly does not report it as a request.
+    assert_eq!(http_requests(&http1), ["GET /v1.41/after-big"]);
+    let head = tshark(&http1, &["-Y", "frame contains \"POST /v1.41/big HTTP/1.1\""]);
+    assert_eq!(head.lines().count(), 1, "{head}");
+    let lost = tshark(&http1, &["-Y", "tcp.analysis.lost_segment"]);
+    assert_eq!(lost.lines().count(), 1, "one gap:\n{lost}");
+
+    assert!(comments(&grpc)[0].contains("span_id=1111111111111111"));
+    assert_eq!(
+        grpc_paths(&grpc),
+        [
+            "/containerd.services.version.v1.Version/Version",
+            "/containerd.services.introspection.v1.Introspection/Server"
+        ]
+    );
+    let bad = problems(&grpc);
+    assert!(bad.trim().is_empty(), "{bad}");
+}
