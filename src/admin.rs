@@ -31,6 +31,8 @@ pub struct Registry {
     pub tracer: Option<Arc<Tracer>>,
     /// The process-wide decode memory budget.
     pub decode_budget: Option<Arc<DecodeBudget>>,
+    /// Raw capture and flight recorder counts, for the intercepts that have them.
+    pub raw: Option<crate::capture::RawMetrics>,
 }
 
 impl Registry {
@@ -46,8 +48,14 @@ impl Registry {
             part(InterceptPart::Observers),
             part(InterceptPart::Listeners),
         );
-        let components: [&dyn FmtMetrics; 5] =
-            [&connections, &self.decode_budget, &observers, &self.tracer, &listeners];
+        let components: [&dyn FmtMetrics; 6] = [
+            &connections,
+            &self.decode_budget,
+            &observers,
+            &self.tracer,
+            &listeners,
+            &self.raw,
+        ];
         let mut out = String::with_capacity(4096);
         for c in components {
             c.fmt_metrics(&mut out);
@@ -328,9 +336,53 @@ mod tests {
             intercepts: intercepts(),
             tracer: Some(tracer()),
             decode_budget: Some(budget),
+            raw: Some(raw()),
         };
         let text = registry.render();
         assert_eq!(text, EXPECTED);
+    }
+
+    /// A capture on containerd and a flight recorder on dockerd, with one dump skipped.
+    fn raw() -> crate::capture::RawMetrics {
+        use crate::capture::flight::{DumpCall, FlightConfig, FlightRecorder, MIN_BYTES};
+        use crate::capture::{Capture, CaptureConfig};
+        let dir = std::env::temp_dir().join(format!("runtime-tap-admin-raw-{}", std::process::id()));
+        let clock = crate::trace::call::Clock::new();
+        let capture = Capture::start(
+            CaptureConfig {
+                name: "containerd".into(),
+                dir: dir.clone(),
+                max_bytes: 1 << 20,
+                files: 1,
+            },
+            clock,
+        )
+        .unwrap();
+        let recorder = FlightRecorder::start(
+            FlightConfig {
+                name: "dockerd".into(),
+                dir,
+                bytes: MIN_BYTES,
+                files: 1,
+                per_minute: 1,
+            },
+            clock,
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now();
+        let nothing = recorder.dump(DumpCall {
+            conn: 1,
+            span_id: [1; 8],
+            name: "GET /x".into(),
+            reason: "error".into(),
+            start: now,
+            end: now,
+        });
+        assert!(nothing.is_err());
+        crate::capture::RawMetrics {
+            captures: vec![capture],
+            recorders: vec![recorder],
+        }
     }
 
     const EXPECTED: &str = r#"# HELP runtime_tap_connections_accepted_total Client connections accepted.
@@ -568,5 +620,26 @@ runtime_tap_correlator_pending_calls 0
 # TYPE runtime_tap_listener_up gauge
 runtime_tap_listener_up{intercept="containerd"} 1
 runtime_tap_listener_up{intercept="dockerd"} 0
+# HELP runtime_tap_capture_segments_total Segments written to capture files (capture_dir).
+# TYPE runtime_tap_capture_segments_total counter
+runtime_tap_capture_segments_total{intercept="containerd"} 0
+# HELP runtime_tap_capture_dropped_segments_total Segments left out of capture files: the writer's queue was full or writing failed (the file shows a gap).
+# TYPE runtime_tap_capture_dropped_segments_total counter
+runtime_tap_capture_dropped_segments_total{intercept="containerd"} 0
+# HELP runtime_tap_capture_dropped_bytes_total Payload bytes in the segments left out of capture files.
+# TYPE runtime_tap_capture_dropped_bytes_total counter
+runtime_tap_capture_dropped_bytes_total{intercept="containerd"} 0
+# HELP runtime_tap_flight_recorder_bytes Bytes the flight recorder's ring holds now (flight_recorder bounds it).
+# TYPE runtime_tap_flight_recorder_bytes gauge
+runtime_tap_flight_recorder_bytes{intercept="dockerd"} 0
+# HELP runtime_tap_flight_recorder_dumps_total Flight recorder dumps written: a connection's recent bytes, for a call that failed or was slow.
+# TYPE runtime_tap_flight_recorder_dumps_total counter
+runtime_tap_flight_recorder_dumps_total{intercept="dockerd"} 0
+# HELP runtime_tap_flight_recorder_dumps_skipped_total Flight recorder dumps not written, by reason (rate_limited: past flight_recorder_per_minute).
+# TYPE runtime_tap_flight_recorder_dumps_skipped_total counter
+runtime_tap_flight_recorder_dumps_skipped_total{intercept="dockerd",reason="rate_limited"} 0
+runtime_tap_flight_recorder_dumps_skipped_total{intercept="dockerd",reason="queue_full"} 0
+runtime_tap_flight_recorder_dumps_skipped_total{intercept="dockerd",reason="no_bytes"} 1
+runtime_tap_flight_recorder_dumps_skipped_total{intercept="dockerd",reason="write_failed"} 0
 "#;
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Registry;
+use crate::capture::flight::FlightRecorder;
 use crate::capture::{Capture, CaptureConfig};
 use crate::config::{Config, Endpoint, Intercept};
 use crate::metrics::InterceptMetrics;
@@ -30,6 +31,7 @@ use crate::trace::export::{ExportHandle, Exporter};
 use crate::trace::sample::Sampler;
 use crate::trace::tracer::Tracer;
 
+mod flight;
 mod taps;
 #[cfg(test)]
 mod tests;
@@ -59,6 +61,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     // 5. Decoding and export, then the raw captures (an unwritable directory fails the start).
     let pipeline = Pipeline::start(&config)?;
     let captures = start_captures(&config, pipeline.clock)?;
+    let recorders = flight::start(&config, pipeline.clock, &pipeline.tracer)?;
     // 6. Admin endpoint, on the port bound in step 2.
     let decode_budget = DecodeBudget::new(config.relay.decode_memory_limit_bytes());
     let registry = Registry {
@@ -69,6 +72,10 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
             .collect(),
         tracer: Some(Arc::clone(&pipeline.tracer)),
         decode_budget: Some(Arc::clone(&decode_budget)),
+        raw: Some(crate::capture::RawMetrics {
+            captures: captures.iter().flatten().cloned().collect(),
+            recorders: recorders.iter().flatten().cloned().collect(),
+        }),
     };
     let admin_stop = CancellationToken::new();
     let admin = admin_listener.map(|(addr, l)| {
@@ -80,7 +87,7 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     let signals = wait_for_signal();
     // 7. One accept loop per intercept; connections are tracked for the grace period.
     let relays = Relays::new();
-    let taps = intercept_taps(&config, &registry, &pipeline, &captures, &decode_budget);
+    let taps = intercept_taps(&config, &registry, &pipeline, (&captures, &recorders), &decode_budget);
     let loops = relays.serve(&config, listeners, &registry, taps);
     if let Some(ready) = hooks.ready {
         let _ = ready.send(());
@@ -97,6 +104,8 @@ pub async fn run(config: Config, hooks: Hooks) -> anyhow::Result<()> {
     // 9. Spans of finished calls (and of calls cut above, marked incomplete) are flushed
     //    within what is left of the grace period, at least a moment.
     pipeline.stop(grace_end).await;
+    // After the span flush, which gave the last dumps their trace ids.
+    flight::flush(recorders).await;
     admin_stop.cancel();
     if let Some(a) = admin {
         let _ = a.await;
@@ -265,13 +274,14 @@ fn start_captures(config: &Config, clock: Clock) -> anyhow::Result<Vec<Option<Ca
     Ok(captures)
 }
 
-/// Each intercept's [`relay::TapHook`], in config order: the shared observer, the
-/// intercept's capture, and one process lookup for all (its cache is per upstream).
+/// Each intercept's [`relay::TapHook`], in config order: the shared observer (behind the
+/// intercept's flight recorder, if on), the intercept's capture, and one process lookup for
+/// all (its cache is per upstream).
 fn intercept_taps(
     config: &Config,
     registry: &Registry,
     pipeline: &Pipeline,
-    captures: &[Option<Capture>],
+    (captures, recorders): (&[Option<Capture>], &[Option<FlightRecorder>]),
     decode_budget: &Arc<DecodeBudget>,
 ) -> Vec<Arc<dyn relay::TapHook>> {
     let peers = taps::Lookups::new(Arc::new(ServerResolver::default()));
@@ -279,8 +289,12 @@ fn intercept_taps(
         .intercepts
         .iter()
         .zip(&registry.intercepts)
-        .zip(captures)
-        .map(|((ic, metrics), capture)| {
+        .zip(captures.iter().zip(recorders))
+        .map(|((ic, metrics), (capture, recorder))| {
+            let observer = match recorder {
+                Some(r) => flight::observer(&pipeline.observer, r, config.sampling.slow_ms),
+                None => Arc::clone(&pipeline.observer),
+            };
             Arc::new(ConnectionTaps {
                 config: ic.clone(),
                 service: Arc::from(ic.name.as_str()),
@@ -288,8 +302,9 @@ fn intercept_taps(
                 tap_queue: config.relay.tap_queue,
                 tap_queue_bytes: config.relay.tap_queue_bytes,
                 decode_budget: Arc::clone(decode_budget),
-                observer: Arc::clone(&pipeline.observer),
+                observer,
                 capture: capture.clone(),
+                flight: recorder.clone(),
                 peers: Arc::clone(&peers),
             }) as Arc<dyn relay::TapHook>
         })

@@ -60,6 +60,12 @@ struct RunArgs {
     /// redacted: use it for debugging on trusted machines. Overrides `capture_dir` in the file.
     #[arg(long, value_name = "DIR")]
     capture: Option<PathBuf>,
+    /// Flight recorder: keep SIZE (`16MiB`) of every intercept's most recent bytes in memory
+    /// and write a connection's share as a pcapng when one of its calls fails or is slow
+    /// (into the capture directory, else `flight_recorder_dir`). NOT redacted, like
+    /// --capture. Overrides `flight_recorder` in the file.
+    #[arg(long, value_name = "SIZE")]
+    flight_recorder: Option<String>,
 }
 
 /// Parse arguments and run; the process's exit code.
@@ -111,6 +117,13 @@ fn run_config(args: RunArgs) -> Result<Config, String> {
         for ic in &mut config.intercepts {
             ic.capture_dir = Some(dir.clone());
         }
+    }
+    if let Some(size) = args.flight_recorder {
+        for ic in &mut config.intercepts {
+            ic.flight_recorder = Some(size.clone());
+        }
+        // The flag's value is checked like the file's, naming the flag.
+        config.validate("--flight-recorder").map_err(|e| e.to_string())?;
     }
     Ok(config)
 }

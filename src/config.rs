@@ -130,6 +130,24 @@ pub struct Intercept {
     /// Capture files kept per intercept; the oldest is deleted when a new one starts.
     #[serde(default = "default_capture_files")]
     pub capture_files: usize,
+    /// Flight recorder (off by default): keep this many of the intercept's most recent raw
+    /// bytes in memory (`"16MiB"`; from 64KiB to 1GiB), and write a connection's share of
+    /// them as a pcapng when one of its calls fails or is slower than `sampling.slow_ms`.
+    /// Needs `decode` (a dump is decided where a decoded call ends). Not redacted, like
+    /// `capture_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight_recorder: Option<String>,
+    /// Where the flight recorder writes (created 0700 when missing); `capture_dir` when that
+    /// is set, else this, else [`crate::capture::flight::DEFAULT_DIR`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight_recorder_dir: Option<PathBuf>,
+    /// Flight recorder files kept per intercept; the oldest is deleted past it.
+    #[serde(default = "default_flight_recorder_files")]
+    pub flight_recorder_files: usize,
+    /// At most this many flight recorder dumps per minute per intercept; the rest are
+    /// counted in `runtime_tap_flight_recorder_dumps_skipped_total{reason="rate_limited"}`.
+    #[serde(default = "default_flight_recorder_per_minute")]
+    pub flight_recorder_per_minute: u32,
     /// At most this many open client connections (off by default: refusing kubelet is worse
     /// than not tracing it). Beyond it a new connection is accepted and closed at once,
     /// counted in `runtime_tap_connections_refused_total` and logged at a bounded rate.
@@ -153,8 +171,25 @@ impl Intercept {
             capture_dir: None,
             capture_max_bytes: crate::capture::DEFAULT_MAX_BYTES,
             capture_files: crate::capture::DEFAULT_FILES,
+            flight_recorder: None,
+            flight_recorder_dir: None,
+            flight_recorder_files: crate::capture::flight::DEFAULT_FILES,
+            flight_recorder_per_minute: crate::capture::flight::DEFAULT_PER_MINUTE,
             max_connections: None,
         }
+    }
+
+    /// The flight recorder's ring size in bytes, when it is on (validated at load).
+    pub fn flight_recorder_bytes(&self) -> Option<usize> {
+        self.flight_recorder.as_deref().and_then(|s| parse_size(s).ok())
+    }
+
+    /// Where the flight recorder's dumps go: the capture directory's rules apply to both.
+    pub fn flight_recorder_dir(&self) -> PathBuf {
+        self.capture_dir
+            .clone()
+            .or_else(|| self.flight_recorder_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(crate::capture::flight::DEFAULT_DIR))
     }
 }
 
@@ -247,6 +282,7 @@ impl Intercept {
         if self.capture_files == 0 {
             return Err(("capture_files", "must be at least 1".into()));
         }
+        self.check_flight_recorder()?;
         if matches!(self.listen, Endpoint::Tcp(_)) {
             let unix_only = [
                 ("socket_mode", &self.socket_mode),
@@ -258,6 +294,35 @@ impl Intercept {
                     return Err((field, "only applies to a unix listen socket".into()));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Intercept {
+    fn check_flight_recorder(&self) -> Result<(), Refusal> {
+        use crate::capture::flight::{MAX_BYTES, MIN_BYTES};
+        let Some(size) = &self.flight_recorder else {
+            return Ok(());
+        };
+        let bytes = parse_size(size).map_err(|e| ("flight_recorder", e))?;
+        if !(MIN_BYTES..=MAX_BYTES).contains(&bytes) {
+            return Err(("flight_recorder", format!("{size:?}: must be from 64KiB to 1GiB")));
+        }
+        if !self.decode {
+            return Err((
+                "flight_recorder",
+                "needs decode = true: a dump is decided where a decoded call ends".into(),
+            ));
+        }
+        if self.flight_recorder_files == 0 {
+            return Err(("flight_recorder_files", "must be at least 1".into()));
+        }
+        if self.flight_recorder_per_minute == 0 {
+            return Err((
+                "flight_recorder_per_minute",
+                "must be at least 1 (leave flight_recorder out to turn it off)".into(),
+            ));
         }
         Ok(())
     }
@@ -377,6 +442,12 @@ fn default_tap_queue_bytes() -> usize {
 }
 fn default_capture_max_bytes() -> u64 {
     crate::capture::DEFAULT_MAX_BYTES
+}
+fn default_flight_recorder_files() -> usize {
+    crate::capture::flight::DEFAULT_FILES
+}
+fn default_flight_recorder_per_minute() -> u32 {
+    crate::capture::flight::DEFAULT_PER_MINUTE
 }
 fn default_capture_files() -> usize {
     crate::capture::DEFAULT_FILES

@@ -461,3 +461,342 @@ fn run_capture_flag_writes_a_private_file_tshark_reads() {
     let bad = problems(&files[0]);
     assert!(bad.trim().is_empty(), "{bad}");
 }
+
+/// The flight recorder's file a span names (`runtime_tap.recording`), once written: the
+/// writer waits for the span's trace id, so the file follows the span by a moment.
+fn recording(dir: &Path, span: &support::otlp::ReceivedSpan) -> PathBuf {
+    let name = match span.attributes.get("runtime_tap.recording") {
+        Some(support::otlp::Val::Str(s)) => s.clone(),
+        other => panic!("{} has no runtime_tap.recording: {other:?}\n{span:#?}", span.name),
+    };
+    assert!(name.ends_with(".pcapng") && !name.contains('/'), "{name}");
+    let file = dir.join(&name);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !file.exists() {
+        assert!(Instant::now() < until, "{} was never written", file.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Written whole before the next look: the writer creates, writes and closes it at once.
+    std::thread::sleep(Duration::from_millis(200));
+    file
+}
+
+/// The packet comments tshark reads from a file.
+fn comments(file: &Path) -> Vec<String> {
+    tshark(file, &["-Y", "frame.comment", "-T", "fields", "-e", "frame.comment"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Flight recorder, end to end: a CRI PullImage that fails (an image on a loopback port
+/// where no registry listens) and a docker call the daemon answers with a 500 each leave a
+/// pcapng named on their span, whose packet comments name that span's trace and span ids,
+/// and which tshark decodes as gRPC over HTTP/2 or as HTTP with the failing status.
+#[test]
+fn flight_recorder_dumps_failed_calls_named_on_their_spans() {
+    use serde_json::json;
+    use support::otlp::{OtlpReceiver, Val};
+    let rt = support::runtime();
+    let receiver = rt.block_on(OtlpReceiver::start());
+    let dir = TempDir::new("flight");
+    let flight = dir.path("flight");
+    let mut s = Stack::start_custom(
+        "flight",
+        &format!(
+            "flight_recorder = \"4MiB\"\nflight_recorder_dir = \"{}\"",
+            flight.display()
+        ),
+        |_| format!("[export]\nendpoint = \"{}\"\n", receiver.endpoint()),
+    );
+
+    // CRI: PullImage of an image nobody serves.
+    let pull = rt.block_on(async {
+        let mut c = support::cri::GrpcClient::connect(&s.containerd).await;
+        c.unary(
+            "runtime.v1.ImageService/PullImage",
+            json!({"image": {"image": "127.0.0.1:1/flight/missing:1"}}),
+            &[],
+        )
+        .await
+    });
+    let pull_err = pull.expect_err("PullImage of a missing image fails");
+    eprintln!("PullImage: code {} {}", pull_err.code, pull_err.message);
+    let spans = receiver.wait_spans("CRI PullImage", |sp| {
+        sp.iter().any(|x| x.name == "runtime.v1.ImageService/PullImage")
+    });
+    let span = spans
+        .iter()
+        .find(|x| x.name == "runtime.v1.ImageService/PullImage")
+        .unwrap();
+    assert_ne!(
+        span.attributes.get("rpc.response.status_code"),
+        Some(&Val::Str("OK".into()))
+    );
+    let file = recording(&flight, span);
+    assert_private(&file);
+    assert_eq!(std::fs::metadata(&flight).unwrap().permissions().mode() & 0o777, 0o700);
+    let ids = format!("trace_id={} span_id={}", span.trace_id, span.span_id);
+    let notes = comments(&file);
+    eprintln!("{} comments:\n{}", file.display(), notes.join("\n"));
+    assert!(
+        notes.iter().any(|c| c.contains("call end") && c.contains(&ids)),
+        "{ids} not in {notes:#?}"
+    );
+    assert!(
+        notes.iter().any(|c| c.contains("call start") && c.contains(&ids)),
+        "{ids} not in {notes:#?}"
+    );
+    assert_eq!(grpc_paths(&file), ["/runtime.v1.ImageService/PullImage"]);
+    let status = tshark(
+        &file,
+        &[
+            "-d",
+            "tcp.port==50051,http2",
+            "-Y",
+            "http2.header.name == \"grpc-status\"",
+            "-T",
+            "fields",
+            "-e",
+            "http2.header.value",
+        ],
+    );
+    assert!(!status.trim().is_empty(), "the trailers with grpc-status decode");
+    let grpc = tshark(&file, &["-d", "tcp.port==50051,http2", "-Y", "grpc"]);
+    assert!(!grpc.trim().is_empty(), "the gRPC request message decodes");
+    let bad = problems(&file);
+    assert!(bad.trim().is_empty(), "{}: {bad}", file.display());
+
+    // Docker: starting a container as a user its image does not have. dockerd fails making
+    // the runtime spec and answers 500 (a command that does not exist is a 400 since 20.10).
+    let out = s
+        .bed
+        .docker(&s.docker)
+        .args([
+            "create",
+            "--network",
+            "none",
+            "--user",
+            "no-such-user",
+            "bb:latest",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = s.bed.docker(&s.docker).args(["start", &id]).output().unwrap();
+    assert!(!out.status.success(), "starting as a missing user fails");
+    eprintln!("docker start: {}", String::from_utf8_lossy(&out.stderr));
+    let spans = receiver.wait_spans("docker start", |sp| {
+        sp.iter().any(|x| x.name == "POST /containers/{id}/start")
+    });
+    let span = spans.iter().find(|x| x.name == "POST /containers/{id}/start").unwrap();
+    eprintln!("docker start: {:?}", span.attributes.get("http.response.status_code"));
+    assert_eq!(span.attributes.get("http.response.status_code"), Some(&Val::Int(500)));
+    let file = recording(&flight, span);
+    assert_private(&file);
+    let ids = format!("trace_id={} span_id={}", span.trace_id, span.span_id);
+    let notes = comments(&file);
+    eprintln!("{} comments:\n{}", file.display(), notes.join("\n"));
+    assert!(
+        notes.iter().any(|c| c.contains("call end") && c.contains(&ids)),
+        "{ids} not in {notes:#?}"
+    );
+    let requests = http_requests(&file);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("POST ") && r.ends_with(&format!("/containers/{id}/start"))),
+        "{requests:#?}"
+    );
+    let codes = tshark(
+        &file,
+        &["-Y", "http.response", "-T", "fields", "-e", "http.response.code"],
+    );
+    assert!(codes.lines().any(|c| c == "500"), "{codes}");
+    let bad = problems(&file);
+    assert!(bad.trim().is_empty(), "{}: {bad}", file.display());
+
+    // Counted on /metrics.
+    let dumps = |ic: &str| {
+        s.tap.metric(&format!(
+            "runtime_tap_flight_recorder_dumps_total{{intercept=\"{ic}\"}}"
+        ))
+    };
+    assert!(dumps("containerd") >= Some(1), "{:?}", dumps("containerd"));
+    assert!(dumps("dockerd") >= Some(1), "{:?}", dumps("dockerd"));
+    s.tap.stop();
+}
+
+#[test]
+fn config_takes_flight_recorder_settings_with_defaults_and_limits() {
+    use runtime_tap::capture::flight;
+    use runtime_tap::config::Config;
+    let base = "[[intercept]]\nname = \"d\"\nlisten = \"unix:///tmp/x.sock\"\nupstream = \"unix:///tmp/y.sock\"\n";
+    let c = Config::parse(base, "a.toml").unwrap();
+    let ic = &c.intercepts[0];
+    assert_eq!(ic.flight_recorder_bytes(), None);
+    assert_eq!(ic.flight_recorder_files, flight::DEFAULT_FILES);
+    assert_eq!(ic.flight_recorder_per_minute, flight::DEFAULT_PER_MINUTE);
+    assert_eq!(ic.flight_recorder_dir(), Path::new(flight::DEFAULT_DIR));
+    let c = Config::parse(
+        &format!(
+            "{base}flight_recorder = \"16MiB\"\nflight_recorder_dir = \"/var/tmp/fr\"\nflight_recorder_per_minute = 2\n"
+        ),
+        "b.toml",
+    )
+    .unwrap();
+    assert_eq!(c.intercepts[0].flight_recorder_bytes(), Some(16 << 20));
+    assert_eq!(c.intercepts[0].flight_recorder_dir(), Path::new("/var/tmp/fr"));
+    assert_eq!(Config::parse(&c.to_toml(), "c.toml").unwrap(), c);
+    // The capture directory wins: one directory under one set of rules.
+    let c = Config::parse(
+        &format!(
+            "{base}flight_recorder = \"1MiB\"\nflight_recorder_dir = \"/var/tmp/fr\"\ncapture_dir = \"/var/tmp/cap\"\n"
+        ),
+        "d.toml",
+    )
+    .unwrap();
+    assert_eq!(c.intercepts[0].flight_recorder_dir(), Path::new("/var/tmp/cap"));
+    for (extra, key, says) in [
+        ("flight_recorder = \"16MB\"", "flight_recorder", "unknown unit"),
+        ("flight_recorder = \"1KiB\"", "flight_recorder", "from 64KiB to 1GiB"),
+        ("flight_recorder = \"2GiB\"", "flight_recorder", "from 64KiB to 1GiB"),
+        (
+            "flight_recorder = \"1MiB\"\ndecode = false",
+            "flight_recorder",
+            "needs decode",
+        ),
+        (
+            "flight_recorder = \"1MiB\"\nflight_recorder_per_minute = 0",
+            "flight_recorder_per_minute",
+            "at least 1",
+        ),
+        (
+            "flight_recorder = \"1MiB\"\nflight_recorder_files = 0",
+            "flight_recorder_files",
+            "at least 1",
+        ),
+    ] {
+        let e = Config::parse(&format!("{base}{extra}\n"), "e.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("intercept[0].{key}")) && e.contains(says),
+            "{extra}: {e}"
+        );
+    }
+    // The flag is checked as the file is, and names itself.
+    let out = Command::new(env!("CARGO_BIN_EXE_runtime-tap"))
+        .args([
+            "run",
+            "--name",
+            "web",
+            "--admin",
+            "off",
+            "--listen",
+            "unix:///tmp/rtap-fr-l.sock",
+        ])
+        .args(["--upstream", "unix:///tmp/rtap-fr-u.sock", "--flight-recorder", "lots"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--flight-recorder") && err.contains("flight_recorder"),
+        "{err}"
+    );
+}
+
+/// Feed recorded connections (id, records) to a flight recorder as the observer would; the
+/// connections stay open (their followers are returned) so that they can be dumped.
+fn feed_flight(
+    recorder: &runtime_tap::capture::flight::FlightRecorder,
+    conns: &[(u64, Vec<Rec>)],
+) -> (Vec<runtime_tap::capture::flight::FlightConn>, Instant) {
+    use runtime_tap::observe::TapFollower;
+    let base = Instant::now();
+    let mut open = Vec::new();
+    for (id, recs) in conns {
+        let mut c = recorder.connection(*id);
+        for r in recs {
+            if let Rec::Data(dir, t, bytes) = r {
+                c.event(&TapEvent::Data {
+                    dir: *dir,
+                    at: base + Duration::from_nanos(*t),
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+        open.push(c);
+    }
+    (open, base)
+}
+
+/// A dump of a connection whose middle the ring evicted: its pinned start and its newest
+/// bytes, the gap said in comments and seen by tshark as a lost segment, the requests on both
+/// sides of it still decoded; on a second connection of the same intercept with nothing
+/// evicted, HTTP/2 decodes whole.
+#[test]
+fn flight_recorder_dump_after_eviction_keeps_the_start_and_says_what_is_lost() {
+    use runtime_tap::capture::flight::{DumpCall, FlightConfig, FlightRecorder, MIN_BYTES};
+    let dir = TempDir::new("flight-gap");
+    let recorder = FlightRecorder::start(
+        FlightConfig {
+            name: "dockerd".into(),
+            dir: dir.0.clone(),
+            bytes: MIN_BYTES,
+            files: 4,
+            per_minute: 10,
+        },
+        Clock::new(),
+    )
+    .unwrap();
+    // 300 KB through a 64 KiB ring: most of the POST body goes.
+    let (_open, _) = feed_flight(&recorder, &[(1, load("ctr-version.jsonl")), (2, big_post())]);
+    let now = std::time::SystemTime::now();
+    let dump = |conn, span: u8, name: &str| {
+        recorder
+            .dump(DumpCall {
+                conn,
+                span_id: [span; 8],
+                name: name.into(),
+                reason: "error: test".into(),
+                start: now - Duration::from_secs(60),
+                end: now,
+            })
+            .unwrap()
+    };
+    let http1 = dir.path(&dump(2, 0x22, "GET /after-big"));
+    let grpc = dir.path(&dump(1, 0x11, "containerd.services.version.v1.Version/Version"));
+    assert!(recorder.flush(Duration::from_secs(10)));
+
+    let notes = comments(&http1);
+    eprintln!("{} comments:\n{}", http1.display(), notes.join("\n"));
+    // The pinned starts of both connections share a quarter of the ring (16 KiB).
+    assert!(notes[0].contains("were evicted from the ring"), "{notes:#?}");
+    assert!(
+        notes.iter().any(|c| c.contains("were evicted before this packet")),
+        "{notes:#?}"
+    );
+    assert!(notes.last().unwrap().contains("span_id=2222222222222222"), "{notes:#?}");
+    // The request after the gap decodes; the POST's head is there, pinned, but its body never
+    // completes, so tshark's HTTP reassembly does not report it as a request.
+    assert_eq!(http_requests(&http1), ["GET /v1.41/after-big"]);
+    let head = tshark(&http1, &["-Y", "frame contains \"POST /v1.41/big HTTP/1.1\""]);
+    assert_eq!(head.lines().count(), 1, "{head}");
+    let lost = tshark(&http1, &["-Y", "tcp.analysis.lost_segment"]);
+    assert_eq!(lost.lines().count(), 1, "one gap:\n{lost}");
+
+    assert!(comments(&grpc)[0].contains("span_id=1111111111111111"));
+    assert_eq!(
+        grpc_paths(&grpc),
+        [
+            "/containerd.services.version.v1.Version/Version",
+            "/containerd.services.introspection.v1.Introspection/Server"
+        ]
+    );
+    let bad = problems(&grpc);
+    assert!(bad.trim().is_empty(), "{bad}");
+}

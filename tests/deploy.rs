@@ -294,6 +294,61 @@ fn systemd_units_pass_systemd_analyze_verify() {
     }
 }
 
+/// The service's capability bounding set is what deploy/README.md's privilege table names,
+/// and `systemd-analyze security` scores it no worse than the exposure the README records.
+#[test]
+fn service_capabilities_follow_the_privilege_table_and_security_scores_it() {
+    if !need_systemd_tool("systemd-analyze") {
+        return;
+    }
+    let readme = std::fs::read_to_string(deploy().join("README.md")).unwrap();
+    let privileges = readme.split("## Privileges").nth(1).expect("a Privileges section");
+    let named: BTreeSet<&str> = privileges
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("CAP_") && *w != "CAP_DAC_")
+        .collect();
+    let unit = std::fs::read_to_string(deploy().join("systemd/runtime-tap.service")).unwrap();
+    let bounding: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .collect();
+    assert_eq!(bounding.len(), 1, "one CapabilityBoundingSet= line: {bounding:?}");
+    let caps: BTreeSet<&str> = bounding[0].split_whitespace().collect();
+    assert_eq!(
+        caps, named,
+        "the bounding set and the README's privilege table disagree"
+    );
+
+    let dir = TempDir::new("security");
+    let (units, _) = lay_out_units("repoint", &dir);
+    let service = units.iter().find(|u| u.ends_with("runtime-tap.service")).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager", "--threshold=50"])
+        .arg(service)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .expect("run systemd-analyze security");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze security:\n{text}");
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for runtime-tap.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    let recorded: f64 = privileges
+        .lines()
+        .find_map(|l| l.strip_prefix("| now | "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the README records the exposure (| now | X.Y ...)");
+    eprintln!("exposure {score} (README: {recorded})");
+    assert!(
+        score <= recorded,
+        "exposure {score} is worse than the {recorded} deploy/README.md records:\n{text}"
+    );
+}
+
 #[test]
 fn socket_units_match_the_configs_and_the_daemons_access() {
     // Access of the daemon sockets the intercepts stand in for (DESIGN.md invariant 7).

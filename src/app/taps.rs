@@ -7,10 +7,12 @@
 use std::sync::Arc;
 
 use crate::capture::Capture;
+use crate::capture::flight::FlightRecorder;
 use crate::config::{Endpoint, Intercept};
 use crate::conn::ConnMeta;
 use crate::metrics::InterceptMetrics;
 use crate::observe::Observer;
+use crate::observe::TapFollower;
 use crate::relay::budget::DecodeBudget;
 use crate::relay::peer::{Lookup, Peers};
 use crate::relay::tap::{Tap, TapReceiver};
@@ -31,6 +33,8 @@ pub struct ConnectionTaps {
     pub observer: Arc<Observer>,
     /// Raw capture of this intercept's connections (`capture_dir`), if on.
     pub capture: Option<Capture>,
+    /// The intercept's flight recorder (`flight_recorder`), if on; `observer` dumps through it.
+    pub flight: Option<FlightRecorder>,
     /// Finds the client and server processes, off the byte path.
     pub peers: Arc<Lookups>,
 }
@@ -74,7 +78,15 @@ impl TapHook for ConnectionTaps {
                 Arc::clone(&self.metrics),
                 Arc::clone(&self.decode_budget),
             );
-            let observe = self.observe(opened, rx, capture);
+            // Raw capture and flight recorder follow the tap from the observer's task.
+            let mut followers: Vec<Box<dyn TapFollower>> = Vec::new();
+            if let Some(c) = capture {
+                followers.push(Box::new(c));
+            }
+            if let Some(f) = &self.flight {
+                followers.push(Box::new(f.connection(opened.id)));
+            }
+            let observe = self.observe(opened, rx, followers);
             Tapped {
                 tap,
                 follower: Some(Box::pin(observe)),
@@ -100,7 +112,7 @@ impl ConnectionTaps {
         &self,
         opened: Opened,
         rx: TapReceiver,
-        capture: Option<crate::capture::CaptureConn>,
+        followers: Vec<Box<dyn TapFollower>>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let lookups = Arc::clone(&self.peers);
         let upstream_endpoint = self.config.upstream.clone();
@@ -131,7 +143,7 @@ impl ConnectionTaps {
                 server,
                 capture_payloads,
             });
-            observer.run_captured(conn, rx, metrics, capture).await;
+            observer.run_captured(conn, rx, metrics, followers).await;
         }
     }
 }

@@ -105,6 +105,7 @@ async fn first_byte_is_relayed_before_the_peer_lookup_completes() {
         decode_budget: DecodeBudget::new(1 << 24),
         observer,
         capture: None,
+        flight: None,
         peers: taps::Lookups::new(lookup.clone()),
     });
     let shared = Arc::new(Intercepted {

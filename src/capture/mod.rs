@@ -28,6 +28,7 @@
 //!
 //! Redaction does not apply: the files hold the raw bytes, secrets included.
 
+pub mod flight;
 pub mod pcapng;
 
 use std::collections::VecDeque;
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::metrics::{Family, FmtMetrics};
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::trace::call::Clock;
 use crate::wire::Direction;
@@ -235,6 +237,54 @@ impl Capture {
     }
 }
 
+/// The raw capture's and the flight recorder's families of /metrics, for the intercepts that
+/// have them (capture drops were only in the shutdown log before).
+#[derive(Clone, Debug, Default)]
+pub struct RawMetrics {
+    pub captures: Vec<Capture>,
+    pub recorders: Vec<flight::FlightRecorder>,
+}
+
+/// Reads one counter of [`CaptureStats`].
+type StatOf = fn(&CaptureStats) -> u64;
+
+impl FmtMetrics for RawMetrics {
+    fn fmt_metrics(&self, out: &mut String) {
+        if !self.captures.is_empty() {
+            let families: [(Family, StatOf); 3] = [
+                (
+                    Family::counter(
+                        "runtime_tap_capture_segments_total",
+                        "Segments written to capture files (capture_dir).",
+                    ),
+                    |s| s.segments,
+                ),
+                (
+                    Family::counter(
+                        "runtime_tap_capture_dropped_segments_total",
+                        "Segments left out of capture files: the writer's queue was full or writing failed (the file shows a gap).",
+                    ),
+                    |s| s.dropped_segments,
+                ),
+                (
+                    Family::counter(
+                        "runtime_tap_capture_dropped_bytes_total",
+                        "Payload bytes in the segments left out of capture files.",
+                    ),
+                    |s| s.dropped_bytes,
+                ),
+            ];
+            for (family, value) in families {
+                family.header(out);
+                for c in &self.captures {
+                    family.sample(out, &[("intercept", &c.name())], value(&c.stats()));
+                }
+            }
+        }
+        flight::fmt_metrics(&self.recorders, out);
+    }
+}
+
 /// Feed a connection's tap to its capture only: the intercept does not decode, but captures.
 pub async fn follow(mut rx: TapReceiver, mut conn: CaptureConn) {
     while let Some(event) = rx.recv().await {
@@ -307,13 +357,7 @@ impl CaptureConn {
 
     fn handshake(&mut self, dir: Direction, at: Instant, first: &[u8]) {
         self.started = true;
-        let http1 = dir == Direction::ClientToServer
-            && match sniff::sniff(first) {
-                Some(Protocol::Http1) => true,
-                None => !PREFACE.starts_with(first),
-                Some(Protocol::Http2 | Protocol::Opaque) => false,
-            };
-        self.server_port = if http1 { HTTP1_PORT } else { OTHER_PORT };
+        self.server_port = server_port(dir, first);
         let (c, s) = (Direction::ClientToServer, Direction::ServerToClient);
         self.send(c, at, flags::SYN, CLIENT_ISN, Bytes::new());
         self.next = [CLIENT_ISN.wrapping_add(1), SERVER_ISN.wrapping_add(1)];
@@ -354,6 +398,12 @@ impl CaptureConn {
     }
 }
 
+impl crate::observe::TapFollower for CaptureConn {
+    fn event(&mut self, event: &TapEvent) {
+        CaptureConn::event(self, event);
+    }
+}
+
 impl Drop for CaptureConn {
     fn drop(&mut self) {
         // The tap gave up (or the observer ended) before the relay did: close it here.
@@ -361,6 +411,86 @@ impl Drop for CaptureConn {
             self.close(Instant::now());
         }
     }
+}
+
+/// The daemon's port in the framing of a connection whose first chunk is `first`, read in
+/// direction `dir`: HTTP/1 requests get Wireshark's HTTP port.
+fn server_port(dir: Direction, first: &[u8]) -> u16 {
+    let http1 = dir == Direction::ClientToServer
+        && match sniff::sniff(first) {
+            Some(Protocol::Http1) => true,
+            None => !PREFACE.starts_with(first),
+            Some(Protocol::Http2 | Protocol::Opaque) => false,
+        };
+    if http1 { HTTP1_PORT } else { OTHER_PORT }
+}
+
+/// The Ethernet frame of one synthetic segment.
+fn frame(seg: &Seg, ip_id: u16) -> Vec<u8> {
+    let client = Endpoint {
+        mac: CLIENT_MAC,
+        ip: seg.client_ip,
+        port: CLIENT_PORT,
+    };
+    let server = Endpoint {
+        mac: SERVER_MAC,
+        ip: SERVER_IP,
+        port: seg.server_port,
+    };
+    let (src, dst) = match seg.dir {
+        Direction::ClientToServer => (client, server),
+        Direction::ServerToClient => (server, client),
+    };
+    pcapng::tcp_frame(
+        &Segment {
+            src,
+            dst,
+            seq: seg.seq,
+            ack: seg.ack,
+            flags: seg.flags,
+            ip_id,
+        },
+        &seg.payload,
+    )
+}
+
+/// Microseconds since the Unix epoch, a packet block's timestamp.
+fn micros(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+}
+
+/// Create `dir` (0700) if it is missing, then the numbers of the files `<name><infix><n>.pcapng`
+/// already in it, oldest first, with their paths.
+fn existing_files(dir: &Path, name: &str, infix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mut existing = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(n) = numbered(name, infix, &entry.file_name().to_string_lossy()) {
+            existing.push((n, entry.path()));
+        }
+    }
+    existing.sort();
+    Ok(existing)
+}
+
+/// A new file, 0600, never one that exists.
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// A file's first blocks: its section and the one interface, named after the intercept.
+fn file_head(name: &str, description: &str) -> Vec<u8> {
+    [
+        pcapng::section_header(concat!("runtime-tap ", env!("CARGO_PKG_VERSION"))),
+        pcapng::interface(name, description),
+    ]
+    .concat()
 }
 
 /// The writer thread's state: the current file and the ones kept.
@@ -378,18 +508,7 @@ struct FileWriter {
 impl FileWriter {
     fn open(mut config: CaptureConfig) -> io::Result<FileWriter> {
         config.files = config.files.max(1);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&config.dir)?;
-        let mut existing = Vec::new();
-        for entry in std::fs::read_dir(&config.dir)? {
-            let entry = entry?;
-            if let Some(n) = file_index(&config.name, &entry.file_name().to_string_lossy()) {
-                existing.push((n, entry.path()));
-            }
-        }
-        existing.sort();
+        let existing = existing_files(&config.dir, &config.name, "-")?;
         let next_index = existing.last().map_or(0, |(n, _)| n + 1);
         let mut w = FileWriter {
             config,
@@ -414,21 +533,17 @@ impl FileWriter {
                 .dir
                 .join(format!("{}-{}.pcapng", self.config.name, self.next_index));
             self.next_index += 1;
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            match create_private(&path) {
                 Ok(f) => break (f, path),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+                Err(e) => return Err(e),
             }
         };
         let mut file = BufWriter::with_capacity(256 * 1024, file);
-        let head = [
-            pcapng::section_header(concat!("runtime-tap ", env!("CARGO_PKG_VERSION"))),
-            pcapng::interface(
-                &self.config.name,
-                "runtime-tap synthetic TCP/IPv4 framing of a unix socket's connections",
-            ),
-        ]
-        .concat();
+        let head = file_head(
+            &self.config.name,
+            "runtime-tap synthetic TCP/IPv4 framing of a unix socket's connections",
+        );
         file.write_all(&head)?;
         self.written = head.len() as u64;
         self.file = Some(file);
@@ -481,34 +596,8 @@ impl FileWriter {
     }
 
     fn write(&mut self, seg: &Seg, inner: &Shared) -> io::Result<()> {
-        let client = Endpoint {
-            mac: CLIENT_MAC,
-            ip: seg.client_ip,
-            port: CLIENT_PORT,
-        };
-        let server = Endpoint {
-            mac: SERVER_MAC,
-            ip: SERVER_IP,
-            port: seg.server_port,
-        };
-        let (src, dst) = match seg.dir {
-            Direction::ClientToServer => (client, server),
-            Direction::ServerToClient => (server, client),
-        };
         self.ip_id = self.ip_id.wrapping_add(1);
-        let frame = pcapng::tcp_frame(
-            &Segment {
-                src,
-                dst,
-                seq: seg.seq,
-                ack: seg.ack,
-                flags: seg.flags,
-                ip_id: self.ip_id,
-            },
-            &seg.payload,
-        );
-        let micros = seg.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
-        let block = pcapng::packet(micros, &frame);
+        let block = pcapng::packet(micros(seg.at), &frame(seg, self.ip_id));
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("no capture file open"));
         };
@@ -533,8 +622,13 @@ pub fn client_ip(id: u64) -> Ipv4Addr {
 
 /// `n` if `file` is `<name>-<n>.pcapng`.
 fn file_index(name: &str, file: &str) -> Option<u64> {
+    numbered(name, "-", file)
+}
+
+/// `n` if `file` is `<name><infix><n>.pcapng`.
+fn numbered(name: &str, infix: &str, file: &str) -> Option<u64> {
     file.strip_prefix(name)?
-        .strip_prefix('-')?
+        .strip_prefix(infix)?
         .strip_suffix(".pcapng")?
         .parse()
         .ok()

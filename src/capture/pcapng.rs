@@ -22,6 +22,7 @@ const IDB: u32 = 0x0000_0001;
 const EPB: u32 = 0x0000_0006;
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 const OPT_END: u16 = 0;
+const OPT_COMMENT: u16 = 1;
 const SHB_USERAPPL: u16 = 4;
 const IF_NAME: u16 = 2;
 const IF_DESCRIPTION: u16 = 3;
@@ -95,6 +96,31 @@ pub fn packet(micros: u64, frame: &[u8]) -> Vec<u8> {
     body.extend_from_slice(&(frame.len() as u32).to_le_bytes()); // captured
     body.extend_from_slice(&(frame.len() as u32).to_le_bytes()); // original
     body.extend_from_slice(frame);
+    block(EPB, &body)
+}
+
+/// As [`packet`], with an `opt_comment` (Wireshark shows it as `frame.comment`; tshark
+/// filters on it with `-Y 'frame.comment contains "..."'`). An empty comment adds no option.
+pub fn packet_with_comment(micros: u64, frame: &[u8], comment: &str) -> Vec<u8> {
+    if comment.is_empty() {
+        return packet(micros, frame);
+    }
+    let mut body = Vec::with_capacity(20 + frame.len() + comment.len() + 16);
+    body.extend_from_slice(&0u32.to_le_bytes()); // interface id
+    body.extend_from_slice(&((micros >> 32) as u32).to_le_bytes());
+    body.extend_from_slice(&(micros as u32).to_le_bytes());
+    body.extend_from_slice(&(frame.len() as u32).to_le_bytes()); // captured
+    body.extend_from_slice(&(frame.len() as u32).to_le_bytes()); // original
+    body.extend_from_slice(frame);
+    // Options start on a 32-bit boundary after the packet data.
+    body.resize(body.len().next_multiple_of(4), 0);
+    // An option's length is 16 bits: a longer comment is cut at a character boundary.
+    let mut end = comment.len().min(u16::MAX as usize - 3);
+    while !comment.is_char_boundary(end) {
+        end -= 1;
+    }
+    option(&mut body, OPT_COMMENT, &comment.as_bytes()[..end]);
+    end_of_options(&mut body);
     block(EPB, &body)
 }
 
@@ -213,6 +239,22 @@ mod tests {
         let shb = section_header("runtime-tap");
         assert_eq!(&shb[8..12], &BYTE_ORDER_MAGIC.to_le_bytes());
         assert_eq!(shb.len() % 4, 0);
+    }
+
+    #[test]
+    fn comments_follow_the_padded_packet() {
+        let plain = packet(1, &[1, 2, 3]);
+        let b = packet_with_comment(1, &[1, 2, 3], "span 0102");
+        let total = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
+        assert_eq!(total, b.len());
+        // Block header, 20 bytes of packet header, 3 bytes padded to 4, then the option.
+        let opt = 8 + 20 + 4;
+        assert_eq!(&b[opt..opt + 4], &[1, 0, 9, 0]);
+        assert_eq!(&b[opt + 4..opt + 13], b"span 0102");
+        // opt_endofopt after the padded value, then the trailing length.
+        assert_eq!(&b[opt + 16..opt + 20], &[0, 0, 0, 0]);
+        assert_eq!(b.len(), plain.len() + 4 + 12 + 4);
+        assert_eq!(packet_with_comment(1, &[1, 2, 3], ""), plain);
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::capture::CaptureConn;
 use crate::metrics::InterceptMetrics;
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
@@ -31,6 +30,19 @@ pub struct Observer {
     pub schema: Schema,
     /// Docker container names and short ids seen, to resolve references to full ids.
     pub docker_ids: Arc<docker_ids::DockerIds>,
+}
+
+/// A consumer of a connection's tap besides its decoder (the raw capture, the flight
+/// recorder), fed every event in relay order from the observer's task. It must never block:
+/// what it cannot keep it drops and counts.
+pub trait TapFollower: Send {
+    fn event(&mut self, event: &TapEvent);
+    /// Whether it still wants the bytes once nothing decodes the connection (opaque, or
+    /// decoding given up). The raw capture does; the flight recorder, whose dumps are made
+    /// for decoded calls, does not, so an opaque bulk stream costs it nothing.
+    fn wants_undecoded(&self) -> bool {
+        true
+    }
 }
 
 /// The connection's protocol, once known.
@@ -51,17 +63,18 @@ const MAX_SNIFF_HELD: usize = 64;
 impl Observer {
     /// Observe one connection until its tap closes.
     pub async fn run(self: Arc<Self>, conn: Arc<ConnMeta>, rx: TapReceiver, metrics: Arc<InterceptMetrics>) {
-        self.run_captured(conn, rx, metrics, None).await;
+        self.run_captured(conn, rx, metrics, Vec::new()).await;
     }
 
-    /// As `run`, also handing every event to the connection's raw capture, if any (it never
-    /// blocks: what its queue cannot take is dropped and counted).
+    /// As `run`, also handing every event to the connection's followers (raw capture,
+    /// flight recorder) before the decoder sees it, so that a call ending on this event finds
+    /// its bytes recorded.
     pub async fn run_captured(
         self: Arc<Self>,
         conn: Arc<ConnMeta>,
         mut rx: TapReceiver,
         metrics: Arc<InterceptMetrics>,
-        mut capture: Option<CaptureConn>,
+        mut followers: Vec<Box<dyn TapFollower>>,
     ) {
         // Shedding thresholds, as a fraction of the tap queue (events or bytes).
         const HIGH_WATER: f64 = 0.75;
@@ -72,8 +85,8 @@ impl Observer {
         let budget = Arc::clone(rx.budget());
         let mut reserved = 0;
         while let Some(event) = rx.recv().await {
-            if let Some(c) = capture.as_mut() {
-                c.event(&event);
+            for f in &mut followers {
+                f.event(&event);
             }
             // Step 1 of shedding: payloads off past the high-water mark of this connection's
             // queue or of the process-wide budget, back on when both drained.
@@ -109,12 +122,15 @@ impl Observer {
             if !matches!(state, State::Decoding(_)) {
                 budget.release(std::mem::take(&mut reserved));
             }
-            // Nothing left to decode (opaque, or decoding given up) and no capture wanting the
+            // Nothing left to decode (opaque, or decoding given up) and no follower wanting the
             // bytes: stop taking them. Dropping the queue tells the relay, which then stops
             // offering chunks (its byte counts go on), so an opaque bulk stream costs no more
             // than with decoding off.
-            if matches!(state, State::Counting) && capture.is_none() {
-                break;
+            if matches!(state, State::Counting) {
+                followers.retain(|f| f.wants_undecoded());
+                if followers.is_empty() {
+                    break;
+                }
             }
         }
         budget.release(reserved);
@@ -263,7 +279,7 @@ mod tests {
             docker_ids: Arc::default(),
         });
         let conn = test_conn(1, "bulk");
-        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), None));
+        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), Vec::new()));
         let first = Bytes::from_static(b"\x00\x01\x02 not a protocol we know");
         let first_len = first.len() as u64;
         tap.offer(Direction::ClientToServer, first);
@@ -274,6 +290,43 @@ mod tests {
         tap.offer(Direction::ClientToServer, Bytes::from(vec![7u8; 4096]));
         assert!(!tap.is_tapping());
         assert_eq!(metrics.bytes(Direction::ClientToServer), first_len + 4096);
+    }
+
+    /// A follower that counts what it is given and says whether it wants undecoded bytes.
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>, bool);
+
+    impl TapFollower for Counting {
+        fn event(&mut self, _: &TapEvent) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn wants_undecoded(&self) -> bool {
+            self.1
+        }
+    }
+
+    /// An opaque connection keeps being read for a follower that wants its bytes (the raw
+    /// capture) and no longer for one that does not (the flight recorder).
+    #[tokio::test]
+    async fn followers_that_want_no_undecoded_bytes_let_an_opaque_connection_go() {
+        for wants in [false, true] {
+            let metrics = InterceptMetrics::new("bulk");
+            let (mut tap, rx) = Tap::new(64, 1 << 20, Arc::clone(&metrics));
+            let observer = Arc::new(Observer {
+                sink: Arc::new(Ignore),
+                clock: Clock::new(),
+                schema: Schema::builtin(),
+                docker_ids: Arc::default(),
+            });
+            let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let follower: Box<dyn TapFollower> = Box::new(Counting(Arc::clone(&seen), wants));
+            let task = tokio::spawn(observer.run_captured(test_conn(3, "bulk"), rx, metrics, vec![follower]));
+            tap.offer(Direction::ClientToServer, Bytes::from_static(b"\x00\x01 opaque"));
+            let ended = tokio::time::timeout(Duration::from_millis(500), task).await.is_ok();
+            assert_eq!(ended, !wants, "wants_undecoded = {wants}");
+            assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 1);
+            tap.offer(Direction::ClientToServer, Bytes::from_static(b"more"));
+            assert_eq!(tap.is_tapping(), wants);
+        }
     }
 
     /// A unix connection with no known peers.
@@ -305,7 +358,7 @@ mod tests {
             docker_ids: Arc::default(),
         });
         let conn = test_conn(2, "dockerd");
-        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), None));
+        let task = tokio::spawn(observer.run_captured(conn, rx, Arc::clone(&metrics), Vec::new()));
         let chunks = [
             (
                 Direction::ClientToServer,

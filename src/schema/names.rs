@@ -25,6 +25,9 @@ pub const REQUEST_MESSAGES: &str = "runtime_tap.request.messages";
 pub const RESPONSE_MESSAGES: &str = "runtime_tap.response.messages";
 pub const INCOMPLETE: &str = "runtime_tap.incomplete";
 pub const LINK: &str = "runtime_tap.link";
+/// The flight recorder's pcapng file (its name, in the recorder's directory) holding the
+/// connection's recent bytes, on the call whose error or slowness made the recorder write it.
+pub const RECORDING: &str = "runtime_tap.recording";
 /// What became of the W3C `traceparent` the client sent (`followed`, `confirmed`,
 /// `replaced`, `linked`; `trace::remote::RemoteOutcome`).
 pub const REMOTE_PARENT: &str = "runtime_tap.remote_parent";

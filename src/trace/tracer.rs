@@ -47,7 +47,13 @@ pub struct Tracer {
     pub counters: TracerCounters,
     /// Call durations by intercept, method and status, for /metrics.
     pub red: Red,
+    /// Told of every call span as it is submitted, with the trace the correlator gave it
+    /// (the flight recorder waits for it), if set.
+    on_submit: std::sync::OnceLock<SubmitHook>,
 }
+
+/// See [`Tracer::on_submit`].
+pub type SubmitHook = Box<dyn Fn(&SpanRecord) + Send + Sync>;
 
 /// How often held calls are looked at (deadlines, pod roots, retention).
 const TICK: Duration = Duration::from_millis(200);
@@ -61,7 +67,16 @@ impl Tracer {
             pending: AtomicU64::new(0),
             counters: TracerCounters::default(),
             red: Red::default(),
+            on_submit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Have `hook` told of every span the correlator releases, before it is queued for
+    /// export: the one place a call's trace id is known. Set once; it must not block (it
+    /// runs under no lock, on the thread that ended the call or ticked). Returns false when
+    /// a hook was set before.
+    pub fn on_submit(&self, hook: SubmitHook) -> bool {
+        self.on_submit.set(hook).is_ok()
     }
 
     pub fn exporter(&self) -> &Exporter {
@@ -87,7 +102,11 @@ impl Tracer {
     }
 
     fn submit(&self, spans: Vec<SpanRecord>) {
+        let hook = self.on_submit.get();
         for span in spans {
+            if let Some(hook) = hook {
+                hook(&span);
+            }
             self.exporter.submit(span);
         }
     }
