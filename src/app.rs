@@ -298,10 +298,8 @@ fn intercept_taps(
 
 /// The intercepts' accept loops and their connections, and how they stop.
 struct Relays {
-    /// Stops the accept loops.
-    stop: CancellationToken,
-    /// Closes the connections still open at the end of the grace period.
-    cut: CancellationToken,
+    /// Stop accepting, drain, cut at the end of the grace period.
+    shutdown: relay::Shutdown,
     /// Every connection and its tap's follower.
     tracker: TaskTracker,
 }
@@ -309,8 +307,7 @@ struct Relays {
 impl Relays {
     fn new() -> Relays {
         Relays {
-            stop: CancellationToken::new(),
-            cut: CancellationToken::new(),
+            shutdown: relay::Shutdown::default(),
             tracker: TaskTracker::new(),
         }
     }
@@ -343,31 +340,35 @@ impl Relays {
             loops.push(tokio::spawn(relay::serve(
                 shared,
                 listener,
-                self.stop.clone(),
-                self.cut.clone(),
+                self.shutdown.clone(),
                 self.tracker.clone(),
             )));
         }
         loops
     }
 
-    /// Stop accepting, give open connections `grace` to end, then cut the rest. Returns the
-    /// end of the grace period, which bounds the span flush too.
+    /// Stop accepting (connections not yet accepted wait in the listening socket for the next
+    /// process when a service manager holds it), drain: each connection closes as soon as no
+    /// call is left on it (HTTP/2 clients told with GOAWAY, HTTP/1.1 ones with
+    /// `Connection: close`), and what is left at the end of `grace` (opaque and upgraded
+    /// streams, event subscriptions, calls still running) is cut. Returns the end of the grace
+    /// period, which bounds the span flush too.
     async fn drain(&self, loops: Vec<JoinHandle<()>>, grace: Duration) -> tokio::time::Instant {
         tracing::info!(
             grace_period_secs = grace.as_secs(),
             open = self.tracker.len(),
             "shutting down: no new connections"
         );
-        self.stop.cancel();
+        self.shutdown.stop.cancel();
         for l in loops {
             let _ = l.await;
         }
+        self.shutdown.drain.cancel();
         self.tracker.close();
         let grace_end = tokio::time::Instant::now() + grace;
         if tokio::time::timeout_at(grace_end, self.tracker.wait()).await.is_err() {
             tracing::info!(open = self.tracker.len(), "grace period over; closing open connections");
-            self.cut.cancel();
+            self.shutdown.cut.cancel();
             self.tracker.wait().await;
         }
         grace_end
