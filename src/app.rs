@@ -363,9 +363,18 @@ impl Relays {
         for l in loops {
             let _ = l.await;
         }
+        let grace_end = tokio::time::Instant::now() + grace;
+        // First let what GOAWAY cannot speak for settle (`relay::settle` says why), for at most
+        // half the grace period; then drain everything at once.
+        self.shutdown.settle.cancel();
+        let settled = tokio::time::timeout_at(grace_end - grace / 2, self.shutdown.settled.quiet()).await;
+        tracing::info!(
+            settled = settled.is_ok(),
+            open = self.tracker.len(),
+            "draining: clients told (GOAWAY, Connection: close), idle connections closed"
+        );
         self.shutdown.drain.cancel();
         self.tracker.close();
-        let grace_end = tokio::time::Instant::now() + grace;
         if tokio::time::timeout_at(grace_end, self.tracker.wait()).await.is_err() {
             tracing::info!(open = self.tracker.len(), "grace period over; closing open connections");
             self.shutdown.cut.cancel();

@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::rewrite::{MAX_HOLD_TIME, Rewriter};
+use super::settle::Watch;
 use super::tap::Tap;
 use crate::wire::Direction;
 use crate::wire::drain::Drain;
@@ -281,6 +282,8 @@ pub struct Relay<'a, C, U> {
     drain: Option<Drain>,
     /// Ended by the drain (no call left), not by the peers.
     drained: bool,
+    /// While the shutdown settles: told, at each turn, whether this connection is busy.
+    settle: Option<Watch>,
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -298,6 +301,21 @@ where
             prop: None,
             drain: None,
             drained: false,
+            settle: None,
+        }
+    }
+
+    /// The shutdown settles (`relay::settle`): report whether this connection is busy now and
+    /// after every turn from here on. A connection without a drain walker (decoding off) is
+    /// never busy: nothing can be known of it, and it has the grace period anyway.
+    pub fn settle(&mut self, watch: Option<Watch>) {
+        self.settle = watch;
+        self.report_busy();
+    }
+
+    fn report_busy(&mut self) {
+        if let Some(w) = &mut self.settle {
+            w.report(self.drain.as_ref().is_some_and(Drain::busy));
         }
     }
 
@@ -382,6 +400,7 @@ where
         {
             return Poll::Ready(Err(e));
         }
+        this.report_busy();
         if this.c2s.done() && this.s2c.done() {
             Poll::Ready(Ok(this.counts()))
         } else if this.c2s.flushed()

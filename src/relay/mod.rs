@@ -13,6 +13,7 @@ pub mod listener;
 pub mod ownership;
 pub mod peer;
 pub mod rewrite;
+pub mod settle;
 pub mod stream;
 pub mod tap;
 
@@ -93,6 +94,10 @@ pub trait TapHook: Send + Sync {
 pub struct Shutdown {
     /// Stops the accept loops.
     pub stop: CancellationToken,
+    /// Each connection starts reporting whether it is busy (not HTTP/2, something under way)
+    /// to `settled`, changing no byte yet.
+    pub settle: CancellationToken,
+    pub settled: Arc<settle::Settle>,
     /// Begins the drain: each connection closes as soon as no call is left on it
     /// (`wire::drain`); those it cannot follow wait for `cut`.
     pub drain: CancellationToken,
@@ -120,11 +125,12 @@ pub async fn serve(shared: Arc<Intercepted>, listener: Listener, shutdown: Shutd
                 // Beyond `max_connections` the client is closed at once (counted, logged).
                 let Some(permit) = shared.limit.admit() else { continue };
                 let shared = Arc::clone(&shared);
+                let watch = shutdown.settled.opened();
                 let shutdown = shutdown.clone();
                 let conn_tracker = tracker.clone();
                 tracker.spawn(async move {
                     shared.metrics.active.inc();
-                    handle(&shared, client, &shutdown, &conn_tracker).await;
+                    handle(&shared, client, &shutdown, watch, &conn_tracker).await;
                     shared.metrics.active.dec();
                     drop(permit);
                 });
@@ -145,7 +151,14 @@ pub async fn serve(shared: Arc<Intercepted>, listener: Listener, shutdown: Shutd
     tracing::info!(intercept = %shared.config.name, "stopped accepting");
 }
 
-async fn handle(shared: &Intercepted, mut client: stream::Stream, shutdown: &Shutdown, tracker: &TaskTracker) {
+async fn handle(
+    shared: &Intercepted,
+    mut client: stream::Stream,
+    shutdown: &Shutdown,
+    watch: settle::Watch,
+    tracker: &TaskTracker,
+) {
+    let mut watch = Some(watch);
     let cut = &shutdown.cut;
     let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let name = &shared.config.name;
@@ -196,6 +209,7 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, shutdown: &Shu
         tokio::select! {
             r = &mut relay => break Some(r),
             _ = cut.cancelled() => break None,
+            _ = shutdown.settle.cancelled(), if watch.is_some() => relay.settle(watch.take()),
             _ = shutdown.drain.cancelled(), if !draining => {
                 draining = true;
                 relay.start_drain();

@@ -76,6 +76,11 @@ impl H1Drain {
         self.held.take().map(BytesMut::freeze).unwrap_or_default()
     }
 
+    /// An exchange is under way (or the connection switched protocols, or is not followed).
+    pub fn busy(&self) -> bool {
+        self.gave_up() || self.upgraded() || !self.dec.between_exchanges()
+    }
+
     /// Client bytes as forwarded (the drain never changes them).
     pub fn client_bytes(&mut self, chunk: &Bytes) {
         self.dec

@@ -82,6 +82,16 @@ impl Drain {
             }
     }
 
+    /// Something is under way that HTTP/2's GOAWAY cannot speak for: an HTTP/1 exchange, a
+    /// switched protocol, an opaque stream (`relay::settle` waits for these to end first).
+    pub fn busy(&self) -> bool {
+        match &self.proto {
+            Proto::Sniffing(_) | Proto::Http2(_) => false,
+            Proto::Opaque => true,
+            Proto::Http1(d) => d.busy(),
+        }
+    }
+
     /// Nothing the drain can do for this connection: it keeps the grace period (opaque,
     /// switched protocols, or the walker gave up).
     pub fn left_to_grace(&self) -> bool {

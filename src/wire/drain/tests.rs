@@ -401,3 +401,23 @@ fn event_subscriptions_do_not_hold_a_drained_connection() {
     assert!(!d.finished(&NONE));
     assert!(d.finished(&one_is_a_subscription));
 }
+
+#[test]
+fn busy_means_an_exchange_or_a_stream_goaway_cannot_speak_for() {
+    let mut d = Drain::new();
+    assert!(!d.busy(), "nothing yet");
+    feed(&mut d, Direction::ClientToServer, GET);
+    assert!(d.busy(), "request in flight");
+    feed(&mut d, Direction::ServerToClient, OK);
+    assert!(!d.busy(), "keep-alive between exchanges");
+    let mut h2 = Drain::new();
+    feed(
+        &mut h2,
+        Direction::ClientToServer,
+        &concat(&[&client_start(), &request(1)]),
+    );
+    assert!(!h2.busy(), "HTTP/2 calls are the GOAWAY's business");
+    let mut opaque = Drain::new();
+    feed(&mut opaque, Direction::ClientToServer, b"\x00\x00\x00\x10ttrpc");
+    assert!(opaque.busy());
+}
