@@ -130,6 +130,7 @@ impl Half {
                 && let Some(held) = p.stalled(cx, tap)
             {
                 // Bytes held back too long for a head that does not come: sent as they were.
+                let held = walked(self.dir, held, drain.as_deref_mut(), tap);
                 self.set_pending(held, tap);
                 continue;
             }
@@ -145,7 +146,12 @@ impl Half {
                 {
                     // A partial head held at the client's end goes out as it was.
                     let held = p.rewriter.release(None);
-                    self.set_pending(held, tap);
+                    if !held.is_empty() {
+                        // Read again after it is written: EOF again, with nothing held.
+                        let held = walked(self.dir, held, drain.as_deref_mut(), tap);
+                        self.set_pending(held, tap);
+                        continue;
+                    }
                 }
                 if let Some(d) = drain.as_deref_mut() {
                     // Bytes the drain held (a frame header, a response head) go out as they were.
@@ -170,17 +176,7 @@ impl Half {
                     None => chunk,
                     Some(p) => p.pass(self.dir, chunk, tap),
                 };
-                let chunk = match drain.as_deref_mut() {
-                    None => chunk,
-                    Some(d) => {
-                        let out = match self.dir {
-                            Direction::ClientToServer => d.client_bytes(chunk),
-                            Direction::ServerToClient => d.server_bytes(chunk),
-                        };
-                        tap.goaways_sent(d.take_goaways());
-                        out
-                    }
-                };
+                let chunk = walked(self.dir, chunk, drain.as_deref_mut(), tap);
                 self.set_pending(chunk, tap);
             }
         }
@@ -261,6 +257,18 @@ impl Propagation {
         }
         Some(held)
     }
+}
+
+/// `chunk` as the drain walker forwards it (every byte that goes onward passes it, so that
+/// it keeps in step; rewritten bytes included, after the rewriter).
+fn walked(dir: Direction, chunk: Bytes, drain: Option<&mut Drain>, tap: &mut Tap) -> Bytes {
+    let Some(d) = drain else { return chunk };
+    let out = match dir {
+        Direction::ClientToServer => d.client_bytes(chunk),
+        Direction::ServerToClient => d.server_bytes(chunk),
+    };
+    tap.goaways_sent(d.take_goaways());
+    out
 }
 
 fn sides(dir: Direction) -> (&'static str, &'static str) {
