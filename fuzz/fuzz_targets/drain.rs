@@ -23,7 +23,9 @@ fn is_subsequence(small: &[u8], big: &[u8]) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&start_at, mut rest)) = data.split_first() else { return };
+    let Some((&start_at, mut rest)) = data.split_first() else {
+        return;
+    };
     let mut d = Drain::new();
     let (mut c_in, mut c_out, mut s_in, mut s_out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut goaways = 0u32;
