@@ -357,17 +357,19 @@ impl Relays {
         tracing::info!(
             grace_period_secs = grace.as_secs(),
             open = self.tracker.len(),
-            "shutting down: no new connections"
+            "shutting down: letting connections settle, then draining"
         );
+        let grace_end = tokio::time::Instant::now() + grace;
+        // First let what GOAWAY cannot speak for settle (`relay::settle` says why), for at most
+        // half the grace period, still accepting: a `docker run` in progress holds its `wait`
+        // on one connection and needs another for `start`, and its attach session holds this
+        // process until it is started. Then stop accepting and drain everything at once.
+        self.shutdown.settle.cancel();
+        let settled = tokio::time::timeout_at(grace_end - grace / 2, self.shutdown.settled.quiet()).await;
         self.shutdown.stop.cancel();
         for l in loops {
             let _ = l.await;
         }
-        let grace_end = tokio::time::Instant::now() + grace;
-        // First let what GOAWAY cannot speak for settle (`relay::settle` says why), for at most
-        // half the grace period; then drain everything at once.
-        self.shutdown.settle.cancel();
-        let settled = tokio::time::timeout_at(grace_end - grace / 2, self.shutdown.settled.quiet()).await;
         tracing::info!(
             settled = settled.is_ok(),
             open = self.tracker.len(),

@@ -219,7 +219,13 @@ async fn handle(
             }
         }
     };
-    let (counts, drained, state) = (relay.counts(), relay.drained(), relay.drain_state());
+    let (counts, drained) = (relay.counts(), relay.drained());
+    // Only the drain's log lines name its state (a formatted string: not for every close).
+    let state = if draining || result.is_none() {
+        relay.drain_state()
+    } else {
+        String::new()
+    };
     tap.close();
     match result {
         Some(Ok(_)) if drained => {

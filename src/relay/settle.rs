@@ -1,17 +1,19 @@
-//! The first step of the shutdown drain: stop accepting, then wait, changing no byte, until no
+//! The first step of the shutdown drain: wait, still accepting and changing no byte, until no
 //! connection other than HTTP/2 has something under way (an HTTP/1.1 exchange, a switched
 //! protocol such as docker attach, an opaque stream), bounded by half the grace period; only
-//! then does the drain proper begin (`wire::drain`: `Connection: close`, GOAWAY).
+//! then does runtime-tap stop accepting and the drain proper begin (`wire::drain`:
+//! `Connection: close`, GOAWAY).
 //!
 //! Why the order: a service manager starts the next process only once this one has exited,
 //! and new connections wait in the listening socket meanwhile. A `docker run` in progress
 //! holds an attach session that ends only when its container does, which takes dockerd's
 //! calls to containerd; told to go away (GOAWAY) while the process lingers, dockerd's new
 //! connection would wait in the socket, and dockerd gives a new connection one second to get
-//! containerd's SETTINGS before failing every call for a while. So HTTP/2 clients keep being
-//! served, and HTTP/1 connections keep their keep-alive (the CLI's next request goes on the
-//! same connection), until the rest has settled; then everything is drained at once and the
-//! process exits within milliseconds.
+//! containerd's SETTINGS before failing every call for a while. And the run's `wait` holds
+//! one CLI connection while its `start` needs a new one, which must still be accepted. So
+//! every client is served as before (HTTP/1 keep-alive kept, new connections accepted) until
+//! the rest has settled; then everything is drained at once and the process exits within
+//! milliseconds.
 
 use std::sync::{Arc, Mutex};
 
