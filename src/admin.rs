@@ -239,6 +239,7 @@ mod tests {
         dockerd.sniffed(Protocol::Http1).add(11);
         dockerd.propagation_injected.add(12);
         dockerd.propagation_give_ups.add(13);
+        containerd.goaways_sent.add(2);
         dockerd.payloads_skipped("event_shed", 14);
         dockerd.payloads_skipped("body_not_decoded", 15);
         vec![containerd, dockerd]
@@ -450,6 +451,10 @@ runtime_tap_propagation_injected_total{intercept="dockerd"} 12
 # TYPE runtime_tap_propagation_give_ups_total counter
 runtime_tap_propagation_give_ups_total{intercept="containerd"} 0
 runtime_tap_propagation_give_ups_total{intercept="dockerd"} 13
+# HELP runtime_tap_goaways_sent_total GOAWAY frames runtime-tap sent to HTTP/2 clients while draining at shutdown (two per drained connection).
+# TYPE runtime_tap_goaways_sent_total counter
+runtime_tap_goaways_sent_total{intercept="containerd"} 2
+runtime_tap_goaways_sent_total{intercept="dockerd"} 0
 # HELP runtime_tap_decoder_give_ups_total Connections whose decoder gave up (bytes still relayed), by reason.
 # TYPE runtime_tap_decoder_give_ups_total counter
 runtime_tap_decoder_give_ups_total{intercept="containerd",reason="bad_preface"} 1

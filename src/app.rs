@@ -313,10 +313,8 @@ fn intercept_taps(
 
 /// The intercepts' accept loops and their connections, and how they stop.
 struct Relays {
-    /// Stops the accept loops.
-    stop: CancellationToken,
-    /// Closes the connections still open at the end of the grace period.
-    cut: CancellationToken,
+    /// Stop accepting, drain, cut at the end of the grace period.
+    shutdown: relay::Shutdown,
     /// Every connection and its tap's follower.
     tracker: TaskTracker,
 }
@@ -324,8 +322,7 @@ struct Relays {
 impl Relays {
     fn new() -> Relays {
         Relays {
-            stop: CancellationToken::new(),
-            cut: CancellationToken::new(),
+            shutdown: relay::Shutdown::default(),
             tracker: TaskTracker::new(),
         }
     }
@@ -358,31 +355,46 @@ impl Relays {
             loops.push(tokio::spawn(relay::serve(
                 shared,
                 listener,
-                self.stop.clone(),
-                self.cut.clone(),
+                self.shutdown.clone(),
                 self.tracker.clone(),
             )));
         }
         loops
     }
 
-    /// Stop accepting, give open connections `grace` to end, then cut the rest. Returns the
-    /// end of the grace period, which bounds the span flush too.
+    /// Stop accepting (connections not yet accepted wait in the listening socket for the next
+    /// process when a service manager holds it), drain: each connection closes as soon as no
+    /// call is left on it (HTTP/2 clients told with GOAWAY, HTTP/1.1 ones with
+    /// `Connection: close`), and what is left at the end of `grace` (opaque and upgraded
+    /// streams, event subscriptions, calls still running) is cut. Returns the end of the grace
+    /// period, which bounds the span flush too.
     async fn drain(&self, loops: Vec<JoinHandle<()>>, grace: Duration) -> tokio::time::Instant {
         tracing::info!(
             grace_period_secs = grace.as_secs(),
             open = self.tracker.len(),
-            "shutting down: no new connections"
+            "shutting down: letting connections settle, then draining"
         );
-        self.stop.cancel();
+        let grace_end = tokio::time::Instant::now() + grace;
+        // First let what GOAWAY cannot speak for settle (`relay::settle` says why), for at most
+        // half the grace period, still accepting: a `docker run` in progress holds its `wait`
+        // on one connection and needs another for `start`, and its attach session holds this
+        // process until it is started. Then stop accepting and drain everything at once.
+        self.shutdown.settle.cancel();
+        let settled = tokio::time::timeout_at(grace_end - grace / 2, self.shutdown.settled.quiet()).await;
+        self.shutdown.stop.cancel();
         for l in loops {
             let _ = l.await;
         }
+        tracing::info!(
+            settled = settled.is_ok(),
+            open = self.tracker.len(),
+            "draining: clients told (GOAWAY, Connection: close), idle connections closed"
+        );
+        self.shutdown.drain.cancel();
         self.tracker.close();
-        let grace_end = tokio::time::Instant::now() + grace;
         if tokio::time::timeout_at(grace_end, self.tracker.wait()).await.is_err() {
             tracing::info!(open = self.tracker.len(), "grace period over; closing open connections");
-            self.cut.cancel();
+            self.shutdown.cut.cancel();
             self.tracker.wait().await;
         }
         grace_end

@@ -63,6 +63,38 @@ pub struct Process {
     pub executable: Option<String>,
 }
 
+/// The HTTP/2 streams of one connection that its decoder knows to be event subscriptions
+/// (containerd `Events/Subscribe`, CRI `GetContainerEvents`): they end only when the client
+/// stops watching, so the shutdown drain does not wait for them (the client subscribes again
+/// on its new connection). Written by the connection's observer, read by its relay; shared
+/// through the tap, so neither layer knows the other.
+#[derive(Clone, Debug, Default)]
+pub struct LongLived(Arc<std::sync::Mutex<Vec<u32>>>);
+
+impl LongLived {
+    /// Most streams remembered per connection: a client holds one or two subscriptions.
+    pub const MAX: usize = 64;
+
+    pub fn mark(&self, stream: u32) {
+        if let Ok(mut s) = self.0.lock()
+            && s.len() < Self::MAX
+            && !s.contains(&stream)
+        {
+            s.push(stream);
+        }
+    }
+
+    pub fn unmark(&self, stream: u32) {
+        if let Ok(mut s) = self.0.lock() {
+            s.retain(|&x| x != stream);
+        }
+    }
+
+    pub fn contains(&self, stream: u32) -> bool {
+        self.0.lock().is_ok_and(|s| s.contains(&stream))
+    }
+}
+
 /// What every call of one connection shares: who is on each end, and through which intercept.
 #[derive(Debug)]
 pub struct ConnMeta {

@@ -214,6 +214,7 @@ pub mod session {
             conn: conn(selector & 1 != 0),
             sink: ledger.clone(),
             clock: Clock::new(),
+            long_lived: Default::default(),
         };
         let mut session = make(ctx);
         let recs = records(input);

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::*;
@@ -118,14 +117,9 @@ async fn first_byte_is_relayed_before_the_peer_lookup_completes() {
         mint: crate::trace::context::mint,
     });
     let listener = Listener::bind(&ic.listen).await.unwrap();
-    let (stop, cut, tracker) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
-    let serving = tokio::spawn(relay::serve(
-        shared,
-        listener,
-        stop.clone(),
-        cut.clone(),
-        tracker.clone(),
-    ));
+    let (shutdown, tracker) = (relay::Shutdown::default(), TaskTracker::new());
+    let stop = shutdown.stop.clone();
+    let serving = tokio::spawn(relay::serve(shared, listener, shutdown, tracker.clone()));
 
     let mut client = UnixStream::connect(&listen).await.unwrap();
     client.write_all(PING).await.unwrap();

@@ -26,6 +26,36 @@ impl std::fmt::Display for Status {
 
 impl std::error::Error for Status {}
 
+/// How the message of a call that never reached the server starts: the connection was going
+/// away (GOAWAY) before the call was sent, or the server's GOAWAY refused its stream. grpc-go
+/// (kubelet, dockerd) retries such calls transparently on a new connection; callers of this
+/// client may do the same.
+pub const UNPROCESSED: &str = "unprocessed: ";
+
+impl Status {
+    /// The call never reached the server (see [`UNPROCESSED`]): safe to retry.
+    pub fn is_unprocessed(&self) -> bool {
+        self.code == 14 && self.message.starts_with(UNPROCESSED)
+    }
+}
+
+/// A stream error: unprocessed when the server's GOAWAY refused the stream (its id above the
+/// GOAWAY's last stream id), else UNAVAILABLE.
+fn refused_or(what: &str, e: h2::Error) -> Status {
+    if e.is_go_away() && e.is_remote() {
+        unprocessed(what, e)
+    } else {
+        unavailable(what, e)
+    }
+}
+
+fn unprocessed(what: &str, e: impl std::fmt::Display) -> Status {
+    Status {
+        code: 14,
+        message: format!("{UNPROCESSED}{what}: {e}"),
+    }
+}
+
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
     Status {
         code: 14,
@@ -113,12 +143,12 @@ impl GrpcClient {
             req = req.header(*k, *v);
         }
         let req = req.body(()).map_err(|e| invalid("request", e))?;
-        let mut send = self.send.clone().ready().await.map_err(|e| unavailable("h2", e))?;
-        let (response, mut stream) = send.send_request(req, false).map_err(|e| unavailable("send", e))?;
+        let mut send = self.send.clone().ready().await.map_err(|e| unprocessed("h2", e))?;
+        let (response, mut stream) = send.send_request(req, false).map_err(|e| unprocessed("send", e))?;
         stream
             .send_data(frame.freeze(), true)
-            .map_err(|e| unavailable("send", e))?;
-        let response = response.await.map_err(|e| unavailable("response", e))?;
+            .map_err(|e| refused_or("send", e))?;
+        let response = response.await.map_err(|e| refused_or("response", e))?;
         let headers = response.headers().clone();
         let mut body = response.into_body();
         let mut data = BytesMut::new();

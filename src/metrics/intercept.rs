@@ -41,6 +41,8 @@ pub struct InterceptMetrics {
     pub propagation_injected: Counter,
     /// Connections whose propagation rewriter stopped rewriting (bytes forwarded unchanged).
     pub propagation_give_ups: Counter,
+    /// GOAWAY frames the shutdown drain sent to HTTP/2 clients (two per drained connection).
+    pub goaways_sent: Counter,
     /// Connections closed at once because `max_connections` were open.
     pub connections_refused: Counter,
     /// Connections whose decoder gave up, by the decoder's reason label.
@@ -66,6 +68,7 @@ impl InterceptMetrics {
             payload_sheds: Counter::default(),
             propagation_injected: Counter::default(),
             propagation_give_ups: Counter::default(),
+            goaways_sent: Counter::default(),
             connections_refused: Counter::default(),
             decoder_give_ups: Mutex::new(BTreeMap::new()),
             payloads_skipped: Mutex::new(BTreeMap::new()),
@@ -245,7 +248,7 @@ fn connection_families() -> [PerIntercept; 8] {
     ]
 }
 
-fn observer_families() -> [PerIntercept; 6] {
+fn observer_families() -> [PerIntercept; 7] {
     [
         (
             Family::counter(
@@ -277,6 +280,13 @@ fn observer_families() -> [PerIntercept; 6] {
                 "Connections whose propagation rewriter could not follow them and stopped rewriting (bytes forwarded unchanged).",
             ),
             |f, m, out| one(f, m, out, m.propagation_give_ups.get()),
+        ),
+        (
+            Family::counter(
+                "runtime_tap_goaways_sent_total",
+                "GOAWAY frames runtime-tap sent to HTTP/2 clients while draining at shutdown (two per drained connection).",
+            ),
+            |f, m, out| one(f, m, out, m.goaways_sent.get()),
         ),
         (
             Family::counter(

@@ -197,11 +197,16 @@ impl GrpcSession {
         } else {
             Shape::Unary
         };
+        let event_stream = long_lived && !name.ends_with("Tasks/Wait");
+        if event_stream {
+            // The drain at shutdown does not wait for a subscription (the client renews it).
+            self.ctx.long_lived.mark(stream);
+        }
         let call = GrpcCall {
             span_id: identity.map_or_else(new_span_id, |(_, span)| span),
             own_trace: identity.map(|(trace, _)| trace),
             start: at,
-            event_stream: long_lived && !name.ends_with("Tasks/Wait"),
+            event_stream,
             name,
             method,
             attributes,
@@ -307,6 +312,9 @@ impl GrpcSession {
         let Some(mut call) = self.calls.remove(&stream) else {
             return;
         };
+        if call.event_stream {
+            self.ctx.long_lived.unmark(stream);
+        }
         // No grpc-status but an HTTP status other than 200: an intermediary (or a server that
         // is not gRPC) answered; gRPC clients map the HTTP status, and so do we.
         if call.status.is_none()

@@ -45,6 +45,7 @@ fn session(capture: bool) -> (Arc<Collect>, GrpcSession) {
         conn: conn(capture),
         sink: sink.clone(),
         clock: Clock::new(),
+        long_lived: Default::default(),
     };
     (sink, GrpcSession::new(ctx, Schema::builtin()))
 }

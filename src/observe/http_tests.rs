@@ -133,6 +133,7 @@ impl Rig {
             conn: conn(capture_payloads),
             sink: sink.clone(),
             clock: Clock::new(),
+            long_lived: Default::default(),
         };
         Rig {
             sink,
@@ -984,6 +985,7 @@ fn ten_thousand_keep_alive_exchanges_cost_linear_time() {
         conn: conn(false),
         sink: Arc::new(Null),
         clock: Clock::new(),
+        long_lived: Default::default(),
     };
     let mut session = HttpSession::new(ctx, Arc::new(DockerIds::new()));
     let t0 = Instant::now();

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::conn::LongLived;
 use crate::metrics::InterceptMetrics;
 use crate::relay::tap::{TapEvent, TapReceiver};
 use crate::schema::Schema;
@@ -84,6 +85,7 @@ impl Observer {
         // The decoder's buffered bytes reserved against the process-wide budget.
         let budget = Arc::clone(rx.budget());
         let mut reserved = 0;
+        let long_lived = rx.long_lived();
         while let Some(event) = rx.recv().await {
             for f in &mut followers {
                 f.event(&event);
@@ -101,7 +103,7 @@ impl Observer {
                     session.payloads(true);
                 }
             }
-            state = self.next(state, event, &conn, &metrics);
+            state = self.next(state, event, &conn, &metrics, &long_lived);
             // Step 2 at the process-wide limit: a decoder that needs more than the budget has
             // left gives up (counted); its calls end incomplete, bytes keep flowing.
             state = match state {
@@ -142,7 +144,14 @@ impl Observer {
     }
 
     /// The connection's state after one tap event.
-    fn next(&self, state: State, event: TapEvent, conn: &Arc<ConnMeta>, metrics: &InterceptMetrics) -> State {
+    fn next(
+        &self,
+        state: State,
+        event: TapEvent,
+        conn: &Arc<ConnMeta>,
+        metrics: &InterceptMetrics,
+        long_lived: &LongLived,
+    ) -> State {
         match (state, event) {
             (State::Sniffing(sniffer, early, mut injected), TapEvent::Injected(i)) => {
                 if injected.len() < MAX_SNIFF_HELD {
@@ -160,12 +169,15 @@ impl Observer {
                 early.push((dir, at, bytes));
                 match verdict {
                     None if early.len() < MAX_SNIFF_HELD => State::Sniffing(sniffer, early, injected),
-                    verdict => self.start(conn, metrics, verdict.unwrap_or(Protocol::Opaque), early, injected),
+                    verdict => {
+                        let protocol = verdict.unwrap_or(Protocol::Opaque);
+                        self.start(conn, metrics, protocol, (early, injected), long_lived)
+                    }
                 }
             }
             // Ended before the protocol was known: opaque, nothing to decode.
             (State::Sniffing(_, early, injected), TapEvent::Eof { .. } | TapEvent::Closed { .. }) => {
-                self.start(conn, metrics, Protocol::Opaque, early, injected)
+                self.start(conn, metrics, Protocol::Opaque, (early, injected), long_lived)
             }
             (State::Decoding(mut s), TapEvent::Data { dir, at, bytes }) => {
                 s.data(dir, at, bytes);
@@ -194,8 +206,8 @@ impl Observer {
         conn: &Arc<ConnMeta>,
         metrics: &InterceptMetrics,
         protocol: Protocol,
-        early: Vec<(Direction, Instant, Bytes)>,
-        injected: Vec<Injection>,
+        (early, injected): (Vec<(Direction, Instant, Bytes)>, Vec<Injection>),
+        long_lived: &LongLived,
     ) -> State {
         metrics.sniffed(protocol).inc();
         tracing::debug!(intercept = %conn.service, conn = conn.id, protocol = protocol.as_str(), "protocol sniffed");
@@ -203,6 +215,7 @@ impl Observer {
             conn: Arc::clone(conn),
             sink: Arc::clone(&self.sink),
             clock: self.clock,
+            long_lived: long_lived.clone(),
         };
         let Some(mut session) = self.session(protocol, ctx) else {
             return State::Counting;

@@ -22,6 +22,8 @@ pub struct SessionCtx {
     pub conn: Arc<ConnMeta>,
     pub sink: Arc<dyn CallSink>,
     pub clock: Clock,
+    /// Where the session marks the connection's event subscriptions for the relay's drain.
+    pub long_lived: crate::conn::LongLived,
 }
 
 /// One connection's protocol session, fed in relay order.

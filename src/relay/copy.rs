@@ -6,6 +6,12 @@
 //! With propagation on (and only then) the client's chunks pass through the connection's
 //! rewriter (`relay::rewrite`) before they are offered and written: the tap and the upstream
 //! see the same, rewritten, bytes. Without it the path is unchanged.
+//!
+//! With decoding on, both directions also pass the connection's drain walker
+//! (`wire::drain`), after the rewriter: it follows the bytes as forwarded and, once the
+//! shutdown drain has begun ([`Relay::start_drain`]), adds the GOAWAY and PING frames or the
+//! `Connection: close` it needs and removes what the client must not reach the daemon with.
+//! The relay then ends on its own, without error, as soon as the walker says no call is left.
 
 use std::future::Future;
 use std::io;
@@ -16,8 +22,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::rewrite::{MAX_HOLD_TIME, Rewriter};
+use super::settle::Watch;
 use super::tap::Tap;
 use crate::wire::Direction;
+use crate::wire::drain::Drain;
 use crate::wire::inject::Injection;
 
 /// Bytes moved each way, indexed by `Direction::index()`.
@@ -79,6 +87,7 @@ impl Half {
         writer: &mut W,
         tap: &mut Tap,
         mut prop: Option<&mut Propagation>,
+        mut drain: Option<&mut Drain>,
     ) -> Poll<Result<(), RelayError>>
     where
         R: AsyncRead + Unpin,
@@ -107,11 +116,21 @@ impl Half {
                 }
                 return Poll::Ready(Ok(()));
             }
+            if self.dir == Direction::ServerToClient
+                && let Some(d) = drain.as_deref_mut()
+                && let Some(ours) = d.due()
+            {
+                // The drain's frames, between two of the daemon's, before more is read.
+                tap.goaways_sent(d.take_goaways());
+                self.set_pending(ours, tap);
+                continue;
+            }
             if self.dir == Direction::ClientToServer
                 && let Some(p) = prop.as_deref_mut()
                 && let Some(held) = p.stalled(cx, tap)
             {
                 // Bytes held back too long for a head that does not come: sent as they were.
+                let held = walked(self.dir, held, drain.as_deref_mut(), tap);
                 self.set_pending(held, tap);
                 continue;
             }
@@ -127,7 +146,21 @@ impl Half {
                 {
                     // A partial head held at the client's end goes out as it was.
                     let held = p.rewriter.release(None);
-                    self.set_pending(held, tap);
+                    if !held.is_empty() {
+                        // Read again after it is written: EOF again, with nothing held.
+                        let held = walked(self.dir, held, drain.as_deref_mut(), tap);
+                        self.set_pending(held, tap);
+                        continue;
+                    }
+                }
+                if let Some(d) = drain.as_deref_mut() {
+                    // Bytes the drain held (a frame header, a response head) go out as they were.
+                    let held = d.release(self.dir);
+                    if !held.is_empty() {
+                        // Read again after it is written: EOF again, with nothing held.
+                        self.set_pending(held, tap);
+                        continue;
+                    }
                 }
                 self.read_done = true;
                 tap.eof(self.dir);
@@ -143,6 +176,7 @@ impl Half {
                     None => chunk,
                     Some(p) => p.pass(self.dir, chunk, tap),
                 };
+                let chunk = walked(self.dir, chunk, drain.as_deref_mut(), tap);
                 self.set_pending(chunk, tap);
             }
         }
@@ -151,6 +185,11 @@ impl Half {
 
 impl Half {
     /// `chunk` is what goes onward next.
+    /// Everything read has been written onward.
+    fn flushed(&self) -> bool {
+        self.written >= self.pending.len()
+    }
+
     fn set_pending(&mut self, chunk: Bytes, tap: &mut Tap) {
         self.pending = chunk;
         self.written = 0;
@@ -220,6 +259,18 @@ impl Propagation {
     }
 }
 
+/// `chunk` as the drain walker forwards it (every byte that goes onward passes it, so that
+/// it keeps in step; rewritten bytes included, after the rewriter).
+fn walked(dir: Direction, chunk: Bytes, drain: Option<&mut Drain>, tap: &mut Tap) -> Bytes {
+    let Some(d) = drain else { return chunk };
+    let out = match dir {
+        Direction::ClientToServer => d.client_bytes(chunk),
+        Direction::ServerToClient => d.server_bytes(chunk),
+    };
+    tap.goaways_sent(d.take_goaways());
+    out
+}
+
 fn sides(dir: Direction) -> (&'static str, &'static str) {
     match dir {
         Direction::ClientToServer => ("client", "upstream"),
@@ -236,6 +287,11 @@ pub struct Relay<'a, C, U> {
     c2s: Half,
     s2c: Half,
     prop: Option<Propagation>,
+    drain: Option<Drain>,
+    /// Ended by the drain (no call left), not by the peers.
+    drained: bool,
+    /// While the shutdown settles: told, at each turn, whether this connection is busy.
+    settle: Option<Watch>,
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -251,7 +307,56 @@ where
             c2s: Half::new(Direction::ClientToServer, buffer_size),
             s2c: Half::new(Direction::ServerToClient, buffer_size),
             prop: None,
+            drain: None,
+            drained: false,
+            settle: None,
         }
+    }
+
+    /// The shutdown settles (`relay::settle`): report whether this connection is busy now and
+    /// after every turn from here on. A connection without a drain walker (decoding off) is
+    /// never busy: nothing can be known of it, and it has the grace period anyway.
+    pub fn settle(&mut self, watch: Option<Watch>) {
+        self.settle = watch;
+        self.report_busy();
+    }
+
+    fn report_busy(&mut self) {
+        if let Some(w) = &mut self.settle {
+            w.report(self.drain.as_ref().is_some_and(Drain::busy));
+        }
+    }
+
+    /// Follow the connection for the shutdown drain (decoding on).
+    pub fn with_drain(mut self) -> Self {
+        self.drain = Some(Drain::new());
+        self
+    }
+
+    /// Begin the shutdown drain: the relay ends as soon as no call is left on the connection.
+    /// Without a drain walker (decoding off) nothing changes: the grace period applies.
+    pub fn start_drain(&mut self) {
+        if let Some(d) = &mut self.drain {
+            d.start();
+        }
+    }
+
+    /// Whether the relay ended because the drain found no call left.
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// Where the drain stands, for logs.
+    pub fn drain_state(&self) -> String {
+        self.drain
+            .as_ref()
+            .map_or_else(|| "not followed (decoding off)".into(), Drain::describe)
+    }
+
+    /// Whether this connection waits for the grace period whatever happens (opaque,
+    /// switched protocols, no drain walker).
+    pub fn left_to_grace(&self) -> bool {
+        self.drain.as_ref().is_none_or(Drain::left_to_grace)
     }
 
     /// Client bytes go through `rewriter` (propagation on): the one mode that changes bytes.
@@ -280,20 +385,39 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if !this.c2s.done()
-            && let Poll::Ready(Err(e)) = this
-                .c2s
-                .poll(cx, this.client, this.upstream, this.tap, this.prop.as_mut())
+            && let Poll::Ready(Err(e)) = this.c2s.poll(
+                cx,
+                this.client,
+                this.upstream,
+                this.tap,
+                this.prop.as_mut(),
+                this.drain.as_mut(),
+            )
         {
             return Poll::Ready(Err(e));
         }
         if !this.s2c.done()
-            && let Poll::Ready(Err(e)) = this
-                .s2c
-                .poll(cx, this.upstream, this.client, this.tap, this.prop.as_mut())
+            && let Poll::Ready(Err(e)) = this.s2c.poll(
+                cx,
+                this.upstream,
+                this.client,
+                this.tap,
+                this.prop.as_mut(),
+                this.drain.as_mut(),
+            )
         {
             return Poll::Ready(Err(e));
         }
+        this.report_busy();
         if this.c2s.done() && this.s2c.done() {
+            Poll::Ready(Ok(this.counts()))
+        } else if this.c2s.flushed()
+            && this.s2c.flushed()
+            && let Some(d) = &this.drain
+            && d.finished(&|s| this.tap.long_lived().contains(s))
+        {
+            // Draining and no call left: dropping the sockets closes both sides.
+            this.drained = true;
             Poll::Ready(Ok(this.counts()))
         } else {
             Poll::Pending

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod ownership;
 pub mod peer;
 pub mod rewrite;
+pub mod settle;
 pub mod stream;
 pub mod tap;
 
@@ -88,15 +89,26 @@ pub trait TapHook: Send + Sync {
     fn open(&self, conn: Opened) -> Tapped;
 }
 
-/// Accept connections on `listener` until `stop` is cancelled; each connection runs in
-/// `tracker` until it ends or `cut` is cancelled (end of the grace period).
-pub async fn serve(
-    shared: Arc<Intercepted>,
-    listener: Listener,
-    stop: CancellationToken,
-    cut: CancellationToken,
-    tracker: TaskTracker,
-) {
+/// How the connections of every intercept stop at shutdown, in order.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    /// Stops the accept loops.
+    pub stop: CancellationToken,
+    /// Each connection starts reporting whether it is busy (not HTTP/2, something under way)
+    /// to `settled`, changing no byte yet.
+    pub settle: CancellationToken,
+    pub settled: Arc<settle::Settle>,
+    /// Begins the drain: each connection closes as soon as no call is left on it
+    /// (`wire::drain`); those it cannot follow wait for `cut`.
+    pub drain: CancellationToken,
+    /// Closes what is still open (end of the grace period).
+    pub cut: CancellationToken,
+}
+
+/// Accept connections on `listener` until `shutdown.stop` is cancelled; each connection runs
+/// in `tracker` until it ends, drains, or `shutdown.cut` is cancelled.
+pub async fn serve(shared: Arc<Intercepted>, listener: Listener, shutdown: Shutdown, tracker: TaskTracker) {
+    let stop = shutdown.stop.clone();
     shared.metrics.listening.store(true, Ordering::Relaxed);
     tracing::info!(intercept = %shared.config.name, listen = %shared.config.listen, upstream = %shared.config.upstream, owner = ?listener.owner(), "intercept listening");
     let mut errors = accept::AcceptErrors::new();
@@ -113,11 +125,12 @@ pub async fn serve(
                 // Beyond `max_connections` the client is closed at once (counted, logged).
                 let Some(permit) = shared.limit.admit() else { continue };
                 let shared = Arc::clone(&shared);
-                let cut = cut.clone();
+                let watch = shutdown.settled.opened();
+                let shutdown = shutdown.clone();
                 let conn_tracker = tracker.clone();
                 tracker.spawn(async move {
                     shared.metrics.active.inc();
-                    handle(&shared, client, cut, &conn_tracker).await;
+                    handle(&shared, client, &shutdown, watch, &conn_tracker).await;
                     shared.metrics.active.dec();
                     drop(permit);
                 });
@@ -138,7 +151,15 @@ pub async fn serve(
     tracing::info!(intercept = %shared.config.name, "stopped accepting");
 }
 
-async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: CancellationToken, tracker: &TaskTracker) {
+async fn handle(
+    shared: &Intercepted,
+    mut client: stream::Stream,
+    shutdown: &Shutdown,
+    watch: settle::Watch,
+    tracker: &TaskTracker,
+) {
+    let mut watch = Some(watch);
+    let cut = &shutdown.cut;
     let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let name = &shared.config.name;
     let client_cred = client.peer_cred();
@@ -178,22 +199,51 @@ async fn handle(shared: &Intercepted, mut client: stream::Stream, cut: Cancellat
         // The one mode that changes bytes: a traceparent added to requests (README, Propagation).
         relay = relay.with_rewriter(rewrite::Rewriter::new(shared.mint));
     }
-    let result = tokio::select! {
-        r = &mut relay => Some(r),
-        _ = cut.cancelled() => None,
+    if shared.config.decode {
+        // The drain needs to know calls and frame boundaries; without decoding it cannot,
+        // and the connection keeps the grace period as before.
+        relay = relay.with_drain();
+    }
+    let mut draining = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut relay => break Some(r),
+            _ = cut.cancelled() => break None,
+            _ = shutdown.settle.cancelled(), if watch.is_some() => relay.settle(watch.take()),
+            _ = shutdown.drain.cancelled(), if !draining => {
+                draining = true;
+                relay.start_drain();
+                if relay.left_to_grace() {
+                    tracing::debug!(intercept = %name, conn = id, "draining: connection not followed (opaque, switched protocols or decoding off); it has the grace period");
+                }
+            }
+        }
     };
-    let counts = relay.counts();
+    let (counts, drained) = (relay.counts(), relay.drained());
+    // Only the drain's log lines name its state (a formatted string: not for every close).
+    let state = if draining || result.is_none() {
+        relay.drain_state()
+    } else {
+        String::new()
+    };
     tap.close();
     match result {
+        Some(Ok(_)) if drained => {
+            tracing::debug!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], "connection drained: no call left")
+        }
         Some(Ok(_)) => {
             tracing::debug!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], "connection closed")
+        }
+        Some(Err(e)) if draining => {
+            // A client told to go away (GOAWAY) often closes first: the end the drain asked for.
+            tracing::debug!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], error = %e, drain = %state, "connection ended while draining");
         }
         Some(Err(e)) => {
             shared.metrics.relay_errors.inc();
             tracing::debug!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], error = %e, "connection ended by error");
         }
         None => {
-            tracing::info!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], "connection cut at the end of the grace period")
+            tracing::info!(intercept = %name, conn = id, c2s = counts[0], s2c = counts[1], drain = %state, "connection cut at the end of the grace period")
         }
     }
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::budget::DecodeBudget;
+use crate::conn::LongLived;
 use crate::metrics::InterceptMetrics;
 use crate::wire::Direction;
 use crate::wire::inject::{GiveUpReason, Injection};
@@ -40,6 +41,7 @@ pub struct Tap {
     max_bytes: usize,
     metrics: Arc<InterceptMetrics>,
     budget: Arc<DecodeBudget>,
+    long_lived: LongLived,
 }
 
 /// The observer's side: events in relay order, with the queue's fill level.
@@ -48,6 +50,7 @@ pub struct TapReceiver {
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
     budget: Arc<DecodeBudget>,
+    long_lived: LongLived,
 }
 
 impl Drop for TapReceiver {
@@ -78,6 +81,11 @@ impl TapReceiver {
         &self.budget
     }
 
+    /// Where the observer says which streams are event subscriptions (for the drain).
+    pub fn long_lived(&self) -> LongLived {
+        self.long_lived.clone()
+    }
+
     /// How full the queue is, 0.0 to 1.0, by events or bytes, whichever is fuller.
     pub fn fill(&self) -> f64 {
         let events = self.rx.len() as f64 / self.rx.max_capacity().max(1) as f64;
@@ -102,11 +110,13 @@ impl Tap {
     ) -> (Tap, TapReceiver) {
         let (tx, rx) = mpsc::channel(depth.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
+        let long_lived = LongLived::default();
         let receiver = TapReceiver {
             rx,
             queued: Arc::clone(&queued),
             max_bytes,
             budget: Arc::clone(&budget),
+            long_lived: long_lived.clone(),
         };
         (
             Tap {
@@ -115,6 +125,7 @@ impl Tap {
                 max_bytes,
                 metrics,
                 budget,
+                long_lived,
             },
             receiver,
         )
@@ -128,7 +139,13 @@ impl Tap {
             max_bytes: 0,
             metrics,
             budget: DecodeBudget::unlimited(),
+            long_lived: LongLived::default(),
         }
+    }
+
+    /// The streams the observer knows to be event subscriptions (none without an observer).
+    pub fn long_lived(&self) -> &LongLived {
+        &self.long_lived
     }
 
     /// Whether chunks still go to an observer (not off, not given up, observer not gone).
@@ -178,6 +195,13 @@ impl Tap {
     pub fn rewrite_gave_up(&mut self, reason: GiveUpReason) {
         self.metrics.propagation_give_ups.inc();
         tracing::debug!(intercept = %self.metrics.name, reason, "propagation stopped on a connection; forwarding unchanged");
+    }
+
+    /// The shutdown drain added `n` GOAWAY frames to this connection. Counted.
+    pub fn goaways_sent(&mut self, n: u32) {
+        if n > 0 {
+            self.metrics.goaways_sent.add(u64::from(n));
+        }
     }
 
     /// Offer the end of one direction. Never blocks.

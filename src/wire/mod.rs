@@ -4,6 +4,7 @@
 //! One module here writes rather than reads: [`inject`], the byte half of trace context
 //! propagation, pure like the decoders.
 
+pub mod drain;
 pub mod grpc;
 pub mod h1;
 pub mod h2;

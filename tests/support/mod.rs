@@ -122,17 +122,31 @@ impl Tap {
     /// LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES = `name`), through `bash` so LISTEN_PID can
     /// name the exec'd process; `config` (TOML) is written into `dir`. Waits until it listens.
     pub fn start_activated(dir: &Path, listener: &UnixListener, name: &str, config: &str) -> Tap {
+        Tap::start_activated_all(dir, &[(listener, name)], config)
+    }
+
+    /// As `start_activated`, with several listeners: descriptors 3, 4, ... in order, named
+    /// in `LISTEN_FDNAMES` (colon-separated) as systemd does.
+    pub fn start_activated_all(dir: &Path, listeners: &[(&UnixListener, &str)], config: &str) -> Tap {
         use std::os::fd::AsRawFd;
-        let fd = listener.as_raw_fd();
-        // Let the descriptor survive exec into bash, which moves it to 3 for runtime-tap.
-        nix::fcntl::fcntl(listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
-        let path = dir.join(format!("{name}.toml"));
+        // Each descriptor survives exec into bash, which parks it above 9 first (so that
+        // moving one to 3 or 4 cannot clobber another) and then moves it in place.
+        let (mut park, mut place, mut names) = (String::new(), String::new(), Vec::new());
+        for (i, (listener, name)) in listeners.iter().enumerate() {
+            nix::fcntl::fcntl(*listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+            park.push_str(&format!(" {}<&{}", 20 + i, listener.as_raw_fd()));
+            place.push_str(&format!(" {}<&{} {}<&-", 3 + i, 20 + i, 20 + i));
+            names.push(*name);
+        }
+        let names = names.join(":");
+        let path = dir.join(format!("{}.toml", names.replace(':', "-")));
         std::fs::write(&path, config).unwrap();
-        let log = dir.join(format!("{name}-{}.log", rand::random::<u32>()));
+        let log = dir.join(format!("{}-{}.log", names.replace(':', "-"), rand::random::<u32>()));
         let child = Command::new("bash")
             .arg("-c")
             .arg(format!(
-                "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES={name} RUST_LOG=debug; exec '{}' run --config '{}' 3<&{fd}",
+                "exec{park}; export LISTEN_PID=$$ LISTEN_FDS={} LISTEN_FDNAMES={names} RUST_LOG=debug; exec '{}' run --config '{}'{place}",
+                listeners.len(),
                 env!("CARGO_BIN_EXE_runtime-tap"),
                 path.display()
             ))
@@ -146,7 +160,10 @@ impl Tap {
             admin: admin_of(config),
             log,
         };
-        tap.wait_log(|l| l.contains("intercept listening"), Duration::from_secs(20));
+        tap.wait_log(
+            |l| l.matches("intercept listening").count() >= listeners.len(),
+            Duration::from_secs(20),
+        );
         assert!(tap.log_text().contains("handed over by the service manager"));
         tap
     }

@@ -46,6 +46,7 @@ fn session_replay(rel: &str, http2: bool) -> (Arc<Sink>, Vec<Injection>) {
         }),
         sink: sink.clone(),
         clock: crate::trace::call::Clock::new(),
+        long_lived: Default::default(),
     };
     let mut session: Box<dyn Session> = if http2 {
         Box::new(crate::observe::grpc::GrpcSession::new(

@@ -306,6 +306,31 @@ impl H1Decoder {
         self.upgraded
     }
 
+    /// Requests whose head was seen so far on this connection.
+    pub fn requests_seen(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Between two exchanges: no request or response under way or partly seen, no protocol
+    /// switch, nothing buffered. A connection here can be closed without cutting a call.
+    pub fn between_exchanges(&self) -> bool {
+        self.gave_up.is_none()
+            && self.upgraded.is_none()
+            && self.pending.is_empty()
+            && matches!(self.req.phase, ReqPhase::Head)
+            && matches!(self.resp.phase, RespPhase::Head)
+            && self.req.buf.is_empty()
+            && self.resp.buf.is_empty()
+    }
+
+    /// The next daemon byte starts a response head (nothing of it seen yet).
+    pub fn at_response_head_start(&self) -> bool {
+        self.gave_up.is_none()
+            && self.upgraded.is_none()
+            && matches!(self.resp.phase, RespPhase::Head)
+            && self.resp.buf.is_empty()
+    }
+
     /// Bytes held by the decoder right now (partial heads, trailer sections, bytes waiting
     /// for a protocol switch decision). Never more than about twice `max_head`.
     pub fn buffered_bytes(&self) -> usize {
