@@ -15,8 +15,6 @@
 //! is the one exception, and the connection ends if the client then sends another block the
 //! daemon would decode against a table that block would have changed.
 
-use std::collections::HashMap;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::wire::h2::frame::{FRAME_HEADER_LEN, FrameHeader, FrameType, PREFACE, flags};
@@ -132,7 +130,8 @@ pub struct H2Drain {
     /// First payload bytes of a daemon GOAWAY (its last stream id).
     server_goaway: Option<Vec<u8>>,
     /// Open client streams and which sides ended them.
-    streams: HashMap<u32, u8>,
+    /// Fx-hashed, as the decoder's streams are (`wire::h2::conn`): a lookup per frame.
+    streams: rustc_hash::FxHashMap<u32, u8>,
     max_client: u32,
     phase: Phase,
     /// The final GOAWAY's last stream id.
@@ -155,7 +154,7 @@ impl Default for H2Drain {
             server: Walk::default(),
             server_frames: 0,
             server_goaway: None,
-            streams: HashMap::new(),
+            streams: rustc_hash::FxHashMap::default(),
             max_client: 0,
             phase: Phase::Serving,
             last: MAX_STREAM_ID,

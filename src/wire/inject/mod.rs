@@ -237,7 +237,10 @@ impl Rewriter {
 /// The output of one chunk: ranges of the input (no copy) and new bytes, in order.
 pub(crate) struct Emit<'a> {
     input: &'a Bytes,
-    parts: Vec<Part>,
+    /// The first part, apart from `rest` so that the common case (the chunk as it came, or one
+    /// slice of it) allocates nothing: every decoded chunk passes an `Emit` on the relay's path.
+    first: Option<Part>,
+    rest: Vec<Part>,
 }
 
 enum Part {
@@ -245,11 +248,28 @@ enum Part {
     Owned(Bytes),
 }
 
+impl Part {
+    fn len(&self) -> usize {
+        match self {
+            Part::Input(s, e) => e - s,
+            Part::Owned(b) => b.len(),
+        }
+    }
+}
+
 impl<'a> Emit<'a> {
     pub(crate) fn new(input: &'a Bytes) -> Emit<'a> {
         Emit {
             input,
-            parts: Vec::new(),
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, part: Part) {
+        match self.first {
+            None => self.first = Some(part),
+            Some(_) => self.rest.push(part),
         }
     }
 
@@ -258,37 +278,35 @@ impl<'a> Emit<'a> {
         if start >= end {
             return;
         }
-        if let Some(Part::Input(_, e)) = self.parts.last_mut()
+        let last = match self.rest.last_mut() {
+            Some(p) => Some(p),
+            None => self.first.as_mut(),
+        };
+        if let Some(Part::Input(_, e)) = last
             && *e == start
         {
             *e = end;
             return;
         }
-        self.parts.push(Part::Input(start, end));
+        self.push(Part::Input(start, end));
     }
 
     /// New (or held) bytes go out.
     pub(crate) fn owned(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
-            self.parts.push(Part::Owned(bytes));
+            self.push(Part::Owned(bytes));
         }
     }
 
     /// The bytes to forward: a slice of the input when that is all, else one new buffer.
     pub(crate) fn finish(self) -> Bytes {
-        match self.parts.as_slice() {
-            [] => Bytes::new(),
-            [Part::Input(s, e)] => self.input.slice(*s..*e),
-            [Part::Owned(b)] => b.clone(),
-            parts => {
-                let len = parts
-                    .iter()
-                    .map(|p| match p {
-                        Part::Input(s, e) => e - s,
-                        Part::Owned(b) => b.len(),
-                    })
-                    .sum();
-                let mut out = BytesMut::with_capacity(len);
+        match (self.first, self.rest.is_empty()) {
+            (None, _) => Bytes::new(),
+            (Some(Part::Input(s, e)), true) => self.input.slice(s..e),
+            (Some(Part::Owned(b)), true) => b,
+            (Some(first), false) => {
+                let parts = std::iter::once(&first).chain(&self.rest);
+                let mut out = BytesMut::with_capacity(parts.clone().map(Part::len).sum());
                 for p in parts {
                     match p {
                         Part::Input(s, e) => out.extend_from_slice(&self.input[*s..*e]),
