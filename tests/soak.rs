@@ -176,7 +176,7 @@ fn soak_mixed_traffic_keeps_bytes_accounting_memory_and_descriptors() {
     let setup_time = wall.elapsed();
 
     // Baseline, then the traffic, sampling runtime-tap's RSS meanwhile.
-    let fds_before = fds_beside_connections(tap);
+    let fds_before = usual_fds_beside_connections(tap);
     let before = tap.metrics();
     let cpu_before = tap.cpu_time();
     *ctx.tally.docker_runs.lock().unwrap() = 0;
@@ -577,6 +577,24 @@ fn fds_beside_connections(tap: &Tap) -> i64 {
         .map(|(_, v)| v)
         .sum();
     fds - 2 * active as i64
+}
+
+/// [`fds_beside_connections`] as it usually is over two seconds (the most frequent of 20
+/// samples). One sample can catch a moment that is no leak: a connection accepted and not yet
+/// connected upstream (one less), or a peer lookup of a new connection reading another
+/// process's `/proc/<pid>/fd` beside the relay (one or two more); dockerd on containerd 2.x
+/// opens connections while the baseline is taken, and a baseline of 18 against a steady 16
+/// failed the run once.
+fn usual_fds_beside_connections(tap: &Tap) -> i64 {
+    let mut seen = std::collections::BTreeMap::<i64, usize>::new();
+    for _ in 0..20 {
+        *seen.entry(fds_beside_connections(tap)).or_default() += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    seen.into_iter()
+        .max_by_key(|&(_, n)| n)
+        .map(|(v, _)| v)
+        .unwrap_or_default()
 }
 
 /// Waits (bounded) for [`fds_beside_connections`] to come back to `baseline`; its value then.
