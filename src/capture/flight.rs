@@ -498,22 +498,7 @@ impl FlightRecorder {
     /// at most `timeout` for the writer. Blocking: call it off the runtime, after the spans
     /// were flushed.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let (ack_tx, ack_rx) = mpsc::channel();
-        let deadline = Instant::now() + timeout;
-        let mut msg = Msg::Flush(ack_tx);
-        loop {
-            match self.inner.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(mpsc::TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return false,
-            }
-        }
-        ack_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        super::flush_writer(&self.inner.tx, Msg::Flush, timeout)
     }
 
     /// Dumps written so far.

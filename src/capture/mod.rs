@@ -218,23 +218,30 @@ impl Capture {
     /// Write out everything offered so far and flush the file; waits at most `timeout`.
     /// Returns whether the writer confirmed in time. Blocking: call it off the runtime.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let (ack_tx, ack_rx) = mpsc::channel();
-        let deadline = Instant::now() + timeout;
-        let mut msg = Msg::Flush(ack_tx);
-        loop {
-            match self.inner.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return false,
-            }
-        }
-        ack_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        flush_writer(&self.inner.tx, Msg::Flush, timeout)
     }
+}
+
+/// Queue `flush(ack)` to a writer thread, waiting for room until `timeout`, then wait for its
+/// ack in what is left of it: whether the writer caught up in time (the capture's and the
+/// flight recorder's writers alike).
+fn flush_writer<M>(tx: &SyncSender<M>, flush: impl FnOnce(mpsc::Sender<()>) -> M, timeout: Duration) -> bool {
+    let (ack_tx, ack_rx) = mpsc::channel();
+    let deadline = Instant::now() + timeout;
+    let mut msg = flush(ack_tx);
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => break,
+            Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                msg = m;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return false,
+        }
+    }
+    ack_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .is_ok()
 }
 
 /// The raw capture's and the flight recorder's families of /metrics, for the intercepts that

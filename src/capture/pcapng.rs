@@ -89,14 +89,19 @@ pub fn interface(name: &str, description: &str) -> Vec<u8> {
 /// An Enhanced Packet Block on interface 0 holding `frame` whole, stamped `micros` since the
 /// Unix epoch.
 pub fn packet(micros: u64, frame: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(20 + frame.len() + 3);
+    block(EPB, &packet_body(micros, frame, 3))
+}
+
+/// An Enhanced Packet Block's fixed fields and `frame`, with room for `extra` more bytes.
+fn packet_body(micros: u64, frame: &[u8], extra: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(20 + frame.len() + extra);
     body.extend_from_slice(&0u32.to_le_bytes()); // interface id
     body.extend_from_slice(&((micros >> 32) as u32).to_le_bytes());
     body.extend_from_slice(&(micros as u32).to_le_bytes());
     body.extend_from_slice(&(frame.len() as u32).to_le_bytes()); // captured
     body.extend_from_slice(&(frame.len() as u32).to_le_bytes()); // original
     body.extend_from_slice(frame);
-    block(EPB, &body)
+    body
 }
 
 /// As [`packet`], with an `opt_comment` (Wireshark shows it as `frame.comment`; tshark
@@ -105,13 +110,7 @@ pub fn packet_with_comment(micros: u64, frame: &[u8], comment: &str) -> Vec<u8> 
     if comment.is_empty() {
         return packet(micros, frame);
     }
-    let mut body = Vec::with_capacity(20 + frame.len() + comment.len() + 16);
-    body.extend_from_slice(&0u32.to_le_bytes()); // interface id
-    body.extend_from_slice(&((micros >> 32) as u32).to_le_bytes());
-    body.extend_from_slice(&(micros as u32).to_le_bytes());
-    body.extend_from_slice(&(frame.len() as u32).to_le_bytes()); // captured
-    body.extend_from_slice(&(frame.len() as u32).to_le_bytes()); // original
-    body.extend_from_slice(frame);
+    let mut body = packet_body(micros, frame, comment.len() + 16);
     // Options start on a 32-bit boundary after the packet data.
     body.resize(body.len().next_multiple_of(4), 0);
     // An option's length is 16 bits: a longer comment is cut at a character boundary.
