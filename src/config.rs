@@ -84,6 +84,11 @@ pub struct Export {
     /// endpoint and no file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<bool>,
+    /// On the console, fold calls that belong to no trace into one summary line per 10 s
+    /// (method × count, slowest); default on. Errors and traces of more than one span are always
+    /// shown whole. `false` shows every call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_fold: Option<bool>,
 }
 
 /// One intercepted socket: clients connect to `listen`, bytes go on to `upstream`.
@@ -626,6 +631,7 @@ impl Export {
         base.headers = self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut cfg = ExportConfig::from_env_and(base, env)?;
         cfg.console = self.console.unwrap_or(cfg.otlp_url().is_none() && cfg.file.is_none());
+        cfg.console_fold = self.console_fold.unwrap_or(true);
         Ok(cfg)
     }
 }

@@ -397,3 +397,333 @@ fn html_report_draws_its_charts_in_headless_chromium() {
     assert_eq!(bars, drawn, "every bar drawn is in a chart");
     assert!(!dom.contains("id=\"hist-4\""), "four methods, four histograms");
 }
+
+const POD_PHASES: [&str; 5] = [
+    "runtime_tap.pod_start.phase.sandbox_ms",
+    "runtime_tap.pod_start.phase.image_pull_ms",
+    "runtime_tap.pod_start.phase.create_ms",
+    "runtime_tap.pod_start.phase.start_ms",
+    "runtime_tap.pod_start.phase.kubelet_ms",
+];
+const EVENTS: &str = "containerd.services.events.v1.Events/Subscribe";
+
+/// A `pod start` root of `total` ms whose phases are `phases` ms (sandbox, image pull, create,
+/// start, kubelet) and whose SLI is `sli` ms, with its four CRI calls laid end to end.
+fn pod_start(t0: u64, total: u64, phases: [u64; 5], sli: u64) -> Vec<SpanRecord> {
+    let ms = 1_000_000;
+    let trace = new_trace_id();
+    let mut root = span(trace, None, "kubelet", "pod start", t0, total * ms);
+    root.kind = SpanKind::Internal;
+    root.attributes = POD_PHASES
+        .iter()
+        .zip(phases)
+        .map(|(k, v)| Attr::double(*k, v as f64))
+        .chain([Attr::double("runtime_tap.pod_start.sli_ms", sli as f64)])
+        .collect();
+    let calls = ["RunPodSandbox", "PullImage", "CreateContainer", "StartContainer"];
+    let mut at = t0;
+    let mut out = Vec::new();
+    for (call, d) in calls.iter().zip(phases) {
+        let service = if *call == "PullImage" {
+            "ImageService"
+        } else {
+            "RuntimeService"
+        };
+        let mut s = span(
+            trace,
+            Some(&root),
+            "containerd",
+            &format!("runtime.v1.{service}/{call}"),
+            at,
+            d * ms,
+        );
+        if *call == "PullImage" {
+            s.attributes = vec![
+                Attr::str("container.image.name", "registry.k8s.io/pause"),
+                Attr::list("container.image.tags", vec!["3.6".into()]),
+            ];
+        }
+        at += d * ms;
+        out.push(s);
+    }
+    out.push(root);
+    out
+}
+
+/// What the report leads with: two pod starts, a `docker pull` of two layers with its
+/// per-layer children, and an event subscription open far longer than any operation.
+fn answer_spans() -> Vec<SpanRecord> {
+    let ms = 1_000_000;
+    let t0 = BASE_NS + 200_000_000_000;
+    let mut out = pod_start(t0, 2000, [300, 1200, 100, 200, 200], 800);
+    out.extend(pod_start(t0 + 5_000 * ms, 1000, [100, 500, 100, 100, 200], 500));
+    let trace = new_trace_id();
+    let mut pull = span(
+        trace,
+        None,
+        "dockerd",
+        "POST /images/create",
+        t0 + 10_000 * ms,
+        500 * ms,
+    );
+    pull.attributes = vec![
+        Attr::str("url.query", "fromImage=127.0.0.1%3A5000%2Fbb&tag=2"),
+        Attr::str("container.image.name", "127.0.0.1:5000/bb"),
+        Attr::list("container.image.tags", vec!["2".into()]),
+        Attr::int("runtime_tap.image.bytes", 3_000_000),
+        Attr::int("runtime_tap.image.layers", 2),
+    ];
+    let layer = |name: &str, id: &str, bytes: i64, start: u64, dur: u64| {
+        let mut s = span(
+            trace,
+            Some(&pull),
+            "dockerd",
+            name,
+            t0 + (10_000 + start) * ms,
+            dur * ms,
+        );
+        s.kind = SpanKind::Internal;
+        s.attributes = vec![
+            Attr::str("runtime_tap.image.layer.id", id),
+            Attr::int("runtime_tap.image.layer.bytes", bytes),
+        ];
+        s
+    };
+    out.extend([
+        layer("layer download", "aaaaaaaaaaaa", 2_000_000, 10, 100),
+        layer("layer download", "bbbbbbbbbbbb", 1_000_000, 10, 200),
+        layer("layer extract", "aaaaaaaaaaaa", 2_000_000, 220, 50),
+        layer("layer extract", "bbbbbbbbbbbb", 1_000_000, 280, 30),
+    ]);
+    out.push(pull);
+    let mut events = span(new_trace_id(), None, "containerd", EVENTS, BASE_NS, 1_000_000 * ms);
+    events.attributes = vec![Attr::bool("runtime_tap.long_lived", true)];
+    out.push(events);
+    out
+}
+
+/// The row of a table whose first columns read `label`: its last `n` columns.
+fn row_numbers(text: &str, label: &str, n: usize) -> Vec<String> {
+    let row = text
+        .lines()
+        .find(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            t.len() > n && t[..t.len() - n].join(" ") == label
+        })
+        .unwrap_or_else(|| panic!("no row {label:?} in\n{text}"));
+    let t: Vec<&str> = row.split_whitespace().collect();
+    t[t.len() - n..].iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn text_report_leads_with_pod_starts_pulls_and_container_starts() {
+    let dir = TempDir::new("report-answers");
+    let file = dir.path("spans.jsonl");
+    let mut all = spans();
+    all.extend(answer_spans());
+    write_span_file(&file, &all);
+    let (ok, text, err) = report(&[file.to_str().unwrap(), "--top", "3"]);
+    println!("{text}");
+    assert!(ok, "report failed: {err}");
+
+    // The answers first, in this order; long-lived streams last.
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("no {needle:?} in\n{text}"));
+    let order = [
+        "Pod starts: 2",
+        "Slowest 2 pod starts",
+        "Image pulls: 3",
+        "Slowest 3 pulls, layer by layer",
+        "Container starts (POST /containers/{id}/start): 41",
+        "Latency per service and span name",
+        "Slowest 3 operations",
+        "Long-lived streams",
+    ];
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{:?} before {:?}", pair[0], pair[1]);
+    }
+
+    // Per phase: count, p50, p90, p99, max over the two pods (nearest rank: p50 is the smaller).
+    let pods = &text[at("Pod starts: 2")..at("Slowest 2 pod starts")];
+    let num = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        row_numbers(pods, "total", 5),
+        num(&["2", "1000.000", "2000.000", "2000.000", "2000.000"])
+    );
+    assert_eq!(
+        row_numbers(pods, "SLI (pulls excluded)", 5),
+        num(&["2", "500.000", "800.000", "800.000", "800.000"])
+    );
+    assert_eq!(
+        row_numbers(pods, "sandbox", 5),
+        num(&["2", "100.000", "300.000", "300.000", "300.000"])
+    );
+    assert_eq!(
+        row_numbers(pods, "image pull", 5),
+        num(&["2", "500.000", "1200.000", "1200.000", "1200.000"])
+    );
+    assert_eq!(
+        row_numbers(pods, "kubelet", 5),
+        num(&["2", "200.000", "200.000", "200.000", "200.000"])
+    );
+    // The slowest pod whole: its phases and its calls.
+    let slow_pods = &text[at("Slowest 2 pod starts")..at("Image pulls: 3")];
+    assert!(
+        slow_pods.contains(" 1. pod start · kubelet · 2000.000 ms"),
+        "{slow_pods}"
+    );
+    assert!(
+        slow_pods.contains("phases: SLI (pulls excluded) 800.000 ms · sandbox 300.000 ms · image pull 1200.000 ms"),
+        "{slow_pods}"
+    );
+    assert!(
+        slow_pods.contains("└─ runtime.v1.RuntimeService/StartContainer"),
+        "{slow_pods}"
+    );
+
+    // Pulls: per image, then the slowest layer by layer (bytes exact, MB/s = bytes / download).
+    let pulls = &text[at("Image pulls: 3")..at("Container starts")];
+    assert_eq!(
+        row_numbers(pulls, "127.0.0.1:5000/bb:2", 6),
+        num(&["1", "500.000", "500.000", "3000000", "6.0", "0"])
+    );
+    assert_eq!(row_numbers(pulls, "registry.k8s.io/pause:3.6", 6)[0], "2");
+    assert!(
+        pulls.contains(" 1. registry.k8s.io/pause:3.6 · containerd · 1200.000 ms"),
+        "{pulls}"
+    );
+    // Ties (500 ms) go earlier first.
+    assert!(
+        pulls.contains(" 3. 127.0.0.1:5000/bb:2 · dockerd · 500.000 ms · 3000000 bytes · 6.0 MB/s"),
+        "{pulls}"
+    );
+    assert_eq!(
+        row_numbers(pulls, "aaaaaaaaaaaa", 4),
+        num(&["2000000", "100.000", "50.000", "20.0"])
+    );
+    assert_eq!(
+        row_numbers(pulls, "bbbbbbbbbbbb", 4),
+        num(&["1000000", "200.000", "30.000", "5.0"])
+    );
+    assert!(pulls.contains("no per-layer progress on this socket"), "{pulls}");
+
+    // Container starts: the 41 starts and each layer's self time; the 900 ms start's dockerd
+    // self time (500 ms) is the largest.
+    let starts = &text[at("Container starts")..at("Latency per service")];
+    assert_eq!(row_numbers(starts, "whole start", 5)[0], "41");
+    assert_eq!(row_numbers(starts, "dockerd", 5)[0], "41");
+    assert_eq!(row_numbers(starts, "dockerd", 5)[4], "500.000");
+
+    // The subscription, open 1,000 s, is no slow operation and no row of the latency table.
+    let table = &text[at("Latency per service")..at("Slowest 3 operations")];
+    let slowest = &text[at("Slowest 3 operations")..at("Long-lived streams")];
+    assert!(!table.contains(EVENTS) && !slowest.contains(EVENTS), "{table}{slowest}");
+    assert!(slowest.contains(" 1. pod start · kubelet · 2000.000 ms"), "{slowest}");
+    let long = &text[at("Long-lived streams")..];
+    assert_eq!(
+        row_numbers(long, &format!("containerd {EVENTS}"), 6)[..2],
+        num(&["1", "1000000.000"])
+    );
+}
+
+/// A screenshot of `page` at `width` × `height` from headless Chromium, as PNG bytes.
+fn screenshot(page: &Path, profile: &Path, png: &Path, (width, height): (u32, u32)) -> Vec<u8> {
+    let status = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "chromium --screenshot: {status}");
+    std::fs::read(png).unwrap()
+}
+
+#[test]
+fn html_report_leads_with_the_answers_and_keeps_every_label_inside() {
+    let dir = TempDir::new("report-html-answers");
+    let file = dir.path("spans.jsonl");
+    let page = dir.path("report.html");
+    let mut all = spans();
+    all.extend(answer_spans());
+    // A deep span with a long name whose bar ends at the trace's end: its name must be cut to
+    // the label column and its duration label kept inside the drawing.
+    let ms = 1_000_000;
+    let t0 = BASE_NS + 300_000_000_000;
+    let trace = new_trace_id();
+    let root = span(trace, None, "dockerd", START, t0, 5_000 * ms);
+    let mut parent = root.clone();
+    for depth in 0..6u64 {
+        let name = format!("containerd.services.snapshots.v1.Snapshots/Prepare-with-a-very-long-name-{depth}");
+        let s = span(
+            trace,
+            Some(&parent),
+            "containerd",
+            &name,
+            t0 + (depth + 1) * ms,
+            5_000 * ms - (depth + 1) * ms,
+        );
+        all.push(s.clone());
+        parent = s;
+    }
+    all.push(root);
+    write_span_file(&file, &all);
+    let (ok, _, err) = report(&[file.to_str().unwrap(), "--top", "3", "--html", page.to_str().unwrap()]);
+    assert!(ok, "report failed: {err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let at = |needle: &str| html.find(needle).unwrap_or_else(|| panic!("no {needle:?}"));
+    let order = [
+        "<h2>Pod starts</h2>",
+        "id=\"pod-phases\"",
+        "id=\"pod-tl-0\"",
+        "<h2>Image pulls</h2>",
+        "id=\"pull-images\"",
+        "id=\"pull-2-layers\"",
+        "<h2>Container starts</h2>",
+        "id=\"start-layers\"",
+        "<h2>Latency per service and span name</h2>",
+        "id=\"tl-0\"",
+        "<h2>Long-lived streams</h2>",
+    ];
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{:?} before {:?}", pair[0], pair[1]);
+    }
+    assert!(html.contains("<td>aaaaaaaaaaaa</td><td>2000000</td><td>100.000</td><td>50.000</td><td>20.0</td>"));
+
+    let dom = dump_dom(&page, &dir.path("profile"));
+    let outside: usize = dom
+        .split("<body data-")
+        .nth(1)
+        .and_then(|s| s.split("data-outside=\"").nth(1))
+        .and_then(|s| s[..s.find('"')?].parse().ok())
+        .unwrap_or_else(|| panic!("the page's script did not finish: {}", &dom[..dom.len().min(2000)]));
+    assert_eq!(outside, 0, "labels outside their timeline");
+    // The slowest pod's timeline: the root and its four calls.
+    assert_eq!(rects(svg_by_id(&dom, "pod-tl-0")).len(), 5);
+    // The long-named trace is the slowest operation: seven rows, names cut with "…".
+    let tl = svg_by_id(&dom, "tl-0");
+    assert_eq!(rects(tl).len(), 7);
+    assert!(tl.contains("…"), "long names are cut: {tl}");
+    assert!(tl.contains("data-outside=\"0\""), "{tl}");
+
+    // And as a user sees it, on a narrow window: the screenshot is drawn (kept beside the page
+    // for a look).
+    let png = screenshot(&page, &dir.path("profile-shot"), &dir.path("report.png"), (900, 2400));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "{} bytes", png.len());
+    if let Ok(keep) = std::env::var("RTAP_KEEP_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Report, ms, rfc3339};
+use super::{Report, Slow, ms, rfc3339};
 use crate::trace::span::SpanStatus;
 use crate::trace::tree::{SpanTree, duration};
 
@@ -20,6 +20,8 @@ use crate::trace::tree::{SpanTree, duration};
 pub const BINS: usize = 24;
 /// Rows drawn per timeline; deeper traces are cut (the text report has them all).
 pub const MAX_TIMELINE_ROWS: usize = 400;
+
+mod answers;
 
 /// The page.
 pub fn render(r: &Report) -> String {
@@ -54,6 +56,7 @@ pub fn render(r: &Report) -> String {
     }
     out.push_str("<noscript><p>The charts need JavaScript (inline, no network).</p></noscript>\n");
 
+    answers::render(&mut out, r);
     out.push_str("<h2>Latency per service and span name</h2>\n");
     out.push_str(
         "<p class=\"meta\">milliseconds; nearest-rank percentiles (the value at rank ⌈p·n/100⌉); errors = status Error</p>\n",
@@ -68,7 +71,7 @@ pub fn render(r: &Report) -> String {
             "<tr><td>{}</td><td><a href=\"#hist-{i}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td{}>{:.1}%</td></tr>",
             esc(&m.service),
-            esc(&m.name),
+            esc(m.name()),
             m.count(),
             ms(m.percentile(50)),
             ms(m.percentile(90)),
@@ -86,48 +89,41 @@ pub fn render(r: &Report) -> String {
             out,
             "<figure><figcaption>{} · {}</figcaption><svg id=\"hist-{i}\" class=\"hist\" role=\"img\"></svg></figure>",
             esc(&m.service),
-            esc(&m.name)
+            esc(m.name())
         );
     }
     out.push_str("</div>\n");
 
-    let _ = writeln!(
-        out,
-        "<h2>Slowest {} operations</h2>\n<div id=\"timeline\">",
-        r.slowest.len()
-    );
-    for (i, s) in r.slowest.iter().enumerate() {
-        let root = s.root();
-        let selfs: Vec<String> = s
-            .self_times
-            .iter()
-            .map(|(svc, d)| format!("{} {} ms", esc(svc), ms(*d)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "<section class=\"op\"><h3>{}. {} · {} · {} ms{}</h3><p class=\"meta\">{} · trace {} · self time: {}</p>\
-             <svg id=\"tl-{i}\" class=\"timeline\" role=\"img\"></svg></section>",
-            i + 1,
-            esc(&root.name),
-            esc(&root.service),
-            ms(s.duration),
-            if matches!(root.status, SpanStatus::Error(_)) {
-                " · <span class=\"err\">error</span>"
-            } else {
-                ""
-            },
-            rfc3339(root.start),
-            crate::trace::span::hex(&root.trace_id),
-            selfs.join(" · ")
+    let _ = writeln!(out, "<h2>Slowest {} operations</h2>", r.slowest.len());
+    timelines(&mut out, "timeline", "tl", &r.slowest);
+    if !r.long_lived.is_empty() {
+        out.push_str(
+            "<h2>Long-lived streams</h2>\n<p class=\"meta\">ms open: how long a client watched (event \
+             subscriptions, attach, logs -f), not work; never among the slowest operations</p>\n",
+        );
+        let rows = r.long_lived.iter().map(|m| {
+            vec![
+                m.service.to_string(),
+                m.name().to_string(),
+                m.count().to_string(),
+                ms(m.percentile(50)),
+                ms(m.max()),
+            ]
+        });
+        table(
+            &mut out,
+            "long-lived",
+            &["service", "name", "count", "p50", "max"],
+            rows,
         );
     }
-    out.push_str("</div>\n");
     let _ = writeln!(out, "<script type=\"application/json\" id=\"data\">{data}</script>");
     let _ = writeln!(out, "<script>{JS}</script>\n</body>\n</html>");
     out
 }
 
-/// The charts' data: histogram bins per method, rows per slowest operation.
+/// The charts' data: histogram bins per method, rows per timeline (slowest operations, slowest
+/// pod starts).
 fn data(r: &Report) -> Value {
     let mut services: Vec<&str> = r.methods.iter().map(|m| &*m.service).collect();
     services.dedup();
@@ -137,7 +133,7 @@ fn data(r: &Report) -> Value {
         .map(|m| {
             json!({
                 "service": &*m.service,
-                "name": m.name,
+                "name": m.name(),
                 "count": m.count(),
                 "p50": msf(m.percentile(50)),
                 "p90": msf(m.percentile(90)),
@@ -148,10 +144,16 @@ fn data(r: &Report) -> Value {
             })
         })
         .collect();
-    let slowest: Vec<Value> = r
-        .slowest
-        .iter()
-        .map(|s| {
+    let mut timelines: Vec<Value> = timeline_data("tl", &r.slowest);
+    timelines.extend(timeline_data("pod-tl", &r.slowest_pods));
+    json!({ "services": services, "methods": methods, "timelines": timelines })
+}
+
+/// The rows of each operation's timeline, its svg's id `{prefix}-{i}`.
+fn timeline_data(prefix: &str, slow: &[Slow]) -> Vec<Value> {
+    slow.iter()
+        .enumerate()
+        .map(|(i, s)| {
             let tree = SpanTree::new(&s.trace);
             let start = s.root().start;
             let rows: Vec<Value> = tree
@@ -170,10 +172,58 @@ fn data(r: &Report) -> Value {
                     })
                 })
                 .collect();
-            json!({ "total": msf(s.duration), "rows": rows })
+            json!({ "id": format!("{prefix}-{i}"), "total": msf(s.duration), "rows": rows })
         })
-        .collect();
-    json!({ "services": services, "methods": methods, "slowest": slowest })
+        .collect()
+}
+
+/// One section per operation: its title, self time per layer, and the svg its timeline is drawn
+/// in (id `{prefix}-{i}`).
+pub(super) fn timelines(out: &mut String, div: &str, prefix: &str, slow: &[Slow]) {
+    let _ = writeln!(out, "<div id=\"{div}\">");
+    for (i, s) in slow.iter().enumerate() {
+        let root = s.root();
+        let selfs: Vec<String> = s
+            .self_times
+            .iter()
+            .map(|(svc, d)| format!("{} {} ms", esc(svc), ms(*d)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<section class=\"op\"><h3>{}. {} · {} · {} ms{}</h3><p class=\"meta\">{} · trace {} · self time: {}</p>\
+             <svg id=\"{prefix}-{i}\" class=\"timeline\" role=\"img\"></svg></section>",
+            i + 1,
+            esc(&root.name),
+            esc(&root.service),
+            ms(s.duration),
+            if matches!(root.status, SpanStatus::Error(_)) {
+                " · <span class=\"err\">error</span>"
+            } else {
+                ""
+            },
+            rfc3339(root.start),
+            crate::trace::span::hex(&root.trace_id),
+            selfs.join(" · ")
+        );
+    }
+    out.push_str("</div>\n");
+}
+
+/// A table with a header row; every cell escaped.
+pub(super) fn table(out: &mut String, id: &str, headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let _ = write!(out, "<table id=\"{id}\"><thead><tr>");
+    for h in headers {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr></thead><tbody>\n");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", esc(&cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table>\n");
 }
 
 fn msf(d: Duration) -> f64 {
@@ -214,7 +264,7 @@ pub fn bins(sorted: &[Duration]) -> Vec<(f64, f64, usize)> {
     out
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -242,6 +292,8 @@ th{background:#f4f6f8}
 figure{margin:0;border:1px solid #e3e7eb;border-radius:4px;padding:6px}
 figcaption{font-size:12px;color:#333;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 svg text{font:11px system-ui,sans-serif;fill:#333}
+svg.timeline{max-width:100%;height:auto}
+.layers{margin-left:24px}
 svg .axis{stroke:#9aa4ad;stroke-width:1}
 svg .mark{stroke:#1d232a;stroke-dasharray:3 2}
 svg rect.err{fill:#c62828}
@@ -264,6 +316,15 @@ const JS: &str = r#"
   function color(service) {
     var i = data.services.indexOf(service);
     return COLORS[(i < 0 ? 0 : i) % COLORS.length];
+  }
+  // Cuts a label's text with "…" until it is at most `max` wide.
+  function fit(e, text, max) {
+    if (e.getComputedTextLength() <= max) return;
+    var n = text.length;
+    while (n > 1 && e.getComputedTextLength() > max) {
+      n--;
+      e.textContent = text.slice(0, n) + '…';
+    }
   }
   function fmt(v) { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2); }
 
@@ -312,11 +373,14 @@ const JS: &str = r#"
     drawn += bars;
   });
 
-  // One timeline per slowest operation: a row per span, indented by depth, bar by time.
-  data.slowest.forEach(function (t, i) {
-    var svg = document.getElementById('tl-' + i);
+  // One timeline per operation: a row per span, indented by depth, bar by time. Every label
+  // is measured and placed inside the drawing: right of its bar, else inside it, else left of
+  // it, else against the right edge; a name too long for the label column is cut with "…".
+  var outside = 0;
+  data.timelines.forEach(function (t) {
+    var svg = document.getElementById(t.id);
     if (!svg) return;
-    var W = 1000, ROW = 18, TOP = 20, LABEL = 380, R = 40;
+    var W = 1000, ROW = 18, TOP = 20, LABEL = 380, R = 8;
     var H = TOP + t.rows.length * ROW + 4;
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     svg.setAttribute('width', W); svg.setAttribute('height', H);
@@ -330,26 +394,43 @@ const JS: &str = r#"
     var bars = 0;
     t.rows.forEach(function (r, k) {
       var y = TOP + k * ROW;
-      var label = el(svg, 'text', { x: 4 + r.depth * 14, y: y + 13 }, r.name);
+      var indent = 4 + r.depth * 14;
+      var label = el(svg, 'text', { x: indent, y: y + 13 }, r.name);
+      fit(label, r.name, LABEL - 8 - indent);
       if (r.error) label.setAttribute('class', 'err');
       el(label, 'title', {}, r.service + ' ' + r.name);
       var x = LABEL + (r.start / span) * area;
-      var w = Math.max(1, (r.dur / span) * area);
-      var rect = el(svg, 'rect', { x: x.toFixed(1), y: y + 3, width: w.toFixed(1), height: ROW - 6,
+      var w = Math.min(Math.max(1, (r.dur / span) * area), W - R - x);
+      var rect = el(svg, 'rect', { x: x.toFixed(1), y: y + 3, width: Math.max(1, w).toFixed(1), height: ROW - 6,
         fill: color(r.service), 'class': r.error ? 'err' : 'bar' });
       el(rect, 'title', {}, r.service + ' · ' + r.name + ' · ' + fmt(r.dur) + ' ms at +' + fmt(r.start) + ' ms');
-      // The label right of the bar, or inside its end when there is no room.
-      var text = fmt(r.dur) + ' ms ' + r.service;
-      if (x + w + 4 + 7 * text.length > W && w > 7 * text.length) {
-        el(svg, 'text', { x: (x + w - 4).toFixed(1), y: y + 13, 'text-anchor': 'end', style: 'fill:#fff' }, text);
-      } else {
-        el(svg, 'text', { x: (x + w + 4).toFixed(1), y: y + 13 }, text);
+      var text = el(svg, 'text', { x: (x + w + 4).toFixed(1), y: y + 13 }, fmt(r.dur) + ' ms ' + r.service);
+      var len = text.getComputedTextLength();
+      if (x + w + 4 + len > W) {
+        if (w >= len + 8) {
+          text.setAttribute('x', (x + w - 4).toFixed(1));
+          text.setAttribute('style', 'fill:#fff');
+        } else if (x - 4 - len >= LABEL) {
+          text.setAttribute('x', (x - 4).toFixed(1));
+        } else {
+          text.setAttribute('x', (W - 2).toFixed(1));
+          text.setAttribute('style', 'paint-order:stroke;stroke:#fff;stroke-width:3px');
+        }
+        text.setAttribute('text-anchor', 'end');
       }
       bars++;
     });
+    var out = 0;
+    Array.prototype.forEach.call(svg.querySelectorAll('text'), function (e) {
+      var b = e.getBBox();
+      if (b.x < -0.5 || b.x + b.width > W + 0.5) out++;
+    });
     svg.setAttribute('data-bars', bars);
+    svg.setAttribute('data-outside', out);
+    outside += out;
     drawn += bars;
   });
+  document.body.setAttribute('data-outside', String(outside));
   document.body.setAttribute('data-drawn', String(drawn));
 })();
 "#;

@@ -1,8 +1,12 @@
 //! `runtime-tap report`: answers "why was it slow" from a span file (OTLP/JSON lines, see
-//! [`read`]) with no tracing backend. Per service and span name: count, p50/p90/p99/max
-//! duration and error rate; then the slowest operations (root spans) with the self time of each
-//! layer and their span tree. `--html` writes the same as a self-contained page with a latency
-//! histogram per method and a timeline of the slowest traces.
+//! [`read`]) with no tracing backend. It leads with what operators ask most: pod starts (per
+//! phase, and the slowest pods whole), image pulls (per image and layer by layer) and container
+//! starts (each layer's self time). Then per service and span name: count, p50/p90/p99/max
+//! duration and error rate; the slowest operations (root spans) with the self time of each
+//! layer and their span tree; and apart, the long-lived streams (event subscriptions, attach,
+//! `logs -f`), whose duration is how long someone watched, never a slow operation. `--html`
+//! writes the same as a self-contained page with a latency histogram per method and a
+//! timeline of the slowest traces.
 //!
 //! Percentiles are nearest-rank: the p-th percentile of n sorted durations is the value at
 //! rank ⌈p·n/100⌉ (1-based), always one of the observed durations, never interpolated.
@@ -12,7 +16,11 @@
 //! (DESIGN.md "Self time").
 
 pub mod html;
+pub mod pods;
+pub mod pulls;
 pub mod read;
+pub mod series;
+pub mod starts;
 pub mod text;
 
 use std::collections::HashMap;
@@ -23,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::trace::attr::names;
 use crate::trace::span::{SpanRecord, SpanStatus, TraceId};
 use crate::trace::tree::{SpanTree, duration};
 
@@ -70,25 +79,24 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 #[derive(Debug, Clone)]
 pub struct MethodStats {
     pub service: Arc<str>,
-    pub name: String,
-    /// Every duration, ascending.
-    pub durations: Vec<Duration>,
+    /// The span name and every duration, ascending.
+    pub series: series::Series,
     /// Spans with status Error (OTLP code 2).
     pub errors: usize,
 }
 
+/// A method's count, percentiles and max are its series'.
+impl std::ops::Deref for MethodStats {
+    type Target = series::Series;
+    fn deref(&self) -> &series::Series {
+        &self.series
+    }
+}
+
 impl MethodStats {
-    pub fn count(&self) -> usize {
-        self.durations.len()
-    }
-
-    /// Nearest-rank percentile, `p` in 1..=100.
-    pub fn percentile(&self, p: u32) -> Duration {
-        nearest_rank(&self.durations, p)
-    }
-
-    pub fn max(&self) -> Duration {
-        self.durations.last().copied().unwrap_or_default()
+    /// The span name.
+    pub fn name(&self) -> &str {
+        &self.series.label
     }
 
     /// Errors over count, 0..=1.
@@ -144,10 +152,17 @@ pub struct Report {
     pub first_errors: Vec<String>,
     /// Earliest start and latest end over all spans.
     pub window: Option<(SystemTime, SystemTime)>,
-    /// Per service and span name, ordered by service then name.
+    pub pod_starts: pods::PodStarts,
+    /// The slowest pod starts, slowest first.
+    pub slowest_pods: Vec<Slow>,
+    pub pulls: pulls::Pulls,
+    pub container_starts: starts::ContainerStarts,
+    /// Per service and span name, ordered by service then name; long-lived streams apart.
     pub methods: Vec<MethodStats>,
-    /// The slowest operations, slowest first.
+    /// The slowest operations, slowest first; never a long-lived stream.
     pub slowest: Vec<Slow>,
+    /// Long-lived streams per service and span name (`runtime_tap.long_lived`).
+    pub long_lived: Vec<MethodStats>,
 }
 
 impl Report {
@@ -159,25 +174,10 @@ impl Report {
             .iter()
             .map(|s| (s.start, s.end))
             .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
-
-        let mut by_method: HashMap<(Arc<str>, String), MethodStats> = HashMap::new();
-        for s in &file.spans {
-            let m = by_method
-                .entry((Arc::clone(&s.service), s.name.clone()))
-                .or_insert_with(|| MethodStats {
-                    service: Arc::clone(&s.service),
-                    name: s.name.clone(),
-                    durations: Vec::new(),
-                    errors: 0,
-                });
-            m.durations.push(duration(s));
-            if matches!(s.status, SpanStatus::Error(_)) {
-                m.errors += 1;
-            }
-        }
-        let mut methods: Vec<MethodStats> = by_method.into_values().collect();
-        methods.iter_mut().for_each(|m| m.durations.sort());
-        methods.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        let (long, short): (Vec<&SpanRecord>, Vec<&SpanRecord>) =
+            file.spans.iter().partition(|s| s.attr_true(names::LONG_LIVED));
+        let methods = method_stats(short);
+        let long_lived = method_stats(long);
 
         // Spans per trace, in file order.
         let mut index: HashMap<TraceId, usize> = HashMap::new();
@@ -190,29 +190,30 @@ impl Report {
             traces[i].push(s);
         }
         // Every root of every trace, slowest first (ties: earlier first).
-        let mut roots: Vec<(Duration, SystemTime, usize, usize)> = Vec::new();
+        let mut roots: Vec<(usize, usize)> = Vec::new();
         for (t, spans) in traces.iter().enumerate() {
-            let tree = SpanTree::new(spans);
-            for &r in tree.roots() {
-                roots.push((duration(&spans[r]), spans[r].start, t, r));
-            }
+            roots.extend(SpanTree::new(spans).roots().iter().map(|&r| (t, r)));
         }
         let operations = roots.len();
-        roots.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let slowest = roots
-            .into_iter()
-            .take(top)
-            .map(|(d, _, t, r)| {
-                let trace = traces[t].clone();
-                let self_times = SpanTree::new(&trace).self_times(r);
-                Slow {
-                    trace,
-                    root: r,
-                    duration: d,
-                    self_times,
-                }
-            })
-            .collect();
+        let root = |&(t, r): &(usize, usize)| &traces[t][r];
+        roots.sort_by(|a, b| {
+            duration(root(b))
+                .cmp(&duration(root(a)))
+                .then(root(a).start.cmp(&root(b).start))
+        });
+        let slowest_of = |keep: &dyn Fn(&SpanRecord) -> bool| -> Vec<Slow> {
+            roots
+                .iter()
+                .filter(|tr| keep(root(tr)))
+                .take(top)
+                .map(|&(t, r)| Slow::of(traces[t].clone(), r))
+                .collect()
+        };
+        let slowest = slowest_of(&|s| !s.attr_true(names::LONG_LIVED));
+        let slowest_pods = slowest_of(&|s| s.name == pods::POD_START);
+        let pod_starts = pods::PodStarts::of(roots.iter().map(root));
+        let container_starts = starts::ContainerStarts::of(roots.iter().map(|&(t, r)| (traces[t].as_slice(), r)));
+        let pulls = pulls::Pulls::of(&traces, top);
 
         Report {
             source,
@@ -225,15 +226,73 @@ impl Report {
             duplicates: file.duplicates,
             first_errors: file.first_errors,
             window,
+            pod_starts,
+            slowest_pods,
+            pulls,
+            container_starts,
             methods,
             slowest,
+            long_lived,
         }
     }
+}
+
+impl Slow {
+    /// The root `r` of `trace`, with each layer's self time under it.
+    fn of(trace: Vec<SpanRecord>, r: usize) -> Slow {
+        // The correlator's exact per-layer self time when the root carries it (a pod start's
+        // kubelet gaps are known only there), else computed from the spans in the file.
+        let self_times = crate::trace::export::waterfall::self_times(&SpanTree::new(&trace), r)
+            .into_iter()
+            .map(|(svc, d)| (Arc::from(svc), d))
+            .collect();
+        Slow {
+            duration: duration(&trace[r]),
+            trace,
+            root: r,
+            self_times,
+        }
+    }
+}
+
+/// Latency per service and span name, ordered by service then name.
+fn method_stats(spans: Vec<&SpanRecord>) -> Vec<MethodStats> {
+    let mut by_method: HashMap<(Arc<str>, &str), MethodStats> = HashMap::new();
+    for s in spans {
+        let m = by_method
+            .entry((Arc::clone(&s.service), s.name.as_str()))
+            .or_insert_with(|| MethodStats {
+                service: Arc::clone(&s.service),
+                series: series::Series {
+                    label: s.name.clone(),
+                    durations: Vec::new(),
+                },
+                errors: 0,
+            });
+        m.series.durations.push(duration(s));
+        if matches!(s.status, SpanStatus::Error(_)) {
+            m.errors += 1;
+        }
+    }
+    let mut methods: Vec<MethodStats> = by_method.into_values().collect();
+    methods.iter_mut().for_each(|m| m.series.durations.sort());
+    methods.sort_by(|a, b| (&a.service, a.name()).cmp(&(&b.service, b.name())));
+    methods
 }
 
 /// Milliseconds with three decimals, as both reports print durations.
 pub fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_nanos() as f64 / 1e6)
+}
+
+/// A byte count, or `-` when unknown.
+pub fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+/// Bytes per second as MB/s (10^6 bytes) with one decimal, or `-` when unknown.
+pub fn mbps(bytes_per_second: Option<f64>) -> String {
+    bytes_per_second.map_or("-".into(), |r| format!("{:.1}", r / 1e6))
 }
 
 /// RFC 3339 UTC with milliseconds: `2023-11-14T22:13:20.000Z`.

@@ -24,6 +24,10 @@ pub const RESPONSE_BYTES: &str = "runtime_tap.response.bytes";
 pub const REQUEST_MESSAGES: &str = "runtime_tap.request.messages";
 pub const RESPONSE_MESSAGES: &str = "runtime_tap.response.messages";
 pub const INCOMPLETE: &str = "runtime_tap.incomplete";
+/// On a call that lives as long as its client watches (event subscriptions, attach and exec
+/// sessions, `logs -f`, wait): its duration is how long someone watched, not work, so the
+/// report lists these apart from the slowest operations.
+pub const LONG_LIVED: &str = "runtime_tap.long_lived";
 pub const LINK: &str = "runtime_tap.link";
 /// The flight recorder's pcapng file (its name, in the recorder's directory) holding the
 /// connection's recent bytes, on the call whose error or slowness made the recorder write it.
@@ -109,3 +113,34 @@ pub const CONTAINERD_TRANSFER_PROGRESS_NAME: &str = "containerd.transfer.progres
 pub const CONTAINERD_TRANSFER_PROGRESS_BYTES: &str = "containerd.transfer.progress.bytes";
 /// `total` of that last progress event (bytes), when not 0.
 pub const CONTAINERD_TRANSFER_PROGRESS_TOTAL: &str = "containerd.transfer.progress.total_bytes";
+
+// Pod start phases, on the synthesized `pod start` root (DESIGN.md "Pod start"), milliseconds
+// as doubles.
+
+/// RunPodSandbox.
+pub const POD_START_SANDBOX_MS: &str = "runtime_tap.pod_start.phase.sandbox_ms";
+/// The pod's image pulls (PullImage).
+pub const POD_START_IMAGE_PULL_MS: &str = "runtime_tap.pod_start.phase.image_pull_ms";
+/// CreateContainer.
+pub const POD_START_CREATE_MS: &str = "runtime_tap.pod_start.phase.create_ms";
+/// StartContainer.
+pub const POD_START_START_MS: &str = "runtime_tap.pod_start.phase.start_ms";
+/// kubelet's own gaps: no call of the pod in flight.
+pub const POD_START_KUBELET_MS: &str = "runtime_tap.pod_start.phase.kubelet_ms";
+/// The pod startup SLI as the upstream SLO defines it: image pulls excluded.
+pub const POD_START_SLI_MS: &str = "runtime_tap.pod_start.sli_ms";
+
+// Image pulls (DESIGN.md "Image pulls"): per-layer children of a pull span, totals on it.
+
+/// Name of a pull's per-layer download child span.
+pub const LAYER_DOWNLOAD: &str = "layer download";
+/// Name of a pull's per-layer extract child span.
+pub const LAYER_EXTRACT: &str = "layer extract";
+/// The layer's id as the daemon reports it (dockerd: the digest's first 12 hex digits).
+pub const IMAGE_LAYER_ID: &str = "runtime_tap.image.layer.id";
+/// The layer's size in bytes (compressed, as downloaded).
+pub const IMAGE_LAYER_BYTES: &str = "runtime_tap.image.layer.bytes";
+/// Layers of a pull.
+pub const IMAGE_LAYERS: &str = "runtime_tap.image.layers";
+/// Bytes of a pull.
+pub const IMAGE_BYTES: &str = "runtime_tap.image.bytes";

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::trace::attr::Attr;
+use crate::trace::attr::{Attr, AttrValue};
 
 /// A W3C trace id: 16 bytes, never all zero.
 pub type TraceId = [u8; 16];
@@ -59,6 +59,36 @@ pub struct SpanRecord {
     pub status: SpanStatus,
     /// The intercept's name: `service.name` of the resource this span is exported in.
     pub service: Arc<str>,
+}
+
+impl SpanRecord {
+    /// The value of attribute `key`, if the span has it.
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes.iter().find(|a| a.key == key).map(|a| &a.value)
+    }
+
+    /// A string attribute's value.
+    pub fn attr_str(&self, key: &str) -> Option<&str> {
+        match self.attr(key)? {
+            AttrValue::Str(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A number attribute's value, integer or double (files of older versions wrote whole
+    /// milliseconds as integers).
+    pub fn attr_f64(&self, key: &str) -> Option<f64> {
+        match *self.attr(key)? {
+            AttrValue::Int(v) => Some(v as f64),
+            AttrValue::Double(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether a bool attribute is present and true.
+    pub fn attr_true(&self, key: &str) -> bool {
+        matches!(self.attr(key), Some(AttrValue::Bool(true)))
+    }
 }
 
 /// The parent of a span.

@@ -120,6 +120,9 @@ pub(super) fn span_of(call: Call, node: &Node) -> SpanRecord {
     if call.incomplete {
         attributes.push(Attr::bool(names::INCOMPLETE, true));
     }
+    if call.shape == Shape::LongLived {
+        attributes.push(Attr::bool(names::LONG_LIVED, true));
+    }
     let remote_parent = node
         .remote
         .as_ref()

@@ -61,6 +61,9 @@ pub struct ExportConfig {
     pub file: Option<PathBuf>,
     /// Each finished trace as a waterfall on stderr (colour on a terminal).
     pub console: bool,
+    /// On the console, fold calls that belong to no trace into one summary line per period
+    /// (errors and traces of more than one span are always shown whole).
+    pub console_fold: bool,
     /// Queue capacity in spans (`OTEL_BSP_MAX_QUEUE_SIZE`).
     pub max_queue: usize,
     /// Spans per export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
@@ -81,6 +84,7 @@ impl Default for ExportConfig {
             resource_attributes: Vec::new(),
             file: None,
             console: false,
+            console_fold: true,
             max_queue: DEFAULT_MAX_QUEUE,
             max_batch: DEFAULT_MAX_BATCH,
             scheduled_delay: DEFAULT_SCHEDULED_DELAY,

@@ -2,6 +2,8 @@
 //! colour only when stderr is a terminal. Spans are grouped per trace by a
 //! [`TraceBuffer`] and a trace is shown once quiet; spans over its per-trace cap are shown at
 //! once as one compact line each (service, name, kind, duration, status, key attributes).
+//! Lone calls that belong to no trace are folded into one summary line per period
+//! ([`super::fold`]) unless the sink is told to show each.
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -10,6 +12,7 @@ use opentelemetry_semantic_conventions::attribute::{
     CONTAINER_ID, HTTP_RESPONSE_STATUS_CODE, K8S_POD_NAME, RPC_RESPONSE_STATUS_CODE,
 };
 
+use super::fold::Fold;
 use super::trace_buffer::{Finished, Ready, TraceBuffer};
 use super::waterfall;
 use crate::trace::attr::{AttrValue, names};
@@ -35,20 +38,23 @@ pub(super) struct ConsoleSink {
     color: bool,
     /// The last thing shown was a lone span: a tree shown next needs a blank line first.
     after_lone: bool,
+    /// Lone calls gathered for their summary line; `None`: each is shown.
+    fold: Option<Fold>,
 }
 
 impl ConsoleSink {
-    pub(super) fn stderr() -> ConsoleSink {
+    pub(super) fn stderr(fold: bool) -> ConsoleSink {
         let color = std::io::stderr().is_terminal();
-        ConsoleSink::new(Box::new(std::io::stderr()), color)
+        ConsoleSink::new(Box::new(std::io::stderr()), color, fold)
     }
 
-    pub(super) fn new(out: Box<dyn Write + Send>, color: bool) -> ConsoleSink {
+    pub(super) fn new(out: Box<dyn Write + Send>, color: bool, fold: bool) -> ConsoleSink {
         ConsoleSink {
             out,
             traces: TraceBuffer::default(),
             color,
             after_lone: false,
+            fold: fold.then(Fold::default),
         }
     }
 
@@ -64,12 +70,13 @@ impl ConsoleSink {
                     buf.push_str(&line(&s));
                     buf.push('\n');
                 }
-                Some(Ready::Trace(t)) => self.show(&t, &mut buf),
+                Some(Ready::Trace(t)) => self.show(&t, now, &mut buf),
             }
         }
         for t in self.traces.due(now) {
-            self.show(&t, &mut buf);
+            self.show(&t, now, &mut buf);
         }
+        self.summary(now, false, &mut buf);
         let _ = self.out.write_all(buf.as_bytes());
     }
 
@@ -80,20 +87,43 @@ impl ConsoleSink {
 
     /// When [`ConsoleSink::tick`] has something to show next.
     pub(super) fn next_due(&self) -> Option<Instant> {
-        self.traces.next_due()
+        let fold = self.fold.as_ref().and_then(Fold::next_due);
+        match (self.traces.next_due(), fold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Shows every trace held (shutdown).
     pub(super) fn flush(&mut self) {
         let mut buf = String::new();
+        let now = Instant::now();
         for t in self.traces.drain() {
-            self.show(&t, &mut buf);
+            self.show(&t, now, &mut buf);
         }
+        self.summary(now, true, &mut buf);
         let _ = self.out.write_all(buf.as_bytes());
     }
 
-    fn show(&mut self, t: &Finished, buf: &mut String) {
+    /// The fold's summary line, when its period is over (or `force`d).
+    fn summary(&mut self, now: Instant, force: bool, buf: &mut String) {
+        if let Some(line) = self.fold.as_mut().and_then(|f| f.take(now, force)) {
+            self.after_lone = true;
+            buf.push_str(&line);
+        }
+    }
+
+    fn show(&mut self, t: &Finished, now: Instant, buf: &mut String) {
         let tree = t.spans.len() > 1;
+        if let Some(fold) = &mut self.fold
+            && !tree
+            && t.overflow == 0
+            && let Some(s) = t.spans.first()
+            && !matches!(s.status, SpanStatus::Error(_))
+        {
+            fold.push(s, now);
+            return;
+        }
         if tree && self.after_lone {
             buf.push('\n');
         }
@@ -198,7 +228,7 @@ mod tests {
     #[test]
     fn a_trace_prints_as_one_waterfall_once_quiet() {
         let out = Shared::default();
-        let mut sink = ConsoleSink::new(Box::new(out.clone()), false);
+        let mut sink = ConsoleSink::new(Box::new(out.clone()), false, true);
         let t0 = Instant::now();
         // The children arrive first, the root later, in separate batches.
         sink.export(&[span(1, 2, Some(1), "child-a"), span(1, 3, Some(1), "child-b")], t0);
@@ -220,10 +250,61 @@ mod tests {
     #[test]
     fn flush_prints_what_is_held() {
         let out = Shared::default();
-        let mut sink = ConsoleSink::new(Box::new(out.clone()), false);
+        let mut sink = ConsoleSink::new(Box::new(out.clone()), false, false);
         sink.export(&[span(1, 1, None, "one"), span(2, 1, None, "two")], Instant::now());
         sink.flush();
         let text = out.take();
         assert!(text.contains("  one ") && text.contains("  two "), "{text}");
+    }
+
+    #[test]
+    fn lone_calls_fold_into_one_line_per_period_and_errors_and_trees_stay_whole() {
+        let out = Shared::default();
+        let mut sink = ConsoleSink::new(Box::new(out.clone()), false, true);
+        let t0 = Instant::now();
+        let mut lone: Vec<SpanRecord> = (10..40)
+            .map(|i| span(i, 1, None, "containerd.services.content.v1.Content/Info"))
+            .collect();
+        lone.extend((40..45).map(|i| span(i, 2, None, "containerd.services.leases.v1.Leases/Create")));
+        let mut failed = span(50, 1, None, "containerd.services.tasks.v1.Tasks/Start");
+        failed.status = SpanStatus::Error("OCI runtime start failed".into());
+        lone.push(failed);
+        lone.extend([span(60, 1, None, "root"), span(60, 2, Some(1), "child")]);
+        sink.export(&lone, t0);
+        // Each trace is shown once quiet: the error and the tree in full, the lone calls not.
+        sink.tick(t0 + Duration::from_secs(2));
+        let text = out.take();
+        assert!(
+            text.contains("Tasks/Start") && text.contains("OCI runtime start failed"),
+            "{text}"
+        );
+        assert!(text.contains("  root ") && text.contains("└─ child"), "{text}");
+        assert!(!text.contains("Content/Info") && !text.contains("Leases"), "{text}");
+        // The period starts when the first lone call is counted.
+        let end = t0 + Duration::from_secs(2) + super::super::fold::PERIOD;
+        assert_eq!(sink.next_due(), Some(end));
+        sink.tick(end - Duration::from_millis(1));
+        assert_eq!(out.take(), "");
+        // The period's end: one line, most frequent first, with the slowest of each.
+        sink.tick(end);
+        let text = out.take();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with(
+                "· 35 calls in no trace over 10 s: containerd Content/Info ×30 (slowest 99.0ms), \
+                 containerd Leases/Create ×5 (slowest 98.0ms)\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(sink.next_due(), None);
+        // Asked to show each call, nothing is folded.
+        let mut all = ConsoleSink::new(Box::new(out.clone()), false, false);
+        all.export(&[span(70, 1, None, "containerd.services.content.v1.Content/Info")], t0);
+        all.flush();
+        let text = out.take();
+        assert!(
+            text.contains("  Content/Info ") && !text.contains("calls in no trace"),
+            "{text}"
+        );
     }
 }

@@ -16,6 +16,7 @@
 mod config;
 mod console;
 mod file;
+mod fold;
 mod otlp;
 mod otlp_encode;
 mod sdk;
@@ -219,7 +220,7 @@ impl Exporter {
             )?),
             None => None,
         };
-        let console = cfg.console.then(console::ConsoleSink::stderr);
+        let console = cfg.console.then(|| console::ConsoleSink::stderr(cfg.console_fold));
         tracing::info!(
             otlp = cfg.otlp_url().as_deref().unwrap_or("off"),
             file = cfg
