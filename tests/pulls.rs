@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde_json::json;
 use support::cri::GrpcClient;
-use support::otlp::{OtlpReceiver, ReceivedSpan, STATUS_ERROR, Val};
+use support::otlp::{KIND_INTERNAL, OtlpReceiver, ReceivedSpan, STATUS_ERROR, Val, double_attr, int_attr, str_attr};
 use support::stack::Stack;
 
 /// The two-layer image the registry serves, as `name:tag` below the registry's host.
@@ -23,6 +23,8 @@ struct Setup {
     stack: Stack,
     /// `127.0.0.1:PORT/two:1`.
     image: String,
+    /// The image's layers in the registry: digest and compressed size, in manifest order.
+    layers: Vec<(String, u64)>,
 }
 
 /// The tests run one at a time: each pulls the same image, removed before.
@@ -51,21 +53,22 @@ fn setup() -> (std::sync::MutexGuard<'static, ()>, &'static Setup) {
             .unwrap_or_else(|e| panic!("push the two-layer image ({versions}): {e:#}"));
         let layers = stack.bed.registry_layer_sizes(REPO, TAG).expect("manifest");
         assert_eq!(layers.len(), 2, "the pushed image has two layers: {layers:?}");
+        // dockerd keeps the base layer under the names it was built from: gone, a pull
+        // downloads both layers (the CRI images were saved to a tar before).
+        let _ = stack
+            .bed
+            .docker(&stack.docker)
+            .args(["rmi", "bb:latest", runtime_tap::bed::SANDBOX_IMAGE])
+            .output();
         Setup {
             rt,
             receiver,
             stack,
             image,
+            layers,
         }
     });
     (guard, s)
-}
-
-fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
-    match span.attributes.get(key) {
-        Some(Val::Str(s)) => Some(s),
-        _ => None,
-    }
 }
 
 fn docker_ok(s: &Setup, args: &[&str]) -> String {
@@ -86,23 +89,74 @@ fn docker_ok(s: &Setup, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `docker pull` of the two-layer image: `POST /images/create` has a `layer download` and a
+/// `layer extract` child per layer, whose bytes are the registry's blob sizes, and the totals.
 #[test]
-fn docker_pull_from_the_private_registry_is_an_ok_pull_span() {
+fn docker_pull_shows_each_layers_download_and_extract_with_the_registrys_blob_sizes() {
     let (_serial, s) = setup();
     // The push left the layers in dockerd; without the image the pull downloads them again.
     let _ = s.stack.bed.docker(&s.stack.docker).args(["rmi", &s.image]).output();
     docker_ok(s, &["pull", &s.image]);
     let (name, _) = s.image.rsplit_once(':').unwrap();
-    let spans = s.receiver.wait_spans("docker pull", |sp| {
+    let is_pull =
+        |x: &ReceivedSpan| x.name == "POST /images/create" && str_attr(x, "container.image.name") == Some(name);
+    let spans = s.receiver.wait_spans("docker pull with its layer spans", |sp| {
         sp.iter()
-            .any(|x| x.name == "POST /images/create" && str_attr(x, "container.image.name") == Some(name))
+            .filter(|p| is_pull(p))
+            .any(|p| sp.iter().filter(|c| c.parent_span_id == p.span_id).count() >= 4)
     });
-    let pull = spans
-        .iter()
-        .find(|x| x.name == "POST /images/create" && str_attr(x, "container.image.name") == Some(name))
-        .unwrap();
+    let pull = spans.iter().rev().find(|x| is_pull(x)).unwrap();
+    let versions = s.stack.bed.versions();
     assert_ne!(pull.status_code, STATUS_ERROR, "{pull:?}");
     assert_eq!(pull.attributes.get("http.response.status_code"), Some(&Val::Int(200)));
+    let children: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|c| c.parent_span_id == pull.span_id && c.trace_id == pull.trace_id)
+        .collect();
+    let mut total = 0;
+    for (digest, size) in &s.layers {
+        // dockerd names a layer by its digest's first 12 hex digits.
+        let id = &digest["sha256:".len().."sha256:".len() + 12];
+        for kind in ["layer download", "layer extract"] {
+            let span = children
+                .iter()
+                .find(|c| c.name == kind && str_attr(c, "runtime_tap.image.layer.id") == Some(id))
+                .unwrap_or_else(|| panic!("no {kind} of {id} ({versions}) under {pull:?}: {children:?}"));
+            assert_eq!(span.kind, KIND_INTERNAL);
+            assert!(pull.start_ns <= span.start_ns && span.start_ns <= span.end_ns && span.end_ns <= pull.end_ns);
+            assert_eq!(
+                int_attr(span, "runtime_tap.image.layer.bytes"),
+                Some(*size as i64),
+                "{kind} of {id}: the registry's blob size ({versions})"
+            );
+            eprintln!(
+                "{kind} {id}: {} bytes (registry {size}), {:.2} ms, {:?} B/s",
+                size,
+                (span.end_ns - span.start_ns) as f64 / 1e6,
+                double_attr(span, "runtime_tap.image.layer.bytes_per_second")
+            );
+        }
+        total += *size as i64;
+    }
+    // The containerd calls dockerd made for the pull are children too; of the layer spans,
+    // two per layer and no more.
+    let layer_spans = children.iter().filter(|c| c.name.starts_with("layer ")).count();
+    assert_eq!(layer_spans, 4, "{children:?}");
+    // Counted where the span accounting of /metrics can balance them.
+    assert!(
+        s.stack
+            .tap
+            .metric("runtime_tap_child_spans_total")
+            .is_some_and(|n| n >= 4)
+    );
+    assert_eq!(int_attr(pull, "runtime_tap.image.layers"), Some(2));
+    assert_eq!(int_attr(pull, "runtime_tap.image.bytes"), Some(total));
+    assert_eq!(str_attr(pull, "runtime_tap.image.progress"), Some("layers"));
+    let first_byte = double_attr(pull, "runtime_tap.image.first_byte_ms").expect("first byte");
+    assert!(
+        first_byte > 0.0 && first_byte <= (pull.end_ns - pull.start_ns) as f64 / 1e6,
+        "{first_byte}"
+    );
 }
 
 #[test]
@@ -132,4 +186,48 @@ fn cri_pull_image_from_the_private_registry_succeeds() {
         .find(|x| x.name == "runtime.v1.ImageService/PullImage")
         .unwrap();
     assert_eq!(str_attr(pull, "rpc.response.status_code"), Some("OK"), "{pull:?}");
+    // containerd pulls inside and answers once: no layer breakdown, and it says so.
+    assert_eq!(str_attr(pull, "runtime_tap.image.progress"), Some("none"), "{pull:?}");
+    assert!(
+        !spans
+            .iter()
+            .any(|c| c.parent_span_id == pull.span_id && c.name.starts_with("layer "))
+    );
+    // The size is on the ImageStatus that follows, as kubelet asks it: the image's unpacked
+    // size as containerd reports it (at least the compressed layers).
+    let sock = s.stack.containerd.clone();
+    let image = s.image.clone();
+    let status = s.rt.block_on(async move {
+        let mut c = GrpcClient::connect(&sock).await;
+        c.unary(
+            "runtime.v1.ImageService/ImageStatus",
+            json!({"image": {"image": image}}),
+            &[],
+        )
+        .await
+        .unwrap()
+    });
+    let size: i64 = status["image"]["size"]
+        .as_str()
+        .map(|v| v.parse().unwrap())
+        .or_else(|| status["image"]["size"].as_i64())
+        .unwrap_or_else(|| panic!("ImageStatus size: {status}"));
+    let compressed: u64 = s.layers.iter().map(|(_, n)| n).sum();
+    assert!(size >= compressed as i64, "{size} < {compressed}");
+    let spans = s.receiver.wait_spans("CRI ImageStatus with its size", |sp| {
+        sp.iter().any(|x| {
+            x.name == "runtime.v1.ImageService/ImageStatus" && x.attributes.contains_key("runtime_tap.image.bytes")
+        })
+    });
+    let st = spans
+        .iter()
+        .find(|x| {
+            x.name == "runtime.v1.ImageService/ImageStatus" && x.attributes.contains_key("runtime_tap.image.bytes")
+        })
+        .unwrap();
+    assert_eq!(int_attr(st, "runtime_tap.image.bytes"), Some(size));
+    eprintln!(
+        "CRI PullImage ({}): image size {size} (compressed layers {compressed})",
+        s.stack.bed.versions()
+    );
 }
