@@ -209,6 +209,7 @@ mod tests {
             remote_parent: remote,
             own_trace: None,
             events: Vec::new(),
+            children: Vec::new(),
         });
     }
 
@@ -476,6 +477,9 @@ runtime_tap_event_spans_total 1
 # HELP runtime_tap_pod_spans_total Synthesized pod start root spans (no call of their own).
 # TYPE runtime_tap_pod_spans_total counter
 runtime_tap_pod_spans_total 0
+# HELP runtime_tap_child_spans_total Spans synthesized under an exported call: per-layer spans of image pulls (no call of their own).
+# TYPE runtime_tap_child_spans_total counter
+runtime_tap_child_spans_total 0
 # HELP runtime_tap_spans_submitted_total Spans handed to the export queue.
 # TYPE runtime_tap_spans_submitted_total counter
 runtime_tap_spans_submitted_total 7

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::otlp::{OtlpReceiver, ReceivedSpan};
+use support::otlp::{OtlpReceiver, ReceivedSpan, Val};
 use support::proc::{plain, run_captured};
 
 /// Each demo starts its own containerd and dockerd: one at a time on a small machine.
@@ -167,6 +167,18 @@ fn demo_once_with_an_otlp_endpoint_exports_and_still_shows_the_waterfall() {
         "{:?}",
         spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
+    // The image came from the bed's registry: the pull, with a download and an extract span
+    // per layer of its two.
+    let pulls: Vec<_> = one("dockerd", "POST /images/create")
+        .into_iter()
+        .filter(|p| matches!(p.attributes.get("container.image.name"), Some(Val::Str(n)) if n.ends_with("/demo/bb")))
+        .collect();
+    assert_eq!(pulls.len(), 1, "one pull of the demo image");
+    let layers = spans
+        .iter()
+        .filter(|l| l.parent_span_id == pulls[0].span_id && l.name.starts_with("layer "))
+        .count();
+    assert_eq!(layers, 4, "{:?}", pulls[0]);
     let task_start = one("containerd", "containerd.services.tasks.v1.Tasks/Start");
     assert!(
         task_start

@@ -329,9 +329,9 @@ fn soak_mixed_traffic_keeps_bytes_accounting_memory_and_descriptors() {
     //    every submitted span is exported or dropped by reason; the receiver got the exported.
     assert_eq!(acc.queued, 0, "spans still queued after {SETTLE_TIMEOUT:?}");
     assert_eq!(
-        acc.calls + acc.events + acc.pods - acc.sampled_out - acc.not_sampled,
+        acc.calls + acc.events + acc.pods + acc.children - acc.sampled_out - acc.not_sampled,
         acc.submitted,
-        "calls + event spans + pod spans - sampled out - not sampled = submitted: {acc:?}"
+        "calls + event spans + pod spans + child spans - sampled out - not sampled = submitted: {acc:?}"
     );
     assert_eq!(
         acc.exported + acc.queue_full + acc.export_failed + acc.shutdown,
@@ -433,6 +433,8 @@ struct Accounts {
     calls: u64,
     events: u64,
     pods: u64,
+    /// Per-layer spans of pulls (none here: the soak pulls nothing, but they are submitted).
+    children: u64,
     submitted: u64,
     exported: u64,
     queue_full: u64,
@@ -451,6 +453,7 @@ impl Accounts {
             calls: get("runtime_tap_calls_total"),
             events: get("runtime_tap_event_spans_total"),
             pods: get("runtime_tap_pod_spans_total"),
+            children: get("runtime_tap_child_spans_total"),
             submitted: get("runtime_tap_spans_submitted_total"),
             exported: get("runtime_tap_spans_exported_total"),
             queue_full: dropped("queue_full"),

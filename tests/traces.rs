@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use runtime_tap::trace::sample;
 use serde_json::json;
 use support::cri::GrpcClient;
-use support::otlp::{KIND_INTERNAL, KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val};
+use support::otlp::{
+    KIND_INTERNAL, KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val, double_attr, int_attr,
+    str_attr,
+};
 use support::stack::Stack;
 
 struct Setup {
@@ -79,27 +82,6 @@ fn settled(s: &Setup) {
         );
         in_a_row = if idle() { in_a_row + 1 } else { 0 };
         std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
-    match span.attributes.get(key) {
-        Some(Val::Str(s)) => Some(s),
-        _ => None,
-    }
-}
-
-fn int_attr(span: &ReceivedSpan, key: &str) -> Option<i64> {
-    match span.attributes.get(key) {
-        Some(Val::Int(i)) => Some(*i),
-        _ => None,
-    }
-}
-
-fn double_attr(span: &ReceivedSpan, key: &str) -> Option<f64> {
-    match span.attributes.get(key) {
-        Some(Val::Double(d)) => Some(*d),
-        _ => None,
     }
 }
 

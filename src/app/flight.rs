@@ -184,6 +184,7 @@ mod tests {
             remote_parent: None,
             own_trace: None,
             events: Vec::new(),
+            children: Vec::new(),
         }
     }
 

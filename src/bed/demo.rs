@@ -102,12 +102,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     .args(["-n", "k8s.io", "images", "import"])
                     .arg(&images),
             )?;
+            let image = pull_from_registry(&mut bed, &tap_docker)?;
             let out = super::run(bed.docker(&tap_docker).args([
                 "run",
                 "--rm",
                 "--network",
                 "none",
-                "bb:latest",
+                &image,
                 "echo",
                 "hello from a container, through runtime-tap",
             ]))?;
@@ -129,7 +130,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          Their traces are the waterfalls above (stderr); OTEL_EXPORTER_OTLP_ENDPOINT sends them on.\n\
          Send more traffic through it:\n  \
            export DOCKER_HOST=unix://{}/docker.sock DOCKER_CONFIG={}\n  \
-           docker run --rm --network none bb:latest echo hi\n  \
+           docker run --rm --network none {} echo hi\n  \
            {} -a {}/containerd.sock -n moby containers ls\n\
          {}\n",
         bed.generation(),
@@ -138,6 +139,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &pod[..pod.len().min(12)],
         tap.display(),
         bed.docker_config_dir().display(),
+        bed.registry()
+            .map_or_else(|| "bb:latest".to_string(), |r| format!("{r}/{DEMO_IMAGE}")),
         if bed.generation() == super::Generation::Bookworm {
             "ctr".into()
         } else {
@@ -169,6 +172,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let result = proxy.await.context("runtime-tap task")?;
     tokio::task::spawn_blocking(move || drop(bed)).await?;
     result
+}
+
+/// The image the demo pulls from the bed's registry, below its host.
+const DEMO_IMAGE: &str = "demo/bb:1";
+
+/// Start the bed's registry, push a two-layer image to it, remove every local name of its
+/// layers and pull it through runtime-tap, so that the first traces include a real pull with
+/// its per-layer breakdown. Returns the pulled reference. The image is made on dockerd's own
+/// socket: its `docker run` and push are set-up, not traces a new user came to see.
+fn pull_from_registry(bed: &mut Bed, tap_docker: &std::path::Path) -> anyhow::Result<String> {
+    bed.start_registry()?;
+    let own = bed.docker_socket();
+    let image = bed.push_two_layer_image(&own, DEMO_IMAGE)?;
+    super::run(
+        bed.docker(&own)
+            .args(["rmi", "bb:latest", super::SANDBOX_IMAGE, &image]),
+    )?;
+    super::run(bed.docker(tap_docker).args(["pull", "--quiet", &image]))?;
+    Ok(image)
 }
 
 /// `demo --versions`: the generation's daemons made sure of, and their versions on stdout.

@@ -9,6 +9,7 @@
 pub mod cri;
 pub mod demo;
 pub mod generation;
+pub mod registry;
 
 pub use generation::{Binaries, Generation};
 
@@ -25,6 +26,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("docker.io", "dockerd"),
     ("busybox-static", "busybox"),
+    ("docker-registry", "docker-registry"),
 ];
 /// Whether `package` is there: its command is on PATH, and for busybox-static the package
 /// itself (Debian's plain `busybox` also gives a `busybox` command, but linked dynamically it
@@ -111,6 +113,8 @@ pub struct Bed {
     versions: Versions,
     containerd: Option<Child>,
     dockerd: Option<Child>,
+    /// The private registry, once started ([`Bed::start_registry`]).
+    registry: Option<registry::Registry>,
     watchdog: Option<Child>,
 }
 
@@ -156,6 +160,7 @@ impl Bed {
             versions,
             containerd: None,
             dockerd: None,
+            registry: None,
             watchdog: Some(watchdog),
         })
     }
@@ -418,6 +423,7 @@ impl Bed {
             signal(&c, nix::sys::signal::Signal::SIGTERM);
             wait_timeout(&mut c, Duration::from_secs(10));
         }
+        self.stop_registry();
         teardown_dir(&self.dir);
         if let Some(mut w) = self.watchdog.take() {
             signal(&w, nix::sys::signal::Signal::SIGTERM);
@@ -437,8 +443,12 @@ impl Drop for Bed {
 /// (restrict_oom_score_adj) and the sandbox image the bed provides (registry.k8s.io/pause:3.6;
 /// 1.7 would default to 3.8). containerd 2.x wants `version = 3`, where CRI is split into
 /// images and runtime plugins; NRI, on by default there, would open /var/run/nri: off.
+/// Registry hosts come from the bed's hosts folder (`config_path`), where
+/// [`Bed::start_registry`] tells CRI that its registry speaks plain HTTP.
 fn containerd_config(generation: Generation, dir: &Path) -> String {
     let d = dir.display();
+    let hosts = Bed::hosts_dir(dir);
+    let hosts = hosts.display();
     let common = format!(
         r#"root = "{d}/root"
 state = "{d}/state"
@@ -457,6 +467,8 @@ state = "{d}/state"
   disable = true
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = "{SANDBOX_IMAGE}"
+[plugins.'io.containerd.cri.v1.images'.registry]
+  config_path = "{hosts}"
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
@@ -479,6 +491,8 @@ state = "{d}/state"
     runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
     Root = "{d}/runc"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{hosts}"
 "#
     )
 }

@@ -365,6 +365,7 @@ impl GrpcSession {
                 });
             }
         }
+        call.attributes.extend(crate::schema::pull::grpc_progress(&call.name));
         call.attributes
             .push(Attr::int(names::REQUEST_MESSAGES, call.messages[0] as i64));
         call.attributes
@@ -388,6 +389,7 @@ impl GrpcSession {
             remote_parent: call.remote_parent,
             own_trace: call.own_trace,
             events: call.events,
+            children: Vec::new(),
         });
     }
 }

@@ -23,6 +23,7 @@ use super::docker_ids::DockerIds;
 use super::session::{Injected, Session, SessionCtx};
 use crate::schema::docker_extract::{self, Head, IdChange, Outcome, Request};
 use crate::schema::docker_rules::{OnSuccess, ResponseBody, RouteRule};
+use crate::schema::pull::{self, PullProgress};
 use crate::schema::{names, redact};
 use crate::trace::attr::Attr;
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
@@ -437,6 +438,8 @@ struct Exchange {
     error_message: Option<String>,
     /// A progress stream reported an error.
     stream_error: Option<String>,
+    /// An image pull's progress, folded per layer (bounded: `schema::pull`).
+    pull: Option<Box<PullProgress>>,
     upgraded: bool,
     /// Payload capture is on for the connection.
     capture_on: bool,
@@ -476,6 +479,7 @@ impl Exchange {
             status: None,
             error_message: None,
             stream_error: None,
+            pull: None,
             upgraded: false,
             capture_on: false,
             capture: false,
@@ -526,6 +530,9 @@ impl Exchange {
         let ok = (200..300).contains(&status);
         let body_rule = self.rule.and_then(|r| r.response);
         let length = content_length(headers);
+        if ok && body_rule == Some(ResponseBody::Progress) && pull::is_docker_pull(&self.name) {
+            self.pull = Some(Box::default());
+        }
         self.resp_keep = match body_rule {
             Some(ResponseBody::Progress | ResponseBody::Events) if ok => {
                 if payloads {
@@ -549,6 +556,7 @@ impl Exchange {
             resp_keep,
             rule,
             stream_error,
+            pull,
             span_id,
             ..
         } = self;
@@ -556,13 +564,10 @@ impl Exchange {
             Keep::Lines(lines) if !payloads => lines.pause(),
             Keep::Lines(lines) => {
                 let kind = rule.and_then(|r| r.response);
+                let at = env.ctx.clock.wall(env.at);
                 lines.feed(data, stats, |line| match kind {
                     Some(ResponseBody::Events) => docker_event(line, *span_id, env),
-                    _ => {
-                        if stream_error.is_none() {
-                            *stream_error = docker_extract::progress_error(line);
-                        }
-                    }
+                    _ => progress_line(line, stream_error, pull, at),
                 });
             }
             keep => keep.push(data, payloads, stats),
@@ -580,15 +585,14 @@ impl Exchange {
             Keep::Lines(mut lines) if !incomplete => {
                 let kind = self.rule.and_then(|r| r.response);
                 let Exchange {
-                    stream_error, span_id, ..
+                    stream_error,
+                    pull,
+                    span_id,
+                    ..
                 } = &mut self;
                 lines.finish(|line| match kind {
                     Some(ResponseBody::Events) => docker_event(line, *span_id, env),
-                    _ => {
-                        if stream_error.is_none() {
-                            *stream_error = docker_extract::progress_error(line);
-                        }
-                    }
+                    _ => progress_line(line, stream_error, pull, end),
                 });
             }
             Keep::Skipped if self.capture && !incomplete => self.events.push(capture_event(
@@ -635,6 +639,12 @@ impl Exchange {
             resp_bytes: self.resp_bytes,
         };
         docker_extract::end_attrs(&outcome, &mut attrs);
+        // An incomplete pull's partial breakdown is still what happened until it stopped.
+        let children = self
+            .pull
+            .take()
+            .map(|p| p.finish(self.start, end, &mut attrs))
+            .unwrap_or_default();
         let status = docker_extract::span_status(status, message, self.stream_error.as_deref());
         Call {
             span_id: self.span_id,
@@ -649,6 +659,7 @@ impl Exchange {
             remote_parent: self.remote_parent,
             own_trace: self.own_trace,
             events: self.events,
+            children,
         }
     }
 
@@ -674,6 +685,17 @@ impl Exchange {
             self.events
                 .push(capture_event("response", end, docker_extract::render(buf)));
         }
+    }
+}
+
+/// One line of a progress stream: its error, if it is the first, and an image pull's layer
+/// progress, stamped `at`.
+fn progress_line(line: &[u8], stream_error: &mut Option<String>, pull: &mut Option<Box<PullProgress>>, at: SystemTime) {
+    if stream_error.is_none() {
+        *stream_error = docker_extract::progress_error(line);
+    }
+    if let Some(p) = pull {
+        p.docker_line(line, at);
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry_semantic_conventions::attribute::{CONTAINER_IMAGE_NAME, CONTAINER_IMAGE_TAGS, URL_QUERY};
 
 use super::series::Series;
+use crate::schema::pull::{LAYER_DOWNLOAD, LAYER_EXTRACT};
 use crate::trace::attr::{AttrValue, names};
 use crate::trace::span::{SpanRecord, SpanStatus};
 use crate::trace::tree::duration;
@@ -130,8 +131,8 @@ fn pull(s: &SpanRecord, trace: &[SpanRecord]) -> Pull {
         .iter()
         .filter(|k| k.parent.is_some_and(|p| p.span_id == s.span_id))
     {
-        let download = kid.name == names::LAYER_DOWNLOAD;
-        if !download && kid.name != names::LAYER_EXTRACT {
+        let download = kid.name == LAYER_DOWNLOAD;
+        if !download && kid.name != LAYER_EXTRACT {
             continue;
         }
         let id = kid.attr_str(names::IMAGE_LAYER_ID).unwrap_or("?").to_string();
@@ -141,10 +142,13 @@ fn pull(s: &SpanRecord, trace: &[SpanRecord]) -> Pull {
         });
         let layer = &mut layers[i];
         let bytes = kid.attr_f64(names::IMAGE_LAYER_BYTES).map(|b| b.max(0.0) as u64);
-        layer.bytes = layer.bytes.or(bytes);
         if download {
+            // The blob's size as downloaded; an extract's bytes count only where no download
+            // was seen.
+            layer.bytes = bytes.or(layer.bytes);
             layer.download = Some(duration(kid));
         } else {
+            layer.bytes = layer.bytes.or(bytes);
             layer.extract = Some(duration(kid));
         }
     }

@@ -4,9 +4,9 @@
 //! field does not exist in one version is dropped for it when the method is looked up).
 //! Rule it keeps: no row names a secret (`auth` in PullImage is never read).
 
-use super::ValueKind::{ImageRef, Int, Str};
+use super::ValueKind::{ImageRef, Int, NonZeroInt, Str};
 use super::rules::Rule;
-use crate::schema::names::{CONTAINERD_TASK_EXIT_STATUS, CRI_POD_SANDBOX_ID};
+use crate::schema::names::{CONTAINERD_TASK_EXIT_STATUS, CRI_POD_SANDBOX_ID, IMAGE_BYTES};
 use opentelemetry_semantic_conventions::attribute::{
     CONTAINER_ID, CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME, K8S_CONTAINER_NAME, K8S_NAMESPACE_NAME, K8S_POD_NAME,
     K8S_POD_UID,
@@ -126,6 +126,9 @@ pub static RULES: &[Rule] = &[
     Rule::req(PULL_IMAGE, "sandbox_config.metadata.uid", K8S_POD_UID, Str),
     Rule::resp(PULL_IMAGE, "image_ref", CONTAINER_IMAGE_ID, Str),
     Rule::req(IMAGE_STATUS, "image.image", CONTAINER_IMAGE_NAME, ImageRef),
+    // The size of an image a PullImage fetched: CRI's pull answers once, with no progress,
+    // and kubelet asks ImageStatus next.
+    Rule::resp(IMAGE_STATUS, "image.size", IMAGE_BYTES, NonZeroInt),
     Rule::resp(IMAGE_STATUS, "image.id", CONTAINER_IMAGE_ID, Str),
     Rule::req(REMOVE_IMAGE, "image.image", CONTAINER_IMAGE_NAME, ImageRef),
 ];

@@ -20,6 +20,7 @@ pub mod grpc_status;
 pub mod image_ref;
 pub mod names;
 pub mod pool;
+pub mod pull;
 pub mod redact;
 pub mod render;
 pub mod rules;

@@ -130,17 +130,26 @@ pub const POD_START_KUBELET_MS: &str = "runtime_tap.pod_start.phase.kubelet_ms";
 /// The pod startup SLI as the upstream SLO defines it: image pulls excluded.
 pub const POD_START_SLI_MS: &str = "runtime_tap.pod_start.sli_ms";
 
-// Image pulls (DESIGN.md "Image pulls"): per-layer children of a pull span, totals on it.
+// Image pulls: the per-layer breakdown folded from a pull's progress stream (schema::pull).
 
-/// Name of a pull's per-layer download child span.
-pub const LAYER_DOWNLOAD: &str = "layer download";
-/// Name of a pull's per-layer extract child span.
-pub const LAYER_EXTRACT: &str = "layer extract";
-/// The layer's id as the daemon reports it (dockerd: the digest's first 12 hex digits).
+/// Id of a layer as the progress names it (dockerd: the blob digest's first 12 hex digits).
 pub const IMAGE_LAYER_ID: &str = "runtime_tap.image.layer.id";
-/// The layer's size in bytes (compressed, as downloaded).
+/// Bytes of a layer: the compressed blob's size for `layer download` (the registry's blob size),
+/// the bytes read while extracting for `layer extract`.
 pub const IMAGE_LAYER_BYTES: &str = "runtime_tap.image.layer.bytes";
-/// Layers of a pull.
+/// A layer span's bytes over its duration, when both are known and the duration is not 0.
+pub const IMAGE_LAYER_BYTES_PER_SECOND: &str = "runtime_tap.image.layer.bytes_per_second";
+/// On a pull span: the layers its progress named (downloaded, cached or untracked).
 pub const IMAGE_LAYERS: &str = "runtime_tap.image.layers";
-/// Bytes of a pull.
+/// On a pull span: the bytes of the layers it downloaded (sum of their `layer download` bytes).
 pub const IMAGE_BYTES: &str = "runtime_tap.image.bytes";
+/// On a pull span: from the call's start to the first layer's first downloaded bytes, ms.
+pub const IMAGE_FIRST_BYTE_MS: &str = "runtime_tap.image.first_byte_ms";
+/// On a pull span: layers the daemon already had (`Already exists`): no download, no span.
+pub const IMAGE_LAYERS_CACHED: &str = "runtime_tap.image.layers_cached";
+/// On a pull span: layers past the tracked bound (`schema::pull::MAX_LAYERS`), counted only.
+pub const IMAGE_LAYERS_UNTRACKED: &str = "runtime_tap.image.layers_untracked";
+/// On a pull span: where its breakdown comes from: `layers` (the daemon streamed per-layer
+/// progress to the client) or `none` (the socket carries no progress: CRI PullImage pulls
+/// inside containerd and answers once, at the end).
+pub const IMAGE_PROGRESS: &str = "runtime_tap.image.progress";

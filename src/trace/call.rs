@@ -81,6 +81,18 @@ pub struct Call {
     pub own_trace: Option<TraceId>,
     /// Span events (payload capture), already redacted.
     pub events: Vec<SpanEventRecord>,
+    /// INTERNAL spans under this call's span, in its trace, synthesized from what the call
+    /// carried (per-layer spans of an image pull); bounded by whoever made them.
+    pub children: Vec<ChildSpan>,
+}
+
+/// A synthesized INTERNAL span under a call's span (`layer download`, `layer extract`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChildSpan {
+    pub name: &'static str,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<Attr>,
 }
 
 /// A delivered event of an event stream: one INTERNAL span `event {topic}`, linked to the

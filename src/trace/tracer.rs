@@ -249,6 +249,12 @@ fn fmt_pod_spans(k: &CorrelateCounts, out: &mut String) {
     );
     family.header(out);
     family.sample(out, &[], k.pod_roots);
+    let family = Family::counter(
+        "runtime_tap_child_spans_total",
+        "Spans synthesized under an exported call: per-layer spans of image pulls (no call of their own).",
+    );
+    family.header(out);
+    family.sample(out, &[], k.child_spans);
 }
 
 /// The calls sampling dropped (under the export pipeline's drop family, which they follow),

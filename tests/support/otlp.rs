@@ -427,3 +427,27 @@ pub fn flatten(rs: &[ResourceSpans]) -> Vec<ReceivedSpan> {
     }
     out
 }
+
+/// A span's string attribute `key`.
+pub fn str_attr<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
+    match span.attributes.get(key) {
+        Some(Val::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// A span's integer attribute `key`.
+pub fn int_attr(span: &ReceivedSpan, key: &str) -> Option<i64> {
+    match span.attributes.get(key) {
+        Some(Val::Int(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+/// A span's double attribute `key`.
+pub fn double_attr(span: &ReceivedSpan, key: &str) -> Option<f64> {
+    match span.attributes.get(key) {
+        Some(Val::Double(d)) => Some(*d),
+        _ => None,
+    }
+}

@@ -70,6 +70,8 @@ impl Correlator {
                 self.counts.not_sampled += 1;
                 continue;
             }
+            let mut call = call;
+            let children = std::mem::take(&mut call.children);
             let mut span = span_of(*call, n);
             span.links.extend(evidence);
             if k == 0 && n.parent.is_none() {
@@ -83,7 +85,10 @@ impl Correlator {
                 }
                 push_self_times(&mut span.attributes, &self_times);
             }
+            self.counts.child_spans += children.len() as u64;
+            let made: Vec<SpanRecord> = children.into_iter().map(|c| child_span(&span, c)).collect();
             spans.push(span);
+            spans.extend(made);
         }
         // Sampling is decided on a whole trace, at its root; calls of a dropped trace that
         // settle later follow the root's decision.
@@ -106,6 +111,28 @@ impl Correlator {
                 }
             }
         }
+    }
+}
+
+/// A synthesized INTERNAL span under `parent`, in its trace and resource.
+fn child_span(parent: &SpanRecord, c: ChildSpan) -> SpanRecord {
+    SpanRecord {
+        trace_id: parent.trace_id,
+        span_id: new_span_id(),
+        parent: Some(ParentRef {
+            span_id: parent.span_id,
+            remote: false,
+        }),
+        trace_state: None,
+        name: c.name.to_string(),
+        kind: SpanKind::Internal,
+        start: c.start,
+        end: c.end,
+        attributes: c.attributes,
+        events: Vec::new(),
+        links: Vec::new(),
+        status: SpanStatus::Unset,
+        service: Arc::clone(&parent.service),
     }
 }
 

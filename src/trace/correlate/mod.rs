@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use crate::schema::containerd::STREAMING_STREAM;
 use crate::schema::{EntityKind, entity_ids};
 use crate::trace::attr::{Attr, AttrValue, names};
-use crate::trace::call::{Call, CallStart, ConnMeta, RemoteParent, Shape};
+use crate::trace::call::{Call, CallStart, ChildSpan, ConnMeta, RemoteParent, Shape};
 use crate::trace::remote::{RemoteCounts, RemoteOutcome, RemoteParentPolicy};
 use crate::trace::sample::Sampler;
 use crate::trace::span::{
@@ -103,6 +103,9 @@ pub struct CorrelateCounts {
     pub sampled_out: u64,
     /// `pod start` root spans synthesized (spans that are no call).
     pub pod_roots: u64,
+    /// Spans synthesized under an exported call (per-layer spans of image pulls), counted
+    /// when made: with calls, event and pod spans they are what is submitted or dropped.
+    pub child_spans: u64,
     /// Calls that carried a client's trace context, by what became of it.
     pub remote: RemoteCounts,
 }

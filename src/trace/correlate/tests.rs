@@ -81,6 +81,7 @@ fn run_with(mut c: Correlator, specs: Vec<Spec>) -> ((Vec<SpanRecord>, Vec<SpanI
                 remote_parent: s.remote.clone(),
                 own_trace: s.own,
                 events: Vec::new(),
+                children: Vec::new(),
             };
             c.ended(call, t(at), &mut out);
         } else {
@@ -677,6 +678,7 @@ fn an_open_subscription_does_not_stop_retention() {
             remote_parent: None,
             own_trace: None,
             events: Vec::new(),
+            children: Vec::new(),
         };
         c.ended(call, end, &mut out);
         c.tick(end, &mut out);
@@ -1221,6 +1223,7 @@ fn the_image_a_stream_saved_goes_on_the_transfer_that_named_it() {
         remote_parent: None,
         own_trace: None,
         events: Vec::new(),
+        children: Vec::new(),
     };
     c.ended(
         end(
@@ -1285,6 +1288,7 @@ fn self_times_are_exact_and_add_up_to_the_root() {
             remote_parent: None,
             own_trace: None,
             events: Vec::new(),
+            children: Vec::new(),
         };
         c.ended(call, us(*end), &mut out);
     }
@@ -1353,6 +1357,7 @@ fn a_child_that_outlives_its_open_parent_is_decided_again() {
                 remote_parent: None,
                 own_trace: None,
                 events: Vec::new(),
+                children: Vec::new(),
             };
             c.ended(call, t(at), out);
         };
