@@ -160,11 +160,19 @@ impl PullProgress {
         let mut children = Vec::with_capacity(self.layers.len() * 2);
         let mut bytes = 0;
         for l in &self.layers {
-            bytes += l.download_bytes;
+            // dockerd 26 and later send no `Downloading` line for a layer that arrives in one
+            // read (a 114-byte layer: `Pulling fs layer`, then `Download complete`); its
+            // `Extracting` total is the same compressed blob's size.
+            let download_bytes = if l.download_bytes > 0 {
+                l.download_bytes
+            } else {
+                l.extract_bytes
+            };
+            bytes += download_bytes;
             let download_start = l.download_start.or(l.seen);
             if let Some(s) = download_start {
                 let e = l.download_end.or(l.extract_start).unwrap_or(end);
-                children.push(layer_span(LAYER_DOWNLOAD, &l.id, s, e, l.download_bytes));
+                children.push(layer_span(LAYER_DOWNLOAD, &l.id, s, e, download_bytes));
             }
             if let Some(s) = l.extract_start {
                 let e = l.extract_end.unwrap_or(end);

@@ -218,3 +218,37 @@ fn lines_that_are_no_layers_progress_change_nothing() {
     // Nothing claimed either: an import shares the pull's route and names no layer.
     assert!(attrs.is_empty(), "{attrs:?}");
 }
+
+/// dockerd 26 and 28 send no `Downloading` line for a layer that arrives in one read: its size
+/// comes from its `Extracting` total (the same compressed blob).
+#[test]
+fn a_layer_with_no_downloading_line_takes_its_size_from_extracting() {
+    let mut p = PullProgress::default();
+    for (ms, line) in [
+        (
+            1,
+            r#"{"status":"Pulling fs layer","progressDetail":{},"id":"bfbaa61bf998"}"#,
+        ),
+        (
+            2,
+            r#"{"status":"Download complete","progressDetail":{},"id":"bfbaa61bf998"}"#,
+        ),
+        (
+            3,
+            r#"{"status":"Extracting","progressDetail":{"current":114,"total":114},"id":"bfbaa61bf998"}"#,
+        ),
+        (
+            4,
+            r#"{"status":"Pull complete","progressDetail":{},"id":"bfbaa61bf998"}"#,
+        ),
+    ] {
+        p.docker_line(line.as_bytes(), t(ms));
+    }
+    let mut attrs = Vec::new();
+    let spans = p.finish(t(0), t(5), &mut attrs);
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    for s in &spans {
+        assert_eq!(int(&s.attributes, names::IMAGE_LAYER_BYTES), Some(114), "{s:?}");
+    }
+    assert_eq!(int(&attrs, names::IMAGE_BYTES), Some(114));
+}
