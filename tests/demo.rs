@@ -186,7 +186,8 @@ fn demo_once_with_an_otlp_endpoint_exports_and_still_shows_the_waterfall() {
             .any(|t| t.parent_span_id == start[0].span_id && t.trace_id == start[0].trace_id),
         "Tasks/Start under the docker start"
     );
-    let pod = one("containerd", "pod start");
+    // The demo makes the CRI calls from its own process: the root is in that client's resource.
+    let pod = one("runtime-tap", "pod start");
     assert_eq!(pod.len(), 1);
     for m in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
         let name = format!("runtime.v1.RuntimeService/{m}");

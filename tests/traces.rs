@@ -22,6 +22,8 @@ struct Setup {
     rt: tokio::runtime::Runtime,
     receiver: OtlpReceiver,
     stack: Stack,
+    /// An image in the bed's private registry (`127.0.0.1:PORT/kubelet-app:1`), for real pulls.
+    registry_image: String,
 }
 
 /// The tests of this file run one at a time: calls of concurrent operations are (rightly)
@@ -41,14 +43,28 @@ fn shared() -> &'static Setup {
             .build()
             .unwrap();
         let receiver = rt.block_on(OtlpReceiver::start());
-        let stack = Stack::start(
+        let mut stack = Stack::start(
             "traces",
             &format!(
                 "[export]\nendpoint = \"{}\"\n\n[sampling]\ndefault_rules = false\n",
                 receiver.endpoint()
             ),
         );
-        Setup { rt, receiver, stack }
+        let versions = stack.bed.versions().clone();
+        stack
+            .bed
+            .start_registry()
+            .unwrap_or_else(|e| panic!("registry ({versions}): {e:#}"));
+        let registry_image = stack
+            .bed
+            .push_two_layer_image(&stack.docker, "kubelet-app:1")
+            .unwrap_or_else(|e| panic!("push an image to the registry ({versions}): {e:#}"));
+        Setup {
+            rt,
+            receiver,
+            stack,
+            registry_image,
+        }
     })
 }
 
@@ -90,6 +106,16 @@ fn is_incomplete(span: &ReceivedSpan) -> bool {
 }
 
 /// Now, in the receiver's clock (unix nanoseconds).
+/// `service.name` of what this test process does as a client: its executable's file name.
+fn client_service_name() -> String {
+    std::env::current_exe()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -823,8 +849,12 @@ fn cri_pod_starts_are_one_trace_each_and_traceparent_is_honoured() {
         }
         [a, b]
     });
+    // The receiver is shared: other tests' pod starts are there too.
     let spans = wait_spans(s, "two pod start roots", |sp| {
-        sp.iter().filter(|x| x.name == "pod start").count() >= 2
+        pods.iter().all(|(name, _, _)| {
+            sp.iter()
+                .any(|x| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some(name))
+        })
     });
     for (name, sandbox, containers) in &pods {
         let root = spans
@@ -953,15 +983,18 @@ fn default_sampling_keeps_the_pod_start_and_a_counted_fraction_of_polls() {
         c.unary(&format!("{rs}/RemovePodSandbox"), json!({"pod_sandbox_id": sandbox}), &[]).await.unwrap();
     });
     let elapsed = started.elapsed().as_secs_f64();
+    let is_root = |x: &ReceivedSpan| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some("sampled-pod");
     let spans = wait_spans(s, "sampled pod start and the stop after the polls", |sp| {
-        sp.iter().any(|x| x.service == "cri-sampled" && x.name == "pod start")
+        sp.iter().any(is_root)
             && sp
                 .iter()
                 .any(|x| x.service == "cri-sampled" && x.name == "runtime.v1.RuntimeService/RemovePodSandbox")
     });
     let mine: Vec<&ReceivedSpan> = spans.iter().filter(|x| x.service == "cri-sampled").collect();
-    // The pod start in full: every call of it, under its root.
-    let root = mine.iter().find(|x| x.name == "pod start").unwrap();
+    // The pod start in full: every call of it, under its root, which is in the resource of the
+    // client that made the calls (this test's executable), not the intercept's.
+    let root = spans.iter().find(|x| is_root(x)).unwrap();
+    assert_eq!(root.service, client_service_name());
     let members: Vec<&str> = mine
         .iter()
         .filter(|x| x.parent_span_id == root.span_id && x.trace_id == root.trace_id)
@@ -1110,4 +1143,217 @@ fn ctr_images_import_is_one_trace_on_every_generation() {
         assert!(st.start_ns <= t.start_ns, "the stream opened before its Transfer");
     }
     assert_eq!(named.len(), 2);
+}
+
+/// Environment of [`kubelet_pod_start`]: the CRI socket, and the folder for the pod's logs.
+const KUBELET_SOCK: &str = "RTAP_TEST_KUBELET_SOCK";
+const KUBELET_LOGS: &str = "RTAP_TEST_KUBELET_LOGS";
+/// The image the pod pulls (from the bed's registry) and runs.
+const KUBELET_IMAGE: &str = "RTAP_TEST_KUBELET_IMAGE";
+/// The pod's W3C context, in its annotations.
+const POD_TRACEPARENT: &str = "00-5bf92f3577b34da6a3ce929d0e0e4736-10f067aa0ba902b7-01";
+
+/// Not a test: the CRI client of
+/// [`a_pod_start_from_kubelet_has_phases_that_add_up_and_kubelets_sli_buckets`], run by it in a
+/// process whose executable is named `kubelet` (this test binary, hard-linked). It starts one pod
+/// as kubelet does and prints `sandbox container` on a line of its own.
+#[test]
+#[ignore = "helper process of a_pod_start_from_kubelet_..., which runs it with its environment"]
+fn kubelet_pod_start() {
+    let sock = std::path::PathBuf::from(std::env::var(KUBELET_SOCK).expect("run by the kubelet test"));
+    let log_dir = std::env::var(KUBELET_LOGS).expect("run by the kubelet test");
+    let image = std::env::var(KUBELET_IMAGE).expect("run by the kubelet test");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sandbox, container) = rt.block_on(async move {
+        let mut c = GrpcClient::connect(&sock).await;
+        let rs = "runtime.v1.RuntimeService";
+        let config = json!({
+            "metadata": {"name": "kubelet-pod", "namespace": "tr-ns", "uid": "uid-kubelet-pod", "attempt": 0},
+            "log_directory": log_dir,
+            "annotations": {"tracing.example.io/traceparent": POD_TRACEPARENT},
+            "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}
+        });
+        let run = c.unary(&format!("{rs}/RunPodSandbox"), json!({"config": config.clone()}), &[]).await.unwrap();
+        let sandbox = run["podSandboxId"].as_str().unwrap().to_string();
+        // As kubelet does: is the image there? No: pull it (from the bed's registry), create.
+        c.unary("runtime.v1.ImageService/ImageStatus", json!({"image": {"image": image}}), &[]).await.unwrap();
+        c.unary("runtime.v1.ImageService/PullImage", json!({"image": {"image": image}, "sandbox_config": config.clone()}), &[])
+            .await
+            .unwrap();
+        let create = c
+            .unary(
+                &format!("{rs}/CreateContainer"),
+                json!({"pod_sandbox_id": sandbox, "config": {"metadata": {"name": "c"}, "image": {"image": image}, "command": ["/bin/sleep", "1"], "log_path": "c.log"}, "sandbox_config": config}),
+                &[],
+            )
+            .await
+            .unwrap();
+        let id = create["containerId"].as_str().unwrap().to_string();
+        c.unary(&format!("{rs}/StartContainer"), json!({"container_id": id}), &[]).await.unwrap();
+        (sandbox, id)
+    });
+    println!("\nKUBELET-POD {sandbox} {container}");
+}
+
+/// This test binary under the file name `kubelet` (a hard link, else a copy: /proc/PID/exe
+/// names the file, a symbolic link would resolve to the original).
+fn as_kubelet(dir: &std::path::Path) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let kubelet = dir.join("kubelet");
+    if std::fs::hard_link(&exe, &kubelet).is_err() {
+        std::fs::copy(&exe, &kubelet).unwrap();
+    }
+    kubelet
+}
+
+#[test]
+fn a_pod_start_from_kubelet_has_phases_that_add_up_and_kubelets_sli_buckets() {
+    let (_serial, s) = setup();
+    s.stack
+        .bed
+        .import_cri_images(&s.stack.bed.containerd_socket(), &s.stack.images_tar)
+        .expect("CRI images");
+    let dir = support::TempDir::new("kubelet");
+    let logs = dir.0.join("pods");
+    std::fs::create_dir_all(&logs).unwrap();
+    let out = std::process::Command::new(as_kubelet(&dir.0))
+        .args([
+            "kubelet_pod_start",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KUBELET_SOCK, &s.stack.containerd)
+        .env(KUBELET_LOGS, &logs)
+        .env(KUBELET_IMAGE, &s.registry_image)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kubelet helper: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBELET-POD "))
+        .expect("helper's result");
+    let (sandbox, container) = line.split_once(' ').unwrap();
+    let (sandbox, container) = (sandbox.to_string(), container.to_string());
+    {
+        let sock = s.stack.containerd.clone();
+        let sandbox = sandbox.clone();
+        s.rt.block_on(async move { GrpcClient::connect(&sock).await.remove_pod(&sandbox).await });
+    }
+    let spans = wait_spans(s, "the kubelet pod's start root", |sp| {
+        sp.iter()
+            .any(|x| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some("kubelet-pod"))
+    });
+    let root = spans
+        .iter()
+        .find(|x| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some("kubelet-pod"))
+        .unwrap();
+    // The root is kubelet's operation, in kubelet's resource; its calls stay containerd's.
+    assert_eq!(root.service, "kubelet");
+    assert!(
+        matches!(root.resource.get("host.name"), Some(Val::Str(h)) if !h.is_empty()),
+        "{:?}",
+        root.resource
+    );
+    assert_eq!(root.kind, KIND_INTERNAL);
+    assert_eq!(str_attr(root, "cri.pod_sandbox.id"), Some(sandbox.as_str()));
+    let members: Vec<&ReceivedSpan> = spans.iter().filter(|x| x.parent_span_id == root.span_id).collect();
+    let member = |m: &str| {
+        let found: Vec<&&ReceivedSpan> = members.iter().filter(|x| x.name == format!("runtime.v1.{m}")).collect();
+        found
+    };
+    for m in &members {
+        assert_eq!(m.service, "containerd", "{}", m.name);
+        assert_eq!(m.trace_id, root.trace_id);
+        assert_eq!(
+            str_attr(m, "runtime_tap.client.executable"),
+            Some("kubelet"),
+            "{}",
+            m.name
+        );
+    }
+    assert_eq!(member("RuntimeService/StartContainer").len(), 1);
+    assert_eq!(
+        str_attr(member("RuntimeService/StartContainer")[0], "container.id"),
+        Some(container.as_str())
+    );
+    // The phases and kubelet's gaps add up to the root, to the millisecond.
+    let phase = |k: &str| double_attr(root, &format!("runtime_tap.pod_start.{k}")).unwrap_or_else(|| panic!("{k}"));
+    let total_ms = (root.end_ns - root.start_ns) as f64 / 1e6;
+    let phases = ["sandbox", "image_pull", "image_check", "create", "start", "kubelet"];
+    let sum: f64 = phases.iter().map(|p| phase(&format!("phase.{p}_ms"))).sum();
+    eprintln!(
+        "pod start {total_ms:.3} ms = {}; sum {sum:.3} ms",
+        phases
+            .map(|p| format!("{p} {:.3}", phase(&format!("phase.{p}_ms"))))
+            .join(" + ")
+    );
+    assert!((sum - total_ms).abs() < 1.0, "phases {sum} ms, root {total_ms} ms");
+    // Calls one at a time: each phase is its calls' durations.
+    let dur = |x: &ReceivedSpan| (x.end_ns - x.start_ns) as f64 / 1e6;
+    let sum_of = |m: &str| member(m).iter().map(|x| dur(x)).sum::<f64>();
+    for (p, m) in [
+        ("sandbox", "RuntimeService/RunPodSandbox"),
+        ("image_pull", "ImageService/PullImage"),
+        ("create", "RuntimeService/CreateContainer"),
+        ("start", "RuntimeService/StartContainer"),
+    ] {
+        assert_eq!(member(m).len(), 1, "{m} in the pod start");
+        assert!(
+            (phase(&format!("phase.{p}_ms")) - sum_of(m)).abs() < 0.01,
+            "{p}: {} vs {m} {}",
+            phase(&format!("phase.{p}_ms")),
+            sum_of(m)
+        );
+    }
+    // A real pull, from the bed's registry: the two layers downloaded and unpacked.
+    let pull = member("ImageService/PullImage")[0];
+    assert_eq!(pull.status_code, STATUS_UNSET, "{:?}", pull.status_message);
+    assert!(phase("phase.image_pull_ms") > 0.0);
+    assert!((phase("phase.image_pull_longest_ms") - sum_of("ImageService/PullImage")).abs() < 0.01);
+    // The SLI excludes the pull, nothing else.
+    assert!((phase("sli_ms") - (total_ms - phase("phase.image_pull_ms"))).abs() < 0.01);
+    // The pod's own context (its annotation) is a link of the root.
+    assert!(
+        root.links
+            .iter()
+            .any(|l| l.trace_id == POD_TRACEPARENT[3..35] && l.span_id == POD_TRACEPARENT[36..52]),
+        "{:?}",
+        root.links
+    );
+    // /metrics: the pod start histograms, the SLI with kubelet's buckets.
+    settled(s);
+    let m = s.stack.tap.metrics();
+    for le in [
+        "0.5", "1", "2", "3", "4", "5", "6", "8", "10", "20", "30", "45", "60", "120", "180", "240", "300", "360",
+        "480", "600", "900", "1200", "1800", "2700", "3600", "+Inf",
+    ] {
+        let key = format!("runtime_tap_pod_start_sli_duration_seconds_bucket{{le=\"{le}\"}}");
+        assert!(m.get(&key).is_some_and(|n| *n >= 1.0), "{key}: {:?}", m.get(&key));
+    }
+    for p in [
+        "sandbox",
+        "image_pull",
+        "image_check",
+        "create",
+        "start",
+        "kubelet",
+        "total",
+    ] {
+        let key = format!("runtime_tap_pod_start_duration_seconds_count{{phase=\"{p}\"}}");
+        assert!(m.get(&key).is_some_and(|n| *n >= 1.0), "{key}");
+    }
+    assert!(
+        m.get("runtime_tap_pod_start_duration_seconds_sum{phase=\"total\"}")
+            .is_some_and(|s| *s >= total_ms / 1e3 - 1e-6)
+    );
 }

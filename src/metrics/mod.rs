@@ -75,6 +75,38 @@ impl Histogram {
     }
 }
 
+/// A histogram over bounds of its owner's choosing (seconds, ascending): for series that must
+/// share another program's buckets to be compared with it. Cumulative like [`Histogram`].
+#[derive(Clone, Debug)]
+pub struct BoundHistogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
+}
+
+impl BoundHistogram {
+    pub fn new(bounds: &'static [f64]) -> BoundHistogram {
+        BoundHistogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+
+    /// Count one observation of `value` (seconds).
+    pub fn observe(&mut self, value: f64) {
+        self.count += 1;
+        self.sum += value;
+        for (n, bound) in self.counts.iter_mut().zip(self.bounds) {
+            if value <= *bound {
+                *n += 1;
+            }
+        }
+    }
+}
+
 /// A component that renders its own metric families.
 pub trait FmtMetrics {
     /// Append the component's families (header, then samples) to `out`.
@@ -181,13 +213,24 @@ impl Family {
     /// The samples of one histogram series; `labels` is its label list, already formatted and
     /// escaped (`a="x",b="y"`).
     pub fn histogram_series(&self, out: &mut String, labels: &str, h: &Histogram) {
+        self.series(out, labels, &BUCKETS, &h.counts, h.count, h.sum);
+    }
+
+    /// The same for a [`BoundHistogram`]; `labels` may be empty.
+    pub fn bound_histogram_series(&self, out: &mut String, labels: &str, h: &BoundHistogram) {
+        self.series(out, labels, h.bounds, &h.counts, h.count, h.sum);
+    }
+
+    fn series(&self, out: &mut String, labels: &str, bounds: &[f64], counts: &[u64], count: u64, sum: f64) {
         let name = self.name;
-        for (bound, n) in BUCKETS.iter().zip(h.counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, n) in bounds.iter().zip(counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let (open, close) = if labels.is_empty() { ("", "") } else { ("{", "}") };
+        let _ = writeln!(out, "{name}_sum{open}{labels}{close} {sum}");
+        let _ = writeln!(out, "{name}_count{open}{labels}{close} {count}");
     }
 }
 

@@ -14,6 +14,7 @@ pub const POD_START: &str = "pod start";
 /// The phases, in the order a pod goes through them, with the attribute each is read from.
 pub const PHASES: &[(&str, &str)] = &[
     ("sandbox", names::POD_START_SANDBOX_MS),
+    ("image check", names::POD_START_IMAGE_CHECK_MS),
     ("image pull", names::POD_START_IMAGE_PULL_MS),
     ("create", names::POD_START_CREATE_MS),
     ("start", names::POD_START_START_MS),

@@ -4,9 +4,9 @@
 //! field does not exist in one version is dropped for it when the method is looked up).
 //! Rule it keeps: no row names a secret (`auth` in PullImage is never read).
 
-use super::ValueKind::{ImageRef, Int, NonZeroInt, Str};
+use super::ValueKind::{ImageRef, Int, NonZeroInt, Str, TraceParentAnnotation};
 use super::rules::Rule;
-use crate::schema::names::{CONTAINERD_TASK_EXIT_STATUS, CRI_POD_SANDBOX_ID, IMAGE_BYTES};
+use crate::schema::names::{CONTAINERD_TASK_EXIT_STATUS, CRI_POD_SANDBOX_ID, IMAGE_BYTES, POD_TRACEPARENT};
 use opentelemetry_semantic_conventions::attribute::{
     CONTAINER_ID, CONTAINER_IMAGE_ID, CONTAINER_IMAGE_NAME, K8S_CONTAINER_NAME, K8S_NAMESPACE_NAME, K8S_POD_NAME,
     K8S_POD_UID,
@@ -42,6 +42,13 @@ pub static RULES: &[Rule] = &[
     Rule::req(RUN_POD_SANDBOX, "config.metadata.name", K8S_POD_NAME, Str),
     Rule::req(RUN_POD_SANDBOX, "config.metadata.namespace", K8S_NAMESPACE_NAME, Str),
     Rule::req(RUN_POD_SANDBOX, "config.metadata.uid", K8S_POD_UID, Str),
+    // The pod's own trace context, if its annotations carry one: the pod start root links it.
+    Rule::req(
+        RUN_POD_SANDBOX,
+        "config.annotations",
+        POD_TRACEPARENT,
+        TraceParentAnnotation,
+    ),
     Rule::resp(RUN_POD_SANDBOX, "pod_sandbox_id", CRI_POD_SANDBOX_ID, Str),
     Rule::req(STOP_POD_SANDBOX, "pod_sandbox_id", CRI_POD_SANDBOX_ID, Str),
     Rule::req(REMOVE_POD_SANDBOX, "pod_sandbox_id", CRI_POD_SANDBOX_ID, Str),

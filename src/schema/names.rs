@@ -64,6 +64,30 @@ pub fn self_time(service: &str) -> String {
     format!("{SELF_TIME_PREFIX}{service}")
 }
 
+// The synthesized `pod start` root (README "Pod start phases and the SLI").
+
+/// The root's span name.
+pub const POD_START: &str = "pod start";
+/// Wall time of RunPodSandbox within the pod start, ms (double, to the microsecond).
+pub const POD_START_SANDBOX_MS: &str = "runtime_tap.pod_start.phase.sandbox_ms";
+/// Wall time the pod's PullImage calls were in flight (their union), ms.
+pub const POD_START_IMAGE_PULL_MS: &str = "runtime_tap.pod_start.phase.image_pull_ms";
+/// The longest single PullImage of the pod, ms.
+pub const POD_START_IMAGE_PULL_LONGEST_MS: &str = "runtime_tap.pod_start.phase.image_pull_longest_ms";
+/// Wall time of the pod's ImageStatus checks not already counted in another phase, ms.
+pub const POD_START_IMAGE_CHECK_MS: &str = "runtime_tap.pod_start.phase.image_check_ms";
+/// Wall time of CreateContainer not already counted in another phase, ms.
+pub const POD_START_CREATE_MS: &str = "runtime_tap.pod_start.phase.create_ms";
+/// Wall time of StartContainer not already counted in another phase, ms.
+pub const POD_START_START_MS: &str = "runtime_tap.pod_start.phase.start_ms";
+/// Wall time none of the pod's calls was in flight: the client's own work, ms.
+pub const POD_START_KUBELET_MS: &str = "runtime_tap.pod_start.phase.kubelet_ms";
+/// The pod startup SLI: the root's duration minus the image-pull time, ms.
+pub const POD_START_SLI_MS: &str = "runtime_tap.pod_start.sli_ms";
+/// A W3C `traceparent` a pod's sandbox config carried in its annotations (key `traceparent`
+/// or `<prefix>/traceparent`), on RunPodSandbox; the pod start root links to it.
+pub const POD_TRACEPARENT: &str = "runtime_tap.pod.traceparent";
+
 /// What every image attribute's name starts with (`container.image.name`, `.tags`, `.id`).
 pub const CONTAINER_IMAGE_PREFIX: &str = "container.image.";
 
@@ -113,22 +137,6 @@ pub const CONTAINERD_TRANSFER_PROGRESS_NAME: &str = "containerd.transfer.progres
 pub const CONTAINERD_TRANSFER_PROGRESS_BYTES: &str = "containerd.transfer.progress.bytes";
 /// `total` of that last progress event (bytes), when not 0.
 pub const CONTAINERD_TRANSFER_PROGRESS_TOTAL: &str = "containerd.transfer.progress.total_bytes";
-
-// Pod start phases, on the synthesized `pod start` root (DESIGN.md "Pod start"), milliseconds
-// as doubles.
-
-/// RunPodSandbox.
-pub const POD_START_SANDBOX_MS: &str = "runtime_tap.pod_start.phase.sandbox_ms";
-/// The pod's image pulls (PullImage).
-pub const POD_START_IMAGE_PULL_MS: &str = "runtime_tap.pod_start.phase.image_pull_ms";
-/// CreateContainer.
-pub const POD_START_CREATE_MS: &str = "runtime_tap.pod_start.phase.create_ms";
-/// StartContainer.
-pub const POD_START_START_MS: &str = "runtime_tap.pod_start.phase.start_ms";
-/// kubelet's own gaps: no call of the pod in flight.
-pub const POD_START_KUBELET_MS: &str = "runtime_tap.pod_start.phase.kubelet_ms";
-/// The pod startup SLI as the upstream SLO defines it: image pulls excluded.
-pub const POD_START_SLI_MS: &str = "runtime_tap.pod_start.sli_ms";
 
 // Image pulls: the per-layer breakdown folded from a pull's progress stream (schema::pull).
 

@@ -33,6 +33,10 @@ pub enum ValueKind {
     /// (`containerd.types.transfer.ImageStore`, with or without a `host/` prefix), never its
     /// contents. An unset Any gives nothing.
     AnyType,
+    /// A `map<string, string>` of annotations: the value under the key `traceparent` or a key
+    /// ending in `/traceparent` (the object trace context KEP-5915 proposes), as a string. No
+    /// other entry is read.
+    TraceParentAnnotation,
 }
 
 /// A guard on a rule: the enum at `field_path` must have the value named `enum_value`.
@@ -178,9 +182,15 @@ pub(crate) fn path_resolves(desc: &MessageDescriptor, path: &str, kind: ValueKin
     };
     let Some(field) = field else { return true }; // behind an Any
     match kind {
-        ValueKind::Str | ValueKind::ImageRef => field.kind() == Kind::String,
-        ValueKind::Int | ValueKind::NonZeroInt => is_integer(&field.kind()),
-        ValueKind::AnyType => matches!(field.kind(), Kind::Message(m) if any::is_any(&m)),
+        ValueKind::Str | ValueKind::ImageRef => field.kind() == Kind::String && !field.is_list(),
+        ValueKind::Int | ValueKind::NonZeroInt => is_integer(&field.kind()) && !field.is_list(),
+        ValueKind::AnyType => matches!(field.kind(), Kind::Message(m) if any::is_any(&m)) && !field.is_list(),
+        ValueKind::TraceParentAnnotation => {
+            field.is_map()
+                && matches!(field.kind(), Kind::Message(entry)
+                    if entry.map_entry_key_field().kind() == Kind::String
+                        && entry.map_entry_value_field().kind() == Kind::String)
+        }
     }
 }
 
@@ -188,7 +198,7 @@ pub(crate) fn path_resolves(desc: &MessageDescriptor, path: &str, kind: ValueKin
 /// on each message).
 fn path_can_guard(desc: &MessageDescriptor, path: &str) -> bool {
     match walk_static(desc, path) {
-        Some(Some(f)) => matches!(f.kind(), Kind::Enum(_) | Kind::String),
+        Some(Some(f)) => matches!(f.kind(), Kind::Enum(_) | Kind::String) && !f.is_list(),
         Some(None) => true,
         None => false,
     }
@@ -204,7 +214,8 @@ fn walk_static(desc: &MessageDescriptor, path: &str) -> Option<Option<prost_refl
         None => (path, None),
     };
     let field = desc.get_field_by_name(head)?;
-    if field.is_list() || field.is_map() {
+    // A repeated or map leaf is returned (only a map-reading kind accepts it), never walked.
+    if (field.is_list() || field.is_map()) && rest.is_some() {
         return None;
     }
     match rest {
@@ -421,6 +432,19 @@ pub(crate) fn apply(schema: &Schema, rule: &Rule, msg: &DynamicMessage, out: &mu
             Some(n) if n != 0 || rule.kind == ValueKind::Int => Some(Attr::int(rule.attr, n)),
             _ => None,
         },
+        (ValueKind::TraceParentAnnotation, Some(Value::Map(m))) => m
+            .iter()
+            .filter_map(|(k, v)| match (k, v) {
+                (prost_reflect::MapKey::String(k), Value::String(v))
+                    if k == "traceparent" || k.ends_with("/traceparent") =>
+                {
+                    Some((k, v))
+                }
+                _ => None,
+            })
+            // The map's order is not the wire's: the smallest key, so a choice is repeatable.
+            .min_by(|a, b| a.0.cmp(b.0))
+            .map(|(_, v)| Attr::str(rule.attr, v.clone())),
         (ValueKind::AnyType, Some(Value::Message(m))) => {
             let (url, _) = any::parts(&m);
             let name = any::type_name(&url);

@@ -174,7 +174,7 @@ fn every_rule_resolves_somewhere_and_names_no_secret() {
         let m = schema
             .method(&format!("/{pkg}.RuntimeService/RunPodSandbox"))
             .expect("method");
-        assert_eq!(m.rules.len(), 4, "{pkg}");
+        assert_eq!(m.rules.len(), 5, "{pkg}");
     }
 }
 
@@ -400,6 +400,39 @@ fn built_auth_config_redacted_but_server_address_shown() {
             get(&out, CONTAINER_IMAGE_TAGS),
             Some(&AttrValue::StrList(vec!["v2".into()]))
         );
+    }
+}
+
+/// RunPodSandbox's attributes when its sandbox config carries `annotations`.
+fn run_pod_sandbox_with(schema: &Schema, annotations: &[(&str, &str)]) -> Vec<Attr> {
+    let mut config = DynamicMessage::new(schema.message("runtime.v1.PodSandboxConfig").expect("type"));
+    let map = annotations
+        .iter()
+        .map(|(k, v)| (prost_reflect::MapKey::String((*k).into()), Value::String((*v).into())))
+        .collect();
+    config.set_field_by_name("annotations", Value::Map(map));
+    let mut req = DynamicMessage::new(schema.message("runtime.v1.RunPodSandboxRequest").expect("type"));
+    req.set_field_by_name("config", Value::Message(config));
+    let method = schema
+        .method("/runtime.v1.RuntimeService/RunPodSandbox")
+        .expect("method");
+    let mut out = Vec::new();
+    extract(schema, &method, Side::Request, &req.encode_to_vec(), &mut out).expect("extract");
+    out
+}
+
+#[test]
+fn a_pods_traceparent_annotation_is_read_and_no_other_annotation_is() {
+    let schema = Schema::builtin();
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for key in ["traceparent", "tracing.example.io/traceparent"] {
+        let out = run_pod_sandbox_with(&schema, &[(key, TP), ("secret-ish", "hunter2")]);
+        assert_eq!(get_str(&out, crate::schema::names::POD_TRACEPARENT), TP, "{key}");
+        assert!(!format!("{out:?}").contains("hunter2"), "{out:?}");
+    }
+    for key in ["my-traceparent", "traceparent/x", "tracestate"] {
+        let out = run_pod_sandbox_with(&schema, &[(key, TP)]);
+        assert_eq!(get(&out, crate::schema::names::POD_TRACEPARENT), None, "{key}");
     }
 }
 

@@ -5,6 +5,7 @@ pub mod call;
 pub mod context;
 pub mod correlate;
 pub mod export;
+pub mod pod_start;
 pub mod red;
 pub mod remote;
 pub mod sample;

@@ -19,6 +19,7 @@ use crate::trace::attr::{Attr, names};
 use crate::trace::call::{Call, CallSink, CallStart, ConnMeta, StreamEvent};
 use crate::trace::correlate::{CorrelateCounts, Correlator};
 use crate::trace::export::{Exporter, SPANS_DROPPED};
+use crate::trace::pod_start::PodStarts;
 use crate::trace::red::Red;
 use crate::trace::remote::{RemoteOutcome, RemoteParentPolicy};
 use crate::trace::sample::Sampler;
@@ -47,6 +48,8 @@ pub struct Tracer {
     pub counters: TracerCounters,
     /// Call durations by intercept, method and status, for /metrics.
     pub red: Red,
+    /// Pod start phases and SLI, for /metrics.
+    pub pod_starts: PodStarts,
     /// Told of every call span as it is submitted, with the trace the correlator gave it
     /// (the flight recorder waits for it), if set.
     on_submit: std::sync::OnceLock<SubmitHook>,
@@ -67,6 +70,7 @@ impl Tracer {
             pending: AtomicU64::new(0),
             counters: TracerCounters::default(),
             red: Red::default(),
+            pod_starts: PodStarts::default(),
             on_submit: std::sync::OnceLock::new(),
         })
     }
@@ -107,6 +111,7 @@ impl Tracer {
             if let Some(hook) = hook {
                 hook(&span);
             }
+            self.pod_starts.record(&span);
             self.exporter.submit(span);
         }
     }
@@ -205,6 +210,7 @@ impl FmtMetrics for Tracer {
         self.red.fmt_metrics(out);
         fmt_correlation(&counts, out);
         export.fmt_queue(out);
+        self.pod_starts.fmt_metrics(out);
         let pending = Family::gauge(
             "runtime_tap_correlator_pending_calls",
             "Ended calls not exported yet: deciding their parent or held for its trace (as of the last tick).",

@@ -31,4 +31,16 @@ impl GrpcClient {
     ) -> Result<Vec<prost_reflect::DynamicMessage>, Status> {
         self.0.server_stream(method, request, metadata).await
     }
+
+    /// StopPodSandbox then RemovePodSandbox of `sandbox`: the end of a test's pod.
+    pub async fn remove_pod(&mut self, sandbox: &str) {
+        let rs = "runtime.v1.RuntimeService";
+        let id = serde_json::json!({"pod_sandbox_id": sandbox});
+        self.unary(&format!("{rs}/StopPodSandbox"), id.clone(), &[])
+            .await
+            .expect("StopPodSandbox");
+        self.unary(&format!("{rs}/RemovePodSandbox"), id, &[])
+            .await
+            .expect("RemovePodSandbox");
+    }
 }

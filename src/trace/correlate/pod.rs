@@ -12,6 +12,7 @@ pub(super) struct PodGroup {
     pub(super) namespace: String,
     pub(super) uid: String,
     pub(super) sandbox: String,
+    /// The client's service (its executable's name), whose resource the root goes in.
     pub(super) service: Arc<str>,
     pub(super) conn: Arc<ConnMeta>,
     pub(super) start: SystemTime,
@@ -21,6 +22,10 @@ pub(super) struct PodGroup {
     /// The images its PullImage and CreateContainer calls named, with their start: an
     /// ImageStatus just before one of them was the same pod's image check.
     pub(super) images: Vec<(SystemTime, Vec<String>)>,
+    /// Members' phase and `(start, end)`, for the root's phase attributes.
+    pub(super) phases: Vec<(Phase, SystemTime, SystemTime)>,
+    /// A W3C context the pod's sandbox config carried in its annotations: linked from the root.
+    pub(super) context: Option<crate::trace::context::TraceParent>,
     /// Members' `(start, end)`, and the self time of every exported call of the pod's trace.
     pub(super) below: Below,
 }
@@ -60,6 +65,7 @@ pub(super) fn cri_method(name: &str) -> &str {
 }
 
 pub(super) fn pod_root(pod: PodGroup) -> SpanRecord {
+    let phases = PodPhases::of(pod.start, pod.end, &pod.phases);
     let mut attributes = vec![
         Attr::str("k8s.pod.name", pod.name.clone()),
         Attr::str("k8s.namespace.name", pod.namespace.clone()),
@@ -70,26 +76,145 @@ pub(super) fn pod_root(pod: PodGroup) -> SpanRecord {
     // in flight (the pod start span itself is no call to anything).
     let covered = crate::trace::tree::covered(pod.start, pod.end, pod.below.kids.iter().copied());
     let total = pod.end.duration_since(pod.start).unwrap_or_default();
-    push_self_times(&mut attributes, &pod.below.self_ns);
-    attributes.push(Attr::double(
-        names::self_time("kubelet"),
-        ms(nanos(total.saturating_sub(covered))),
-    ));
+    // The client's gaps are its own self time, under its own name (which is the intercept's
+    // when the client is unknown: then added to that layer's).
+    let mut below = pod.below;
+    below.add(&pod.service, nanos(total.saturating_sub(covered)));
+    push_self_times(&mut attributes, &below.self_ns);
+    phases.push_attributes(&mut attributes);
     crate::trace::tracer::conn_attributes(&pod.conn, &mut attributes);
     SpanRecord {
         trace_id: pod.trace_id,
         span_id: pod.root,
         parent: None,
         trace_state: None,
-        name: "pod start".to_string(),
+        name: names::POD_START.to_string(),
         kind: SpanKind::Internal,
         start: pod.start,
         end: pod.end,
         attributes,
         events: Vec::new(),
-        links: Vec::new(),
+        links: pod
+            .context
+            .map(|c| LinkRecord {
+                trace_id: c.trace_id,
+                span_id: c.span_id,
+                attributes: vec![Attr::str(names::LINK, Link::Traceparent.as_str())],
+            })
+            .into_iter()
+            .collect(),
         status: SpanStatus::Unset,
         service: pod.service,
+    }
+}
+
+/// The service a client's synthesized spans go in: its executable's file name (`kubelet`),
+/// else the intercept's.
+pub(super) fn client_service(conn: &ConnMeta) -> Arc<str> {
+    match conn.client.as_ref().and_then(|p| p.executable.as_deref()) {
+        Some(exe) if !exe.is_empty() => Arc::from(exe),
+        _ => Arc::clone(&conn.service),
+    }
+}
+
+/// What a member call of a pod start spent its time on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Phase {
+    // Declared in precedence order: time when calls of several phases were in flight counts
+    // once, for the first of them. Pulls come first, so that the image-pull phase is exactly
+    // the union of the pulls' intervals, which the SLI subtracts.
+    ImagePull,
+    Sandbox,
+    Create,
+    Start,
+    ImageCheck,
+}
+
+impl Phase {
+    fn of(method: &str) -> Phase {
+        match method {
+            "RunPodSandbox" => Phase::Sandbox,
+            "PullImage" => Phase::ImagePull,
+            "CreateContainer" => Phase::Create,
+            "StartContainer" => Phase::Start,
+            _ => Phase::ImageCheck,
+        }
+    }
+}
+
+/// A pod start's wall time split by phase, in nanoseconds. Every instant of the root is counted
+/// exactly once: for the first phase (by [`Phase`]'s precedence) with a call in flight then,
+/// else for the client (`kubelet`). So the phases and the client's gaps add up to the root's
+/// duration, overlapping calls included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodPhases {
+    pub sandbox: u64,
+    pub image_pull: u64,
+    pub image_pull_longest: u64,
+    pub image_check: u64,
+    pub create: u64,
+    pub start: u64,
+    pub kubelet: u64,
+    pub total: u64,
+    /// The pod startup SLI: `total` minus the image-pull time.
+    pub sli: u64,
+}
+
+impl PodPhases {
+    pub(super) fn of(from: SystemTime, to: SystemTime, calls: &[(Phase, SystemTime, SystemTime)]) -> PodPhases {
+        let clip = |t: SystemTime| t.clamp(from, to.max(from));
+        let mut bounds: Vec<SystemTime> = calls.iter().flat_map(|&(_, s, e)| [clip(s), clip(e)]).collect();
+        bounds.extend([from, to.max(from)]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut p = PodPhases {
+            total: nanos(to.duration_since(from).unwrap_or_default()),
+            ..PodPhases::default()
+        };
+        for w in bounds.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let Some(phase) = calls
+                .iter()
+                .filter(|&&(_, s, e)| clip(s) <= a && clip(e) >= b)
+                .map(|&(phase, _, _)| phase)
+                .min()
+            else {
+                continue;
+            };
+            let ns = nanos(b.duration_since(a).unwrap_or_default());
+            *match phase {
+                Phase::ImagePull => &mut p.image_pull,
+                Phase::Sandbox => &mut p.sandbox,
+                Phase::Create => &mut p.create,
+                Phase::Start => &mut p.start,
+                Phase::ImageCheck => &mut p.image_check,
+            } += ns;
+        }
+        p.image_pull_longest = calls
+            .iter()
+            .filter(|(phase, _, _)| *phase == Phase::ImagePull)
+            .map(|&(_, s, e)| nanos(clip(e).duration_since(clip(s)).unwrap_or_default()))
+            .max()
+            .unwrap_or(0);
+        let covered = p.sandbox + p.image_pull + p.image_check + p.create + p.start;
+        p.kubelet = p.total.saturating_sub(covered);
+        p.sli = p.total.saturating_sub(p.image_pull);
+        p
+    }
+
+    fn push_attributes(&self, out: &mut Vec<Attr>) {
+        for (key, ns) in [
+            (names::POD_START_SANDBOX_MS, self.sandbox),
+            (names::POD_START_IMAGE_PULL_MS, self.image_pull),
+            (names::POD_START_IMAGE_PULL_LONGEST_MS, self.image_pull_longest),
+            (names::POD_START_IMAGE_CHECK_MS, self.image_check),
+            (names::POD_START_CREATE_MS, self.create),
+            (names::POD_START_START_MS, self.start),
+            (names::POD_START_KUBELET_MS, self.kubelet),
+            (names::POD_START_SLI_MS, self.sli),
+        ] {
+            out.push(Attr::double(key, ms(ns)));
+        }
     }
 }
 
@@ -119,13 +244,15 @@ impl Correlator {
                     namespace: attr("k8s.namespace.name"),
                     uid: attr("k8s.pod.uid"),
                     sandbox: sandbox.to_string(),
-                    service: Arc::clone(&node.conn.service),
+                    service: client_service(&node.conn),
                     conn: Arc::clone(&node.conn),
                     start,
                     end,
                     last_activity: end,
                     containers: HashSet::new(),
                     images: Vec::new(),
+                    phases: Vec::new(),
+                    context: str_attr(attrs, names::POD_TRACEPARENT).and_then(crate::trace::context::parse),
                     below: Below::default(),
                 });
                 Some(self.pods.len() - 1)
@@ -171,6 +298,7 @@ impl Correlator {
         pod.end = pod.end.max(end);
         pod.last_activity = pod.last_activity.max(end);
         pod.below.kids.push((start, end));
+        pod.phases.push((Phase::of(method), start, end));
         let root = pod.root;
         let trace_id = pod.trace_id;
         // The root is synthesized and exported later; its trace is fixed now, so the member is

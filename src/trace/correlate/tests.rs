@@ -28,6 +28,24 @@ fn conn(service: &str, client: u32, server: u32) -> Arc<ConnMeta> {
     })
 }
 
+/// `conn` with a client executable named `exe`.
+fn with_exe(conn: &Arc<ConnMeta>, exe: &str) -> Arc<ConnMeta> {
+    let mut client = conn.client.clone();
+    if let Some(p) = client.as_mut() {
+        p.executable = Some(exe.to_string());
+    }
+    Arc::new(ConnMeta {
+        id: conn.id,
+        service: Arc::clone(&conn.service),
+        transport: conn.transport,
+        listen: conn.listen.clone(),
+        upstream: conn.upstream.clone(),
+        client,
+        server: conn.server.clone(),
+        capture_payloads: conn.capture_payloads,
+    })
+}
+
 fn t(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_000_000) + Duration::from_millis(ms)
 }
@@ -803,6 +821,7 @@ fn a_pod_roots_self_time_is_its_calls_and_kubelets_gaps() {
         Attr::str(names::CRI_POD_SANDBOX_ID, "S"),
         Attr::str("container.id", "C"),
     ];
+    let kubelet = with_exe(&kubelet, "kubelet");
     let (out, _) = run(vec![
         // RunPodSandbox 0..100 makes one docker call 10..40 (cri-dockerd is pid 300).
         spec(
@@ -1424,4 +1443,216 @@ fn a_child_that_outlives_its_open_parent_is_decided_again() {
         "{:?}",
         by_id[&start].attributes
     );
+}
+
+fn double(span: &SpanRecord, key: &str) -> Option<f64> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| match a.value {
+            AttrValue::Double(v) => Some(v),
+            _ => None,
+        })
+}
+
+/// A pod start with overlapping calls: two PullImage calls overlapping each other and the
+/// CreateContainer, an ImageStatus check, gaps between them. Calls from `kubelet`.
+fn overlapping_pod_start(kubelet: &Arc<ConnMeta>, run_attrs: Vec<Attr>) -> Vec<Spec> {
+    let pull = || {
+        let mut a = vec![Attr::str("k8s.pod.uid", "u1")];
+        a.extend(image("app", "1"));
+        a
+    };
+    vec![
+        spec(
+            kubelet,
+            "runtime.v1.RuntimeService/RunPodSandbox",
+            0,
+            100,
+            Shape::Unary,
+            vec![],
+            run_attrs,
+        ),
+        spec(
+            kubelet,
+            "runtime.v1.ImageService/ImageStatus",
+            110,
+            115,
+            Shape::Unary,
+            vec![],
+            image("app", "1"),
+        ),
+        spec(
+            kubelet,
+            "runtime.v1.ImageService/PullImage",
+            120,
+            400,
+            Shape::Unary,
+            vec![],
+            pull(),
+        ),
+        spec(
+            kubelet,
+            "runtime.v1.ImageService/PullImage",
+            300,
+            500,
+            Shape::Unary,
+            vec![],
+            pull(),
+        ),
+        spec(
+            kubelet,
+            "runtime.v1.RuntimeService/CreateContainer",
+            450,
+            600,
+            Shape::Unary,
+            vec![],
+            create_from("s1", "C", image("app", "1")),
+        ),
+        spec(
+            kubelet,
+            "runtime.v1.RuntimeService/StartContainer",
+            650,
+            700,
+            Shape::Unary,
+            vec![],
+            cid("C"),
+        ),
+    ]
+}
+
+#[test]
+fn pod_start_phases_count_overlaps_once_and_add_up_to_the_root() {
+    let kubelet = with_exe(&conn("containerd", 50, 300), "kubelet");
+    let (out, ids) = run(overlapping_pod_start(&kubelet, pod("u1", "s1")));
+    let root = out.iter().find(|s| s.name == "pod start").expect("pod root");
+    for id in &ids {
+        let m = out.iter().find(|s| s.span_id == *id).expect("member exported");
+        assert_eq!(
+            m.parent.map(|p| p.span_id),
+            Some(root.span_id),
+            "{} not under the root",
+            m.name
+        );
+    }
+    let phase = |k: &str| double(root, k).unwrap_or_else(|| panic!("{k} missing: {:?}", root.attributes));
+    assert_eq!(phase(names::POD_START_SANDBOX_MS), 100.0);
+    // The two pulls' union, 120..500: their overlap and the create's overlap with them once.
+    assert_eq!(phase(names::POD_START_IMAGE_PULL_MS), 380.0);
+    assert_eq!(phase(names::POD_START_IMAGE_PULL_LONGEST_MS), 280.0);
+    assert_eq!(phase(names::POD_START_IMAGE_CHECK_MS), 5.0);
+    assert_eq!(phase(names::POD_START_CREATE_MS), 100.0);
+    assert_eq!(phase(names::POD_START_START_MS), 50.0);
+    // No call in flight: 100..110, 115..120, 600..650.
+    assert_eq!(phase(names::POD_START_KUBELET_MS), 65.0);
+    let total = root.end.duration_since(root.start).unwrap().as_secs_f64() * 1_000.0;
+    assert_eq!(total, 700.0);
+    let sum: f64 = [
+        names::POD_START_SANDBOX_MS,
+        names::POD_START_IMAGE_PULL_MS,
+        names::POD_START_IMAGE_CHECK_MS,
+        names::POD_START_CREATE_MS,
+        names::POD_START_START_MS,
+        names::POD_START_KUBELET_MS,
+    ]
+    .iter()
+    .map(|k| phase(k))
+    .sum();
+    assert!((sum - total).abs() < 1.0, "phases {sum} ms, root {total} ms");
+    // The SLI leaves the pulls' wall time out, nothing else.
+    assert_eq!(phase(names::POD_START_SLI_MS), 700.0 - 380.0);
+}
+
+#[test]
+fn pod_phases_are_exact_to_the_microsecond_and_clip_to_the_root() {
+    let base = t(0);
+    let at = |us: u64| base + Duration::from_micros(us);
+    let calls = [
+        (pod::Phase::Sandbox, at(0), at(1_250)),
+        (pod::Phase::Create, at(1_300), at(1_301)),
+        // Starts before the root: only its part inside counts.
+        (
+            pod::Phase::ImagePull,
+            at(0).checked_sub(Duration::from_millis(5)).unwrap(),
+            at(10),
+        ),
+    ];
+    let p = pod::PodPhases::of(base, at(2_000), &calls);
+    assert_eq!(p.total, 2_000_000);
+    assert_eq!(p.image_pull, 10_000);
+    assert_eq!(p.image_pull_longest, 10_000);
+    assert_eq!(p.sandbox, 1_240_000);
+    assert_eq!(p.create, 1_000);
+    assert_eq!(p.kubelet, 2_000_000 - 10_000 - 1_240_000 - 1_000);
+    assert_eq!(
+        p.sandbox + p.image_pull + p.create + p.start + p.image_check + p.kubelet,
+        p.total
+    );
+    assert_eq!(p.sli, p.total - p.image_pull);
+}
+
+#[test]
+fn the_pod_start_root_is_in_the_clients_resource() {
+    let cri = conn("containerd", 50, 300);
+    let (out, _) = run(overlapping_pod_start(&with_exe(&cri, "kubelet"), pod("u1", "s1")));
+    let root = out.iter().find(|s| s.name == "pod start").unwrap();
+    assert_eq!(&*root.service, "kubelet");
+    assert!(
+        out.iter()
+            .filter(|s| s.name != "pod start")
+            .all(|s| &*s.service == "containerd")
+    );
+    // The client's gaps are its self time, under its name.
+    assert_eq!(self_ms(root, "kubelet"), Some(65));
+    // An unknown client: the intercept's service, and one self time per layer.
+    let (out, _) = run(overlapping_pod_start(&cri, pod("u1", "s1")));
+    let root = out.iter().find(|s| s.name == "pod start").unwrap();
+    assert_eq!(&*root.service, "containerd");
+    let selfs: Vec<&str> = root
+        .attributes
+        .iter()
+        .filter(|a| a.key.starts_with(names::SELF_TIME_PREFIX))
+        .map(|a| &*a.key)
+        .collect();
+    assert_eq!(selfs, vec!["runtime_tap.self_time_ms.containerd"], "{selfs:?}");
+    // Self time sums each call's own time (the two pulls overlap by 100 ms): 785 + 65 gaps.
+    assert_eq!(self_ms(root, "containerd"), Some(850));
+}
+
+#[test]
+fn a_traceparent_in_the_pods_annotations_is_a_link_of_the_root() {
+    let kubelet = with_exe(&conn("containerd", 50, 300), "kubelet");
+    let mut attrs = pod("u1", "s1");
+    attrs.push(Attr::str(
+        names::POD_TRACEPARENT,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ));
+    let (out, _) = run(overlapping_pod_start(&kubelet, attrs));
+    let root = out.iter().find(|s| s.name == "pod start").unwrap();
+    assert_eq!(root.links.len(), 1, "{:?}", root.links);
+    assert_eq!(
+        crate::trace::span::hex(&root.links[0].trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(crate::trace::span::hex(&root.links[0].span_id), "00f067aa0ba902b7");
+    assert_eq!(link_of_link(&root.links[0]), Some("traceparent"));
+    // The pod's own context is linked, not followed: the root stays a root of its own trace.
+    assert!(root.parent.is_none());
+    assert_ne!(root.trace_id, root.links[0].trace_id);
+    // A malformed one is no link.
+    let mut attrs = pod("u1", "s1");
+    attrs.push(Attr::str(names::POD_TRACEPARENT, "00-zz-00f067aa0ba902b7-01"));
+    let (out, _) = run(overlapping_pod_start(&kubelet, attrs));
+    let root = out.iter().find(|s| s.name == "pod start").unwrap();
+    assert!(root.links.is_empty(), "{:?}", root.links);
+}
+
+fn link_of_link(l: &LinkRecord) -> Option<&str> {
+    l.attributes
+        .iter()
+        .find(|a| a.key == names::LINK)
+        .and_then(|a| match &a.value {
+            AttrValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
 }
