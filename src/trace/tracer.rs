@@ -207,8 +207,10 @@ impl FmtMetrics for Tracer {
         self.counters.fmt_metrics(out);
         fmt_pod_spans(&counts, out);
         export.fmt_flow(out);
-        self.red.fmt_metrics(out);
+        // Sampling's drops are samples of the export pipeline's drop family: right after it,
+        // so that family's samples stay together as the text format requires.
         fmt_correlation(&counts, out);
+        self.red.fmt_metrics(out);
         export.fmt_queue(out);
         self.pod_starts.fmt_metrics(out);
         let pending = Family::gauge(
