@@ -72,21 +72,58 @@ fn setup() -> (std::sync::MutexGuard<'static, ()>, &'static Setup) {
 }
 
 fn docker_ok(s: &Setup, args: &[&str]) -> String {
-    let out = s
-        .stack
-        .bed
-        .docker(&s.stack.docker)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let what = format!("docker {args:?}");
+    run_ok(s.stack.bed.docker(&s.stack.docker).args(args), &what, s)
+}
+
+/// Runs `cmd` (stdin closed), which must succeed; its stdout.
+fn run_ok(cmd: &mut std::process::Command, what: &str, s: &Setup) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
     assert!(
         out.status.success(),
-        "docker {args:?} ({}): {}",
+        "{what} ({}): {}",
         s.stack.bed.versions(),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The spans whose parent is `parent`, in its trace.
+fn children_of<'a>(spans: &'a [ReceivedSpan], parent: &ReceivedSpan) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|c| c.parent_span_id == parent.span_id && c.trace_id == parent.trace_id)
+        .collect()
+}
+
+/// The `kind` layer span of layer `id` among `children` of `parent`: INTERNAL, inside its
+/// parent, with the registry's blob `size` as its bytes (for a download). Printed.
+fn layer_span<'a>(
+    children: &[&'a ReceivedSpan],
+    parent: &ReceivedSpan,
+    kind: &str,
+    id: &str,
+    size: u64,
+    versions: &str,
+) -> &'a ReceivedSpan {
+    let span = children
+        .iter()
+        .find(|c| c.name == kind && str_attr(c, "runtime_tap.image.layer.id") == Some(id))
+        .unwrap_or_else(|| panic!("no {kind} of {id} ({versions}) under {parent:?}: {children:?}"));
+    assert_eq!(span.kind, KIND_INTERNAL);
+    assert!(parent.start_ns <= span.start_ns && span.start_ns <= span.end_ns && span.end_ns <= parent.end_ns);
+    assert_eq!(
+        int_attr(span, "runtime_tap.image.layer.bytes"),
+        Some(size as i64),
+        "{kind} of {id}: the registry's blob size ({versions})"
+    );
+    eprintln!(
+        "{kind} {id} ({versions}): {:?} bytes (registry {size}), {:.2} ms, {:?} B/s",
+        int_attr(span, "runtime_tap.image.layer.bytes"),
+        (span.end_ns - span.start_ns) as f64 / 1e6,
+        double_attr(span, "runtime_tap.image.layer.bytes_per_second")
+    );
+    span
 }
 
 /// `docker pull` of the two-layer image: `POST /images/create` has a `layer download` and a
@@ -109,32 +146,13 @@ fn docker_pull_shows_each_layers_download_and_extract_with_the_registrys_blob_si
     let versions = s.stack.bed.versions();
     assert_ne!(pull.status_code, STATUS_ERROR, "{pull:?}");
     assert_eq!(pull.attributes.get("http.response.status_code"), Some(&Val::Int(200)));
-    let children: Vec<&ReceivedSpan> = spans
-        .iter()
-        .filter(|c| c.parent_span_id == pull.span_id && c.trace_id == pull.trace_id)
-        .collect();
+    let children = children_of(&spans, pull);
     let mut total = 0;
     for (digest, size) in &s.layers {
         // dockerd names a layer by its digest's first 12 hex digits.
         let id = &digest["sha256:".len().."sha256:".len() + 12];
         for kind in ["layer download", "layer extract"] {
-            let span = children
-                .iter()
-                .find(|c| c.name == kind && str_attr(c, "runtime_tap.image.layer.id") == Some(id))
-                .unwrap_or_else(|| panic!("no {kind} of {id} ({versions}) under {pull:?}: {children:?}"));
-            assert_eq!(span.kind, KIND_INTERNAL);
-            assert!(pull.start_ns <= span.start_ns && span.start_ns <= span.end_ns && span.end_ns <= pull.end_ns);
-            assert_eq!(
-                int_attr(span, "runtime_tap.image.layer.bytes"),
-                Some(*size as i64),
-                "{kind} of {id}: the registry's blob size ({versions})"
-            );
-            eprintln!(
-                "{kind} {id}: {} bytes (registry {size}), {:.2} ms, {:?} B/s",
-                size,
-                (span.end_ns - span.start_ns) as f64 / 1e6,
-                double_attr(span, "runtime_tap.image.layer.bytes_per_second")
-            );
+            layer_span(&children, pull, kind, id, *size, &versions.to_string());
         }
         total += *size as i64;
     }
@@ -229,5 +247,92 @@ fn cri_pull_image_from_the_private_registry_succeeds() {
     eprintln!(
         "CRI PullImage ({}): image size {size} (compressed layers {compressed})",
         s.stack.bed.versions()
+    );
+}
+
+/// containerd 2.x: `ctr images pull` of the two-layer image goes through Transfer/Transfer,
+/// whose progress arrives on the Streaming/Stream it names (its child). That stream's span has
+/// a `layer download` child per layer, whose bytes are the registry's blob sizes (containerd
+/// reports no per-layer unpack: no `layer extract`), and the totals. containerd 1.6/1.7 have no
+/// Transfer service: skipped there.
+#[test]
+fn ctr_pull_on_containerd_2_shows_each_layers_download_under_the_transfers_progress_stream() {
+    let (_serial, s) = setup();
+    let bed = &s.stack.bed;
+    let versions = bed.versions();
+    if bed.generation() != runtime_tap::bed::Generation::Sid {
+        eprintln!("skipped: ctr images pull uses Transfer on containerd 2.x only ({versions})");
+        return;
+    }
+    // A namespace of its own, emptied first: its image is pulled again each run.
+    let ns = "rtap-transfer-pull";
+    let _ = bed
+        .ctr(&s.stack.containerd)
+        .args(["-n", ns, "images", "rm", &s.image])
+        .output();
+    run_ok(
+        bed.ctr(&s.stack.containerd)
+            .args(["-n", ns, "images", "pull", "--plain-http", &s.image]),
+        "ctr images pull",
+        s,
+    );
+    const STREAM: &str = "containerd.services.streaming.v1.Streaming/Stream";
+    const TRANSFER: &str = "containerd.services.transfer.v1.Transfer/Transfer";
+    let downloads = |sp: &[ReceivedSpan], parent: &ReceivedSpan| {
+        sp.iter()
+            .filter(|c| c.parent_span_id == parent.span_id && c.name == "layer download")
+            .count()
+    };
+    let spans = s
+        .receiver
+        .wait_spans("ctr pull's progress stream with its layer spans", |sp| {
+            sp.iter().any(|p| p.name == STREAM && downloads(sp, p) >= 2)
+        });
+    let stream = spans
+        .iter()
+        .find(|p| p.name == STREAM && downloads(&spans, p) >= 2)
+        .unwrap();
+    let transfer = spans
+        .iter()
+        .find(|t| t.name == TRANSFER && t.span_id == stream.parent_span_id)
+        .unwrap_or_else(|| panic!("the progress stream's parent is no Transfer ({versions}): {stream:?}"));
+    assert_eq!(
+        str_attr(transfer, "containerd.transfer.progress_stream"),
+        str_attr(stream, "containerd.stream.id")
+    );
+    let children = children_of(&spans, stream);
+    let mut total = 0;
+    for (digest, size) in &s.layers {
+        layer_span(
+            &children,
+            stream,
+            "layer download",
+            digest,
+            *size,
+            &versions.to_string(),
+        );
+        total += *size as i64;
+    }
+    assert_eq!(
+        children.iter().filter(|c| c.name.starts_with("layer ")).count(),
+        2,
+        "{children:?}"
+    );
+    assert_eq!(int_attr(stream, "runtime_tap.image.layers"), Some(2));
+    assert_eq!(int_attr(stream, "runtime_tap.image.bytes"), Some(total));
+    assert_eq!(str_attr(stream, "runtime_tap.image.progress"), Some("layers"));
+    // Only a `downloading` event gives a time to first byte: a layer fetched within one of
+    // containerd's progress ticks has none.
+    let first_byte = double_attr(stream, "runtime_tap.image.first_byte_ms");
+    if let Some(ms) = first_byte {
+        assert!(
+            ms >= 0.0 && ms <= (stream.end_ns - stream.start_ns) as f64 / 1e6,
+            "{ms}"
+        );
+    }
+    eprintln!(
+        "ctr pull ({versions}): Transfer {:.2} ms, stream {:.2} ms, first byte {first_byte:?} ms",
+        (transfer.end_ns - transfer.start_ns) as f64 / 1e6,
+        (stream.end_ns - stream.start_ns) as f64 / 1e6
     );
 }

@@ -12,9 +12,10 @@ use opentelemetry_semantic_conventions::attribute::{
 };
 
 use super::session::{Injected, Session, SessionCtx};
-use crate::schema::containerd::STREAMING_STREAM;
+use crate::schema::containerd::{PROGRESS, STREAMING_STREAM};
 use crate::schema::names::{self, GRPC_MESSAGE};
-use crate::schema::{self, MethodInfo, Schema, Side, grpc_status};
+use crate::schema::pull::PullProgress;
+use crate::schema::{self, MethodInfo, Schema, Side, any, grpc_status, rules};
 use crate::trace::attr::{Attr, AttrValue};
 use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
 use crate::trace::red::RPC_METHOD_OTHER;
@@ -57,6 +58,9 @@ struct GrpcCall {
     shape: Shape,
     event_stream: bool,
     events: Vec<SpanEventRecord>,
+    /// A containerd 2.x Streaming/Stream: its Progress messages folded per layer (bounded:
+    /// `schema::pull`); a pull's `layer download` spans are its children.
+    pull: Option<Box<PullProgress>>,
 }
 
 /// The calls of one gRPC connection.
@@ -207,6 +211,7 @@ impl GrpcSession {
             own_trace: identity.map(|(trace, _)| trace),
             start: at,
             event_stream,
+            pull: (name == STREAMING_STREAM).then(Box::default),
             name,
             method,
             attributes,
@@ -279,6 +284,12 @@ impl GrpcSession {
             // First value wins: a response's copy of an id never overwrites the request's.
             let before = call.attributes.len();
             let _ = schema::extract(&self.schema, method, side, data, &mut call.attributes);
+            if let Some(pull) = &mut call.pull
+                && side == Side::Response
+                && rules::any_type_url(data).map(any::type_name) == Some(PROGRESS)
+            {
+                pull.containerd_attrs(&call.attributes, self.ctx.clock.wall(at));
+            }
             if (side == Side::Request || call.name == STREAMING_STREAM) && call.attributes.len() > before {
                 // Ids in a request are known while the call runs: its children can use them.
                 // A containerd 2.x stream's progress names the image its Transfer saved.
@@ -366,6 +377,14 @@ impl GrpcSession {
             }
         }
         call.attributes.extend(crate::schema::pull::grpc_progress(&call.name));
+        let start = self.ctx.clock.wall(call.start);
+        let end = self.ctx.clock.wall(at.max(call.start));
+        // A pull's progress stream: its layers (a partial breakdown if it stopped early).
+        let children = call
+            .pull
+            .take()
+            .map(|p| p.finish(start, end, &mut call.attributes))
+            .unwrap_or_default();
         call.attributes
             .push(Attr::int(names::REQUEST_MESSAGES, call.messages[0] as i64));
         call.attributes
@@ -378,10 +397,10 @@ impl GrpcSession {
             span_id: call.span_id,
             conn: self.ctx.conn.clone(),
             name: call.name,
-            start: self.ctx.clock.wall(call.start),
+            start,
             // Never before it started: a session dropped without `closed` ends its calls at
             // `Instant::now()`, which fed (fuzzed) instants can pass (found by fuzzing).
-            end: self.ctx.clock.wall(at.max(call.start)),
+            end,
             attributes: call.attributes,
             status,
             incomplete,
@@ -389,7 +408,7 @@ impl GrpcSession {
             remote_parent: call.remote_parent,
             own_trace: call.own_trace,
             events: call.events,
-            children: Vec::new(),
+            children,
         });
     }
 }

@@ -39,8 +39,8 @@ pub const STREAMING_STREAM: &str = "containerd.services.streaming.v1.Streaming/S
 const STREAM: &str = STREAMING_STREAM;
 /// The first message of a Streaming/Stream call, naming the stream.
 const STREAM_INIT: &str = "containerd.services.streaming.v1.StreamInit";
-/// What a transfer reports on its progress stream.
-const PROGRESS: &str = "containerd.types.transfer.Progress";
+/// What a transfer reports on its progress stream (`observe::grpc` folds a pull's per layer).
+pub const PROGRESS: &str = "containerd.types.transfer.Progress";
 
 /// The containerd attribute rules.
 pub static RULES: &[Rule] = &[

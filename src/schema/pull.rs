@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::names;
-use crate::trace::attr::Attr;
+use crate::trace::attr::{Attr, AttrValue};
 use crate::trace::call::ChildSpan;
 
 /// Layers tracked per pull; more are counted in `runtime_tap.image.layers_untracked`. Real
@@ -65,7 +65,16 @@ pub struct PullProgress {
     cached: u64,
     untracked: u64,
     first_byte: Option<SystemTime>,
+    /// containerd: the stream said `Pulling from ...` (a push's or an import's progress
+    /// stream, which also names blobs `layer-<digest>`, never does).
+    pulling: bool,
 }
+
+/// The `name` prefix of a layer blob in containerd's transfer progress (`layer-sha256:...`;
+/// the manifest and config are `manifest-` and `config-`, not layers).
+const CONTAINERD_LAYER: &str = "layer-";
+/// The event containerd 2.x's pull sends before any blob (`Pulling from OCI Registry (...)`).
+const CONTAINERD_PULLING: &str = "Pulling from ";
 
 #[derive(Deserialize)]
 struct Line<'a> {
@@ -123,6 +132,67 @@ impl PullProgress {
             }
             _ => {}
         }
+    }
+
+    /// Fold one `containerd.types.transfer.Progress` of a containerd 2.x Streaming/Stream,
+    /// which arrived at `at`: `waiting` (the blob is queued), `downloading` (with the bytes so
+    /// far), `complete`, `already exists`, for blobs named `layer-<digest>`; `total` is the
+    /// blob's size. Only the stream of a pull counts (it first says `Pulling from ...`);
+    /// containerd 2.1 reports no per-layer unpack, so its layers have a download span only.
+    /// The times are those of containerd's progress ticks (every 300 ms in containerd 2.1, and a
+    /// last one at the end), not of the bytes: a fast layer's `complete` can come with the pull's end.
+    pub fn containerd_event(&mut self, event: &str, name: &str, total: u64, at: SystemTime) {
+        if event.starts_with(CONTAINERD_PULLING) {
+            self.pulling = true;
+        }
+        let Some(id) = name.strip_prefix(CONTAINERD_LAYER).filter(|_| self.pulling) else {
+            return;
+        };
+        if event == "already exists" {
+            self.cached += 1;
+            return;
+        }
+        // A layer is added by its `waiting` (sent once, when containerd queues the blob), so
+        // an untracked layer is counted once.
+        let Some(layer) = self.layer(id, event == "waiting") else {
+            return;
+        };
+        layer.download_bytes = layer.download_bytes.max(total);
+        match event {
+            "waiting" => {
+                layer.seen.get_or_insert(at);
+            }
+            "downloading" => {
+                layer.download_start.get_or_insert(at);
+                self.first_byte.get_or_insert(at);
+            }
+            // A blob fetched within one progress tick is never `downloading`: then the pull
+            // has no `first_byte_ms` (its `complete` may come as late as the pull's end).
+            "complete" => {
+                layer.download_end.get_or_insert(at);
+            }
+            _ => {}
+        }
+    }
+
+    /// [`Self::containerd_event`] from the attributes that `schema::containerd`'s `latest`
+    /// rules keep of the last Progress message (event, name, total).
+    pub fn containerd_attrs(&mut self, attrs: &[Attr], at: SystemTime) {
+        let get = |key: &str| attrs.iter().find(|a| a.key == key).map(|a| &a.value);
+        let text = |key: &str| match get(key) {
+            Some(AttrValue::Str(s)) => s.as_str(),
+            _ => "",
+        };
+        let total = match get(names::CONTAINERD_TRANSFER_PROGRESS_TOTAL) {
+            Some(AttrValue::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        };
+        self.containerd_event(
+            text(names::CONTAINERD_TRANSFER_PROGRESS_EVENT),
+            text(names::CONTAINERD_TRANSFER_PROGRESS_NAME),
+            total,
+            at,
+        );
     }
 
     /// The layer `id`, added when `new` and there is room (else counted as untracked).

@@ -532,3 +532,72 @@ fn cri_update_pod_sandbox_resources_names_the_sandbox() {
     let resources = call_attrs(&schema, &cri, "/runtime.v1.RuntimeService/UpdateContainerResources");
     assert_eq!(get_str(&resources, CONTAINER_ID), get_str(&create, CONTAINER_ID));
 }
+
+/// The layer breakdown of each Streaming/Stream call of a capture: its Response messages
+/// replayed through the rules and `schema::pull`'s fold as `observe::grpc` does (message `i`
+/// stamped at `i` ms), then the spans and the totals.
+fn stream_breakdowns(schema: &Schema, name: &str) -> Vec<(Vec<crate::trace::call::ChildSpan>, Vec<Attr>)> {
+    let msgs = capture_messages(&file(name));
+    let streams: BTreeSet<u32> = msgs.iter().filter(|m| m.path == STREAM).map(|m| m.stream).collect();
+    let t0 = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let at = |i: usize| t0 + std::time::Duration::from_millis(i as u64);
+    let method = schema.method(STREAM).expect("Streaming/Stream");
+    let mut out = Vec::new();
+    for s in streams {
+        let mut attrs = Vec::new();
+        let mut fold = pull::PullProgress::default();
+        let mine: Vec<&GrpcMessage> = msgs.iter().filter(|m| m.stream == s).collect();
+        for (i, m) in mine.iter().enumerate() {
+            extract(schema, &method, m.side, &m.payload, &mut attrs).expect("extract");
+            let progress = rules::any_type_url(&m.payload).map(any::type_name) == Some(PROGRESS);
+            if m.side == Side::Response && progress {
+                fold.containerd_attrs(&attrs, at(i));
+            }
+        }
+        let mut totals = Vec::new();
+        let spans = fold.finish(t0, at(mine.len()), &mut totals);
+        out.push((spans, totals));
+    }
+    out
+}
+
+/// `ctr images pull` on containerd 2.1: the progress stream's one layer (`layer-sha256:84eb...`,
+/// 140 bytes) is a `layer download` span with the blob's digest and size; the manifest and the
+/// config are no layers; containerd reports no per-layer unpack, so there is no extract span.
+/// The totals go on the stream's span; the credentials stream has none.
+#[test]
+fn transfer_pull_progress_is_a_download_span_per_layer() {
+    let schema = Schema::builtin();
+    let streams = stream_breakdowns(&schema, "ctr-images-pull");
+    assert_eq!(streams.len(), 2);
+    let (spans, totals) = &streams[0];
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let layer = &spans[0];
+    assert_eq!(layer.name, pull::LAYER_DOWNLOAD);
+    assert_eq!(
+        get_str(&layer.attributes, IMAGE_LAYER_ID),
+        "sha256:84eb33a59a47c7d7f6982bbd635bf84467b0926868f113a2104fbe4d272ccabb"
+    );
+    assert_eq!(get_int(&layer.attributes, IMAGE_LAYER_BYTES), 140);
+    // From its `waiting` (message 7 of the stream, index 7 with the init and its ack) to its
+    // `complete` (the last, index 12), which containerd sent after `Completed pull`.
+    let ms = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1000;
+    assert_eq!((ms(layer.start), ms(layer.end)), (7, 12), "{layer:?}");
+    assert_eq!(get_str(totals, IMAGE_PROGRESS), "layers");
+    assert_eq!(get_int(totals, IMAGE_LAYERS), 1);
+    assert_eq!(get_int(totals, IMAGE_BYTES), 140);
+    // No `downloading` event (the blob came within one tick): no time to first byte.
+    assert!(get(totals, IMAGE_FIRST_BYTE_MS).is_none(), "{totals:?}");
+    assert!(streams[1].0.is_empty() && streams[1].1.is_empty(), "{:?}", streams[1]);
+}
+
+/// A push's and an import's progress streams name blobs too, but are no pulls: no spans.
+#[test]
+fn transfer_push_and_import_progress_make_no_layer_spans() {
+    let schema = Schema::builtin();
+    for name in ["ctr-images-push", "ctr-images-import", "ctr-images-export"] {
+        for (spans, totals) in stream_breakdowns(&schema, name) {
+            assert!(spans.is_empty() && totals.is_empty(), "{name}: {spans:?} {totals:?}");
+        }
+    }
+}

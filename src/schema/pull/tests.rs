@@ -252,3 +252,38 @@ fn a_layer_with_no_downloading_line_takes_its_size_from_extracting() {
     }
     assert_eq!(int(&attrs, names::IMAGE_BYTES), Some(114));
 }
+
+/// containerd 2.x's Progress events: only a pull's stream counts, `layer-` blobs only, bytes
+/// are the blob's `total`, and 500 layers keep 128 download spans (no extract: containerd
+/// reports no per-layer unpack).
+#[test]
+fn containerd_progress_is_folded_per_layer_and_bounded() {
+    let mut p = PullProgress::default();
+    p.containerd_event("waiting", "layer-sha256:aa", 10, t(1));
+    assert_eq!(p.tracked(), 0, "not a pull's stream yet");
+    p.containerd_event("Pulling from OCI Registry (127.0.0.1:5000/two:1)", "", 0, t(2));
+    p.containerd_event("waiting", "manifest-sha256:mm", 401, t(3));
+    for i in 0..500u64 {
+        let name = format!("layer-sha256:{i:064x}");
+        p.containerd_event("waiting", &name, 1000 + i, t(4));
+        p.containerd_event("downloading", &name, 1000 + i, t(5));
+        p.containerd_event("complete", &name, 1000 + i, t(9));
+    }
+    p.containerd_event("already exists", "layer-sha256:bb", 7, t(10));
+    assert_eq!(p.tracked(), MAX_LAYERS);
+    let mut attrs = Vec::new();
+    let spans = p.finish(t(0), t(20), &mut attrs);
+    assert_eq!(spans.len(), MAX_LAYERS);
+    assert!(spans.iter().all(|s| s.name == LAYER_DOWNLOAD));
+    let first = &spans[0];
+    assert_eq!(
+        string(&first.attributes, names::IMAGE_LAYER_ID),
+        Some(&*format!("sha256:{:064x}", 0))
+    );
+    assert_eq!(int(&first.attributes, names::IMAGE_LAYER_BYTES), Some(1000));
+    assert_eq!((first.start, first.end), (t(5), t(9)));
+    assert_eq!(int(&attrs, names::IMAGE_LAYERS), Some(501));
+    assert_eq!(int(&attrs, names::IMAGE_LAYERS_UNTRACKED), Some(500 - 128));
+    assert_eq!(int(&attrs, names::IMAGE_LAYERS_CACHED), Some(1));
+    assert_eq!(double(&attrs, names::IMAGE_FIRST_BYTE_MS), Some(5.0));
+}
