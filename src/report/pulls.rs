@@ -9,14 +9,13 @@ use std::time::{Duration, SystemTime};
 use opentelemetry_semantic_conventions::attribute::{CONTAINER_IMAGE_NAME, CONTAINER_IMAGE_TAGS, URL_QUERY};
 
 use super::series::Series;
-use crate::schema::pull::{LAYER_DOWNLOAD, LAYER_EXTRACT};
+use crate::schema::containerd::TRANSFER;
+use crate::schema::pull::{LAYER_DOWNLOAD, LAYER_EXTRACT, is_docker_pull};
 use crate::trace::attr::{AttrValue, names};
 use crate::trace::span::{SpanRecord, SpanStatus};
 use crate::trace::tree::duration;
 
-const DOCKER_CREATE: &str = "POST /images/create";
 const CRI_PULL: &str = "ImageService/PullImage";
-const TRANSFER: &str = "containerd.services.transfer.v1.Transfer/Transfer";
 
 /// One layer of a pull, from its children.
 #[derive(Debug, Clone, Default)]
@@ -115,7 +114,7 @@ impl Pulls {
 }
 
 fn is_pull(s: &SpanRecord) -> bool {
-    if s.name == DOCKER_CREATE {
+    if is_docker_pull(&s.name) {
         // `docker import` posts here too, with `fromSrc`.
         return s.attr_str(URL_QUERY).is_none_or(|q| q.contains("fromImage"));
     }

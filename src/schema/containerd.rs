@@ -32,7 +32,7 @@ const EVENTS_FORWARD: &str = "containerd.services.events.v1.Events/Forward";
 const SANDBOX_STORE: &str = "containerd.services.sandbox.v1.Store/*";
 const SANDBOX_STORE_GET: &str = "containerd.services.sandbox.v1.Store/Get";
 const SANDBOX_CONTROLLER: &str = "containerd.services.sandbox.v1.Controller/*";
-const TRANSFER: &str = "containerd.services.transfer.v1.Transfer/Transfer";
+pub const TRANSFER: &str = "containerd.services.transfer.v1.Transfer/Transfer";
 /// containerd 2.x's bidirectional stream of Anys, named by the Transfer that uses it: its
 /// calls are long-lived and their progress is learned while they run.
 pub const STREAMING_STREAM: &str = "containerd.services.streaming.v1.Streaming/Stream";

@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::waterfall::grpc_short;
 use crate::trace::span::SpanRecord;
 
 /// How long lone calls are gathered before their summary line.
@@ -61,7 +62,7 @@ impl Fold {
             let _ = write!(
                 line,
                 " {service} {} ×{count} (slowest {:.1}ms),",
-                short(name),
+                grpc_short(name).unwrap_or(name),
                 slowest.as_secs_f64() * 1000.0
             );
         }
@@ -72,25 +73,5 @@ impl Fold {
         line.pop();
         line.push('\n');
         Some(line)
-    }
-}
-
-/// A gRPC method without its package (`Content/Info`); an HTTP span name as it is.
-fn short(name: &str) -> &str {
-    match name.split_once('/') {
-        Some((service, _)) if !name.contains(' ') => service.rfind('.').map_or(name, |i| &name[i + 1..]),
-        _ => name,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_names() {
-        assert_eq!(short("containerd.services.content.v1.Content/Info"), "Content/Info");
-        assert_eq!(short("GET /containers/json"), "GET /containers/json");
-        assert_eq!(short("event container start"), "event container start");
     }
 }

@@ -364,7 +364,7 @@ fn fit_name(name: &str, room: usize) -> String {
 }
 
 /// `containerd.services.tasks.v1.Tasks/Start` → `Tasks/Start`; `None` for non-gRPC names.
-fn grpc_short(name: &str) -> Option<&str> {
+pub(super) fn grpc_short(name: &str) -> Option<&str> {
     if name.contains(' ') {
         return None;
     }
