@@ -38,6 +38,16 @@ const LONG_LIVED: &[&str] = &[
     "runtime.v1alpha2.RuntimeService/GetContainerEvents",
 ];
 
+/// The header fields this session reads, besides `:path` and `:status` (which the decoder
+/// keeps for itself): the rest of each block is decoded for HPACK's table, never copied out.
+const READ_FIELDS: &[&str] = &[
+    "grpc-status",
+    "grpc-message",
+    "containerd-namespace",
+    "traceparent",
+    "tracestate",
+];
+
 /// Reason counted (with the skipped payloads) for a delivered event of an event stream that
 /// load shedding left undecoded: it has no event span.
 pub const EVENT_SHED: &str = "event_shed";
@@ -90,6 +100,7 @@ impl GrpcSession {
     pub fn new(ctx: SessionCtx, schema: Schema) -> GrpcSession {
         let mut decoder = GrpcDecoder::new(Limits::default());
         decoder.set_interest(interest(schema.clone(), ctx.conn.capture_payloads));
+        decoder.keep_only_fields(READ_FIELDS);
         GrpcSession {
             ctx,
             schema,

@@ -13,6 +13,7 @@ pub use crate::wire::h2::conn::{
 };
 use crate::wire::h2::conn::{H2Conn, H2Limits, Handler, HeaderRole};
 pub use crate::wire::h2::hpack::Headers;
+use crate::wire::h2::hpack::Keep;
 pub use crate::wire::h2::{Anomaly, GiveUp, StreamEnd};
 
 /// Default cap on one gRPC message (its length prefix): 4 MiB, gRPC's own default receive
@@ -22,6 +23,8 @@ pub const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_DECOMPRESSED: usize = 4 * 1024 * 1024;
 /// Default cap on message bytes buffered at once per connection, all streams: 16 MiB.
 pub const DEFAULT_MAX_BUFFERED_PER_CONN: usize = 16 * 1024 * 1024;
+/// The header fields this decoder reads (`:status` the HTTP/2 layer keeps itself).
+const OWN_FIELDS: &[&str] = &[":path", "grpc-encoding"];
 /// Bytes of a gRPC message prefix: compressed flag + u32 BE length.
 pub const MESSAGE_PREFIX_LEN: usize = 5;
 
@@ -316,6 +319,12 @@ impl GrpcDecoder {
     /// sizes) but never buffered or decompressed — a 256 MiB Content/Read costs no copy.
     pub fn set_interest(&mut self, interest: Interest) {
         self.shared.interest = Some(interest);
+    }
+
+    /// Hand over, of each header block, only the fields this decoder reads itself and those
+    /// named in `observed` (default: every field).
+    pub fn keep_only_fields(&mut self, observed: &'static [&'static str]) {
+        self.conn.keep_fields(Keep::Named(OWN_FIELDS, observed));
     }
 
     /// Feed one chunk as the relay read it. Appends events to `out`.

@@ -16,7 +16,7 @@ use crate::wire::h2::frame::{
     self, DEFAULT_HEADER_TABLE_SIZE, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, FrameHeader, FrameType,
     MAX_MAX_FRAME_SIZE, PREFACE, flags, setting,
 };
-use crate::wire::h2::hpack::{Headers, HpackDecoder, HpackError};
+use crate::wire::h2::hpack::{Headers, HpackDecoder, HpackError, Keep};
 use crate::wire::h2::{Anomaly, GiveUp, StreamEnd};
 
 /// Default cap on one header block (HEADERS + CONTINUATIONs), and on a buffered SETTINGS
@@ -218,6 +218,8 @@ pub struct H2Conn<S> {
     dirs: [DirState; 2],
     /// `hpack[d]` decodes header blocks sent on direction `d`.
     hpack: [HpackDecoder; 2],
+    /// The fields handed to the handler (the tables take every field).
+    keep: Keep,
     /// `adv[d]`: what the sender on direction `d` advertised.
     adv: [Advertised; 2],
     /// Fx-hashed: looked up on every frame, and SipHash's flood resistance buys nothing for
@@ -255,11 +257,17 @@ impl<S: Default> H2Conn<S> {
                 HpackDecoder::new(limits.max_hpack_table),
                 HpackDecoder::new(limits.max_hpack_table),
             ],
+            keep: Keep::All,
             adv: [Advertised::new(), Advertised::new()],
             streams: FxHashMap::default(),
             max_client_stream: 0,
             gave_up: None,
         }
+    }
+
+    /// Hand the handler only the header fields `keep` wants (default: all).
+    pub fn keep_fields(&mut self, keep: Keep) {
+        self.keep = keep;
     }
 
     /// Why decoding stopped, if it did.
@@ -785,7 +793,7 @@ impl<S: Default> H2Conn<S> {
         block: &[u8],
         h: &mut H,
     ) {
-        let decoded = match self.hpack[dir.index()].decode(block, self.limits.max_header_list) {
+        let decoded = match self.hpack[dir.index()].decode_kept(block, self.limits.max_header_list, self.keep) {
             Ok(d) => d,
             Err(HpackError::TableTooLarge) => {
                 self.give_up(GiveUp::HpackTableTooLarge, h);

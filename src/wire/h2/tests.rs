@@ -218,6 +218,26 @@ proptest::proptest! {
         let b = loona_hpack::huffman::HuffmanDecoder::new().decode(&data).ok();
         proptest::prop_assert_eq!(a, b);
     }
+
+    /// Near-valid strings (one byte of a valid encoding changed, or the tail cut) reach the
+    /// long codes, EOS and the padding rules far more often than random bytes do.
+    #[test]
+    fn huffman_damaged_strings_match_the_hpack_crate(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..80),
+        at in proptest::prelude::any::<usize>(),
+        byte in proptest::prelude::any::<u8>(),
+        cut in 0usize..3,
+    ) {
+        let mut enc = Vec::new();
+        super::huffman::encode(&data, &mut enc);
+        let i = at % enc.len();
+        enc[i] = byte;
+        enc.truncate(enc.len() - cut.min(enc.len() - 1));
+        let mut ours = Vec::new();
+        let a = super::huffman::decode(&enc, &mut ours).ok().map(|_| ours);
+        let b = loona_hpack::huffman::HuffmanDecoder::new().decode(&enc).ok();
+        proptest::prop_assert_eq!(a, b);
+    }
 }
 
 #[test]
@@ -232,4 +252,51 @@ fn hpack_header_list_cap_counts_what_is_kept() {
     assert!(d.headers.is_empty());
     let d = HpackDecoder::new(4096).decode(&b, 3 + 60 + 32).expect("decodes");
     assert_eq!(d.headers.get("x-a").map(str::len), Some(60));
+}
+
+#[test]
+fn hpack_keep_named_hands_over_only_those_and_keeps_the_table() {
+    // The encoder indexes every field, so the second block refers to table entries made
+    // while their fields were skipped: the table must have taken them all.
+    let mut enc = loona_hpack::Encoder::new();
+    let mut all = HpackDecoder::new(64 * 1024);
+    let mut some = HpackDecoder::new(64 * 1024);
+    let keep = Keep::Named(&[":path"], &["Traceparent"]);
+    let list: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"POST"),
+        (b"x-skipped", b"a value nobody reads"),
+        (b":path", b"/runtime.v1.RuntimeService/Version"),
+        (
+            b"traceparent",
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+        (b":status", b"200"),
+    ];
+    for _ in 0..2 {
+        let block = enc.encode(list.iter().copied());
+        let full = all.decode(&block, 1 << 20).expect("decodes");
+        let kept = some.decode_kept(&block, 1 << 20, keep).expect("decodes");
+        assert_eq!(full.headers.len(), 5);
+        assert_eq!(
+            kept.headers.into_vec(),
+            vec![
+                (":path".to_string(), "/runtime.v1.RuntimeService/Version".to_string()),
+                (
+                    "traceparent".to_string(),
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()
+                ),
+                (":status".to_string(), "200".to_string()),
+            ]
+        );
+    }
+    // The list cap counts the skipped fields too: the same block is cut at the same field.
+    let cap = 7 + 4 + 9 + 20 + 2 * ENTRY_OVERHEAD;
+    let first = loona_hpack::Encoder::new().encode(list.iter().copied());
+    let full = HpackDecoder::new(64 * 1024).decode(&first, cap).expect("decodes");
+    let cut = HpackDecoder::new(64 * 1024)
+        .decode_kept(&first, cap, keep)
+        .expect("decodes");
+    assert!(full.truncated && cut.truncated);
+    assert_eq!(full.headers.len(), 2);
+    assert!(cut.headers.is_empty());
 }
