@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::trace::attr::names;
-use crate::trace::span::{SpanRecord, SpanStatus, TraceId};
+use crate::trace::span::{SpanKind, SpanRecord, SpanStatus, TraceId};
 use crate::trace::tree::{SpanTree, duration};
 
 /// Slowest operations shown by default.
@@ -174,8 +174,13 @@ impl Report {
             .iter()
             .map(|s| (s.start, s.end))
             .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
-        let (long, short): (Vec<&SpanRecord>, Vec<&SpanRecord>) =
-            file.spans.iter().partition(|s| s.attr_true(names::LONG_LIVED));
+        // A CLIENT span repeats its SERVER child's call (same name, same times): its latency
+        // is counted once, on the server's side.
+        let (long, short): (Vec<&SpanRecord>, Vec<&SpanRecord>) = file
+            .spans
+            .iter()
+            .filter(|s| s.kind != SpanKind::Client)
+            .partition(|s| s.attr_true(names::LONG_LIVED));
         let methods = method_stats(short);
         let long_lived = method_stats(long);
 
