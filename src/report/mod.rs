@@ -341,6 +341,57 @@ mod tests {
         assert_eq!(nearest_rank(&three, 50), Duration::from_millis(2));
     }
 
+    /// A CLIENT span (`client_spans`) repeats its SERVER child's call: one method row, one
+    /// operation, and the layers' self time from the root (the client's at 0).
+    #[test]
+    fn a_calls_client_span_is_not_counted_twice() {
+        use crate::trace::attr::Attr;
+        use crate::trace::span::{ParentRef, SpanKind};
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms);
+        let span = |id: u8, parent: Option<u8>, kind: SpanKind, service: &str| SpanRecord {
+            trace_id: [1; 16],
+            span_id: [id; 8],
+            parent: parent.map(|p| ParentRef {
+                span_id: [p; 8],
+                remote: false,
+            }),
+            trace_state: None,
+            name: "POST /containers/{id}/start".into(),
+            kind,
+            start: at(0),
+            end: at(10),
+            attributes: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            status: SpanStatus::Unset,
+            service: Arc::from(service),
+        };
+        let mut client = span(1, None, SpanKind::Client, "docker");
+        client.attributes = vec![
+            Attr::double("runtime_tap.self_time_ms.docker", 0.0),
+            Attr::double("runtime_tap.self_time_ms.dockerd", 10.0),
+        ];
+        let file = read::SpanFile {
+            spans: vec![client, span(2, Some(1), SpanKind::Server, "dockerd")],
+            lines: 1,
+            bad_lines: 0,
+            first_errors: Vec::new(),
+            bad_spans: 0,
+            duplicates: 0,
+        };
+        let r = Report::build("t".into(), file, 5);
+        assert_eq!(r.methods.len(), 1);
+        assert_eq!(&*r.methods[0].service, "dockerd");
+        assert_eq!(r.methods[0].series.durations.len(), 1);
+        assert_eq!(r.operations, 1);
+        assert_eq!(r.container_starts.durations.durations, vec![Duration::from_millis(10)]);
+        let layers: Vec<(&str, Duration)> = r.slowest[0].self_times.iter().map(|(s, d)| (&**s, *d)).collect();
+        assert_eq!(
+            layers,
+            vec![("docker", Duration::ZERO), ("dockerd", Duration::from_millis(10))]
+        );
+    }
+
     #[test]
     fn rfc3339_is_civil_utc() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
