@@ -152,7 +152,7 @@ mod tests {
     use crate::trace::attr::Attr;
     use crate::trace::call::{Call, CallSink, CallStart, ConnMeta, RemoteParent, Shape, StreamEvent};
     use crate::trace::export::{ExportConfig, Exporter};
-    use crate::trace::remote::RemoteParentPolicy;
+    use crate::trace::remote::CorrelationConfig;
     use crate::trace::sample::{Rule, Sampler, SamplingConfig};
     use crate::trace::span::{SpanStatus, new_span_id};
     use crate::trace::tracer::Tracer;
@@ -263,7 +263,7 @@ mod tests {
             }],
             ..SamplingConfig::default()
         };
-        let tracer = Tracer::new(exporter, Sampler::new(&sampling), RemoteParentPolicy::Observed);
+        let tracer = Tracer::new(exporter, Sampler::new(&sampling), &CorrelationConfig::default());
         let dockerd = conn("dockerd", 1);
         let containerd = conn("containerd", 2);
         let ok = || vec![Attr::int("http.response.status_code", 200)];
@@ -480,6 +480,9 @@ runtime_tap_pod_spans_total 0
 # HELP runtime_tap_child_spans_total Spans synthesized under an exported call: per-layer spans of image pulls (no call of their own).
 # TYPE runtime_tap_child_spans_total counter
 runtime_tap_child_spans_total 0
+# HELP runtime_tap_client_spans_total CLIENT spans made above calls from clients behind no other intercept ([correlation] client_spans; no call of their own).
+# TYPE runtime_tap_client_spans_total counter
+runtime_tap_client_spans_total 0
 # HELP runtime_tap_spans_submitted_total Spans handed to the export queue.
 # TYPE runtime_tap_spans_submitted_total counter
 runtime_tap_spans_submitted_total 7

@@ -204,11 +204,7 @@ impl Pipeline {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (exporter, export) = Exporter::start(export_config, host).context("export")?;
-        let tracer = Tracer::new(
-            exporter,
-            Sampler::new(&config.sampling),
-            config.correlation.remote_parent,
-        );
+        let tracer = Tracer::new(exporter, Sampler::new(&config.sampling), &config.correlation);
         let tracer_stop = CancellationToken::new();
         let tracer_task = tokio::spawn(Arc::clone(&tracer).run(tracer_stop.clone()));
         let sink: Arc<dyn CallSink> = tracer.clone();

@@ -329,9 +329,9 @@ fn soak_mixed_traffic_keeps_bytes_accounting_memory_and_descriptors() {
     //    every submitted span is exported or dropped by reason; the receiver got the exported.
     assert_eq!(acc.queued, 0, "spans still queued after {SETTLE_TIMEOUT:?}");
     assert_eq!(
-        acc.calls + acc.events + acc.pods + acc.children - acc.sampled_out - acc.not_sampled,
+        acc.calls + acc.events + acc.pods + acc.children + acc.clients - acc.sampled_out - acc.not_sampled,
         acc.submitted,
-        "calls + event spans + pod spans + child spans - sampled out - not sampled = submitted: {acc:?}"
+        "calls + event spans + pod spans + child spans + client spans - sampled out - not sampled = submitted: {acc:?}"
     );
     assert_eq!(
         acc.exported + acc.queue_full + acc.export_failed + acc.shutdown,
@@ -435,6 +435,8 @@ struct Accounts {
     pods: u64,
     /// Per-layer spans of pulls (none here: the soak pulls nothing, but they are submitted).
     children: u64,
+    /// CLIENT spans (none here: the soak runs with `client_spans` off, but they are submitted).
+    clients: u64,
     submitted: u64,
     exported: u64,
     queue_full: u64,
@@ -454,6 +456,7 @@ impl Accounts {
             events: get("runtime_tap_event_spans_total"),
             pods: get("runtime_tap_pod_spans_total"),
             children: get("runtime_tap_child_spans_total"),
+            clients: get("runtime_tap_client_spans_total"),
             submitted: get("runtime_tap_spans_submitted_total"),
             exported: get("runtime_tap_spans_exported_total"),
             queue_full: dropped("queue_full"),
@@ -467,7 +470,8 @@ impl Accounts {
 
     fn balanced(&self) -> bool {
         self.queued == 0
-            && self.calls + self.events + self.pods == self.submitted + self.sampled_out + self.not_sampled
+            && self.calls + self.events + self.pods + self.children + self.clients
+                == self.submitted + self.sampled_out + self.not_sampled
             && self.exported + self.queue_full + self.export_failed + self.shutdown == self.submitted
     }
 }

@@ -13,8 +13,8 @@ use runtime_tap::trace::sample;
 use serde_json::json;
 use support::cri::GrpcClient;
 use support::otlp::{
-    KIND_INTERNAL, KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val, double_attr, int_attr,
-    str_attr,
+    KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, OtlpReceiver, ReceivedSpan, STATUS_ERROR, STATUS_UNSET, Val, double_attr,
+    int_attr, str_attr,
 };
 use support::stack::Stack;
 
@@ -36,36 +36,40 @@ fn setup() -> (std::sync::MutexGuard<'static, ()>, &'static Setup) {
 
 fn shared() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let receiver = rt.block_on(OtlpReceiver::start());
-        let mut stack = Stack::start(
-            "traces",
-            &format!(
-                "[export]\nendpoint = \"{}\"\n\n[sampling]\ndefault_rules = false\n",
-                receiver.endpoint()
-            ),
-        );
-        let versions = stack.bed.versions().clone();
-        stack
-            .bed
-            .start_registry()
-            .unwrap_or_else(|e| panic!("registry ({versions}): {e:#}"));
-        let registry_image = stack
-            .bed
-            .push_two_layer_image(&stack.docker, "kubelet-app:1")
-            .unwrap_or_else(|e| panic!("push an image to the registry ({versions}): {e:#}"));
-        Setup {
-            rt,
-            receiver,
-            stack,
-            registry_image,
-        }
-    })
+    SETUP.get_or_init(|| start_setup("traces", ""))
+}
+
+/// A stack named `label` exporting to a receiver of its own, with no default sampling rules and
+/// `extra` appended to runtime-tap's config; the bed's registry holds the kubelet helper's image.
+fn start_setup(label: &str, extra: &str) -> Setup {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = rt.block_on(OtlpReceiver::start());
+    let mut stack = Stack::start(
+        label,
+        &format!(
+            "[export]\nendpoint = \"{}\"\n\n[sampling]\ndefault_rules = false\n{extra}",
+            receiver.endpoint()
+        ),
+    );
+    let versions = stack.bed.versions().clone();
+    stack
+        .bed
+        .start_registry()
+        .unwrap_or_else(|e| panic!("registry ({versions}): {e:#}"));
+    let registry_image = stack
+        .bed
+        .push_two_layer_image(&stack.docker, "kubelet-app:1")
+        .unwrap_or_else(|e| panic!("push an image to the registry ({versions}): {e:#}"));
+    Setup {
+        rt,
+        receiver,
+        stack,
+        registry_image,
+    }
 }
 
 fn wait_spans(s: &Setup, what: &str, pred: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
@@ -1209,9 +1213,9 @@ fn as_kubelet(dir: &std::path::Path) -> std::path::PathBuf {
     kubelet
 }
 
-#[test]
-fn a_pod_start_from_kubelet_has_phases_that_add_up_and_kubelets_sli_buckets() {
-    let (_serial, s) = setup();
+/// Starts (and removes) one pod as kubelet does, through `s`'s containerd intercept, from a
+/// process named `kubelet` (the [`kubelet_pod_start`] helper); returns its sandbox and container.
+fn kubelet_starts_a_pod(s: &Setup) -> (String, String) {
     s.stack
         .bed
         .import_cri_images(&s.stack.bed.containerd_socket(), &s.stack.images_tar)
@@ -1249,6 +1253,13 @@ fn a_pod_start_from_kubelet_has_phases_that_add_up_and_kubelets_sli_buckets() {
         let sandbox = sandbox.clone();
         s.rt.block_on(async move { GrpcClient::connect(&sock).await.remove_pod(&sandbox).await });
     }
+    (sandbox, container)
+}
+
+#[test]
+fn a_pod_start_from_kubelet_has_phases_that_add_up_and_kubelets_sli_buckets() {
+    let (_serial, s) = setup();
+    let (sandbox, container) = kubelet_starts_a_pod(s);
     let spans = wait_spans(s, "the kubelet pod's start root", |sp| {
         sp.iter()
             .any(|x| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some("kubelet-pod"))
@@ -1355,5 +1366,137 @@ fn a_pod_start_from_kubelet_has_phases_that_add_up_and_kubelets_sli_buckets() {
     assert!(
         m.get("runtime_tap_pod_start_duration_seconds_sum{phase=\"total\"}")
             .is_some_and(|s| *s >= total_ms / 1e3 - 1e-6)
+    );
+}
+
+/// Prints the spans an operation added, by kind (the README's span volume figure).
+fn print_volume(what: &str, added: &[ReceivedSpan], in_trace: usize) {
+    let count = |k: i32| added.iter().filter(|x| x.kind == k).count();
+    println!(
+        "VOLUME {what}: {} SERVER, {} CLIENT, {} INTERNAL spans ({in_trace} in its trace)",
+        count(KIND_SERVER),
+        count(KIND_CLIENT),
+        count(KIND_INTERNAL),
+    );
+}
+
+/// The span `child`'s parent, in its trace.
+fn parent_of<'a>(spans: &'a [ReceivedSpan], child: &ReceivedSpan) -> Option<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .find(|p| p.span_id == child.parent_span_id && p.trace_id == child.trace_id)
+}
+
+#[test]
+fn client_spans_draw_docker_to_dockerd_to_containerd_and_kubelet_to_containerd() {
+    // A stack of its own: the shared one keeps the default (off).
+    let s = &start_setup("client-spans", "\n[correlation]\nclient_spans = true\n");
+    // docker -> dockerd -> containerd.
+    let id = docker_ok(
+        s,
+        &["create", "--network", "none", "--name", "cs-start", "bb:latest", "true"],
+    )
+    .trim()
+    .to_string();
+    settled(s);
+    let before = s.receiver.spans().len();
+    docker_ok(s, &["start", "cs-start"]);
+    let spans = wait_spans(s, "docker start with its CLIENT span", |sp| {
+        with_container(sp, "POST /containers/{id}/start", &id).iter().any(|st| {
+            st.kind == KIND_SERVER
+                && children(sp, st).iter().any(|k| k.name == format!("{TASKS}/Start"))
+                && parent_of(sp, st).is_some()
+        })
+    });
+    let start = with_container(&spans, "POST /containers/{id}/start", &id)
+        .into_iter()
+        .find(|x| x.kind == KIND_SERVER)
+        .unwrap();
+    assert_eq!(start.service, "dockerd");
+    let client = parent_of(&spans, start).expect("the start's CLIENT parent");
+    assert_eq!(client.kind, KIND_CLIENT);
+    assert_eq!(client.service, "docker", "the docker CLI's own resource");
+    assert_eq!(client.name, start.name);
+    assert_eq!((client.start_ns, client.end_ns), (start.start_ns, start.end_ns));
+    assert!(client.parent_span_id.is_empty(), "the trace's root");
+    assert_eq!(str_attr(client, "runtime_tap.client.executable"), Some("docker"));
+    assert_eq!(str_attr(client, "http.request.method"), Some("POST"));
+    assert!(str_attr(client, "server.address").is_some());
+    assert_eq!(str_attr(client, "network.transport"), Some("unix"));
+    // The self times are on the root, the CLI's layer with none of its own.
+    assert_eq!(double_attr(client, "runtime_tap.self_time_ms.docker"), Some(0.0));
+    assert!(double_attr(client, "runtime_tap.self_time_ms.containerd").is_some_and(|v| v > 0.0));
+    // dockerd's containerd calls: SERVER children of the start, no CLIENT span of their own.
+    let task_start = children(&spans, start)
+        .into_iter()
+        .find(|k| k.name == format!("{TASKS}/Start"))
+        .expect("Tasks/Start under the start");
+    assert_eq!(
+        (task_start.service.as_str(), task_start.kind),
+        ("containerd", KIND_SERVER)
+    );
+    settled(s);
+    let spans = s.receiver.spans();
+    let trace: Vec<&ReceivedSpan> = spans.iter().filter(|x| x.trace_id == start.trace_id).collect();
+    let clients: Vec<&&ReceivedSpan> = trace.iter().filter(|x| x.kind == KIND_CLIENT).collect();
+    assert_eq!(clients.len(), 1, "one CLIENT span in the start's trace: {clients:#?}");
+    // The volume the README states: what `docker start` added, by kind.
+    print_volume("docker start", &spans[before..], trace.len());
+    docker_ok(s, &["rm", "-f", "cs-start"]);
+
+    // kubelet -> containerd: pod start (kubelet) -> CLIENT (kubelet) -> SERVER (containerd).
+    settled(s);
+    let before = s.receiver.spans().len();
+    kubelet_starts_a_pod(s);
+    let is_root = |x: &ReceivedSpan| x.name == "pod start" && str_attr(x, "k8s.pod.name") == Some("kubelet-pod");
+    let spans = wait_spans(s, "the kubelet pod's start root", |sp| sp.iter().any(is_root));
+    let root = spans.iter().find(|x| is_root(x)).unwrap();
+    assert_eq!((root.service.as_str(), root.kind), ("kubelet", KIND_INTERNAL));
+    let run = spans
+        .iter()
+        .find(|x| {
+            x.name == "runtime.v1.RuntimeService/RunPodSandbox" && x.trace_id == root.trace_id && x.kind == KIND_SERVER
+        })
+        .expect("RunPodSandbox in the pod's trace");
+    assert_eq!(run.service, "containerd");
+    let client = parent_of(&spans, run).expect("RunPodSandbox's CLIENT parent");
+    assert_eq!(
+        (client.kind, client.service.as_str(), client.name.as_str()),
+        (KIND_CLIENT, "kubelet", run.name.as_str())
+    );
+    assert_eq!(
+        client.parent_span_id, root.span_id,
+        "the CLIENT span hangs from the pod start root"
+    );
+    assert_eq!(str_attr(client, "rpc.method"), Some(run.name.as_str()));
+    // Every call of the pod start has its CLIENT span: one per SERVER span of the trace.
+    settled(s);
+    let spans = s.receiver.spans();
+    let trace: Vec<&ReceivedSpan> = spans.iter().filter(|x| x.trace_id == root.trace_id).collect();
+    let servers = trace.iter().filter(|x| x.kind == KIND_SERVER).count();
+    let clients: Vec<&&ReceivedSpan> = trace.iter().filter(|x| x.kind == KIND_CLIENT).collect();
+    assert_eq!(clients.len(), servers, "{trace:#?}");
+    for c in &clients {
+        assert_eq!(
+            (c.service.as_str(), c.parent_span_id.as_str()),
+            ("kubelet", root.span_id.as_str())
+        );
+    }
+    print_volume("kubelet pod start", &spans[before..], trace.len());
+    // The accounting on /metrics holds with CLIENT spans counted on their own.
+    let m = s.stack.tap.metrics();
+    let get = |k: &str| m.get(k).copied().unwrap_or(-1.0);
+    assert!(get("runtime_tap_client_spans_total") >= 1.0 + clients.len() as f64);
+    let dropped = |r: &str| get(&format!("runtime_tap_spans_dropped_total{{reason=\"{r}\"}}"));
+    assert_eq!(
+        get("runtime_tap_calls_total")
+            + get("runtime_tap_event_spans_total")
+            + get("runtime_tap_pod_spans_total")
+            + get("runtime_tap_child_spans_total")
+            + get("runtime_tap_client_spans_total")
+            - dropped("sampled_out")
+            - dropped("not_sampled"),
+        get("runtime_tap_spans_submitted_total"),
+        "calls + events + pods + children + clients - drops = submitted"
     );
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::trace::attr::names;
-use crate::trace::span::{SpanRecord, SpanStatus, TraceId};
+use crate::trace::span::{SpanKind, SpanRecord, SpanStatus, TraceId};
 use crate::trace::tree::{SpanTree, duration};
 
 /// Slowest operations shown by default.
@@ -174,8 +174,13 @@ impl Report {
             .iter()
             .map(|s| (s.start, s.end))
             .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
-        let (long, short): (Vec<&SpanRecord>, Vec<&SpanRecord>) =
-            file.spans.iter().partition(|s| s.attr_true(names::LONG_LIVED));
+        // A CLIENT span repeats its SERVER child's call (same name, same times): its latency
+        // is counted once, on the server's side.
+        let (long, short): (Vec<&SpanRecord>, Vec<&SpanRecord>) = file
+            .spans
+            .iter()
+            .filter(|s| s.kind != SpanKind::Client)
+            .partition(|s| s.attr_true(names::LONG_LIVED));
         let methods = method_stats(short);
         let long_lived = method_stats(long);
 
@@ -334,6 +339,57 @@ mod tests {
         assert_eq!(nearest_rank(&[], 50), Duration::ZERO);
         let three: Vec<Duration> = (1..=3).map(Duration::from_millis).collect();
         assert_eq!(nearest_rank(&three, 50), Duration::from_millis(2));
+    }
+
+    /// A CLIENT span (`client_spans`) repeats its SERVER child's call: one method row, one
+    /// operation, and the layers' self time from the root (the client's at 0).
+    #[test]
+    fn a_calls_client_span_is_not_counted_twice() {
+        use crate::trace::attr::Attr;
+        use crate::trace::span::{ParentRef, SpanKind};
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms);
+        let span = |id: u8, parent: Option<u8>, kind: SpanKind, service: &str| SpanRecord {
+            trace_id: [1; 16],
+            span_id: [id; 8],
+            parent: parent.map(|p| ParentRef {
+                span_id: [p; 8],
+                remote: false,
+            }),
+            trace_state: None,
+            name: "POST /containers/{id}/start".into(),
+            kind,
+            start: at(0),
+            end: at(10),
+            attributes: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            status: SpanStatus::Unset,
+            service: Arc::from(service),
+        };
+        let mut client = span(1, None, SpanKind::Client, "docker");
+        client.attributes = vec![
+            Attr::double("runtime_tap.self_time_ms.docker", 0.0),
+            Attr::double("runtime_tap.self_time_ms.dockerd", 10.0),
+        ];
+        let file = read::SpanFile {
+            spans: vec![client, span(2, Some(1), SpanKind::Server, "dockerd")],
+            lines: 1,
+            bad_lines: 0,
+            first_errors: Vec::new(),
+            bad_spans: 0,
+            duplicates: 0,
+        };
+        let r = Report::build("t".into(), file, 5);
+        assert_eq!(r.methods.len(), 1);
+        assert_eq!(&*r.methods[0].service, "dockerd");
+        assert_eq!(r.methods[0].series.durations.len(), 1);
+        assert_eq!(r.operations, 1);
+        assert_eq!(r.container_starts.durations.durations, vec![Duration::from_millis(10)]);
+        let layers: Vec<(&str, Duration)> = r.slowest[0].self_times.iter().map(|(s, d)| (&**s, *d)).collect();
+        assert_eq!(
+            layers,
+            vec![("docker", Duration::ZERO), ("dockerd", Duration::from_millis(10))]
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::series::Series;
 use crate::schema::containerd::TRANSFER;
 use crate::schema::pull::{LAYER_DOWNLOAD, LAYER_EXTRACT, is_docker_pull};
 use crate::trace::attr::{AttrValue, names};
-use crate::trace::span::{SpanRecord, SpanStatus};
+use crate::trace::span::{SpanKind, SpanRecord, SpanStatus};
 use crate::trace::tree::duration;
 
 const CRI_PULL: &str = "ImageService/PullImage";
@@ -114,6 +114,10 @@ impl Pulls {
 }
 
 fn is_pull(s: &SpanRecord) -> bool {
+    // A CLIENT span repeats its SERVER child's call: the pull is counted once, on the server.
+    if s.kind == SpanKind::Client {
+        return false;
+    }
     if is_docker_pull(&s.name) {
         // `docker import` posts here too, with `fromSrc`.
         return s.attr_str(URL_QUERY).is_none_or(|q| q.contains("fromImage"));

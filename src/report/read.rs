@@ -148,6 +148,8 @@ fn span(v: &Value, service: &Arc<str>) -> Option<SpanRecord> {
     let kind = match field(v, &["kind"]) {
         Some(Value::Number(n)) if n.as_i64() == Some(2) => SpanKind::Server,
         Some(Value::String(s)) if s == "SPAN_KIND_SERVER" => SpanKind::Server,
+        Some(Value::Number(n)) if n.as_i64() == Some(3) => SpanKind::Client,
+        Some(Value::String(s)) if s == "SPAN_KIND_CLIENT" => SpanKind::Client,
         _ => SpanKind::Internal,
     };
     let status = match field(v, &["status"]) {

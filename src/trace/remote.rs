@@ -41,6 +41,11 @@ pub struct CorrelationConfig {
     /// What a client's W3C `traceparent` counts for: `observed` (default), `follow` or `link`.
     #[serde(default)]
     pub remote_parent: RemoteParentPolicy,
+    /// Add a CLIENT span, in the client's resource, above each call from a client behind no
+    /// other intercept (kubelet, docker, ctr), so that service graphs draw who calls whom.
+    /// One more span per such call; default false.
+    #[serde(default)]
+    pub client_spans: bool,
 }
 
 /// What became of a call's incoming context: `runtime_tap.remote_parent` on its span, and

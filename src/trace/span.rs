@@ -99,11 +99,13 @@ pub struct ParentRef {
     pub remote: bool,
 }
 
-/// Span kinds runtime-tap emits: SERVER for calls, INTERNAL for synthesized spans.
+/// Span kinds runtime-tap emits: SERVER for calls, INTERNAL for synthesized spans, CLIENT for
+/// the client's side of a call from a process behind no other intercept (`client_spans`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpanKind {
     Server,
     Internal,
+    Client,
 }
 
 /// Span status. runtime-tap never sets OK: a call that did not fail is left unset.

@@ -21,7 +21,7 @@ use crate::trace::correlate::{CorrelateCounts, Correlator};
 use crate::trace::export::{Exporter, SPANS_DROPPED};
 use crate::trace::pod_start::PodStarts;
 use crate::trace::red::Red;
-use crate::trace::remote::{RemoteOutcome, RemoteParentPolicy};
+use crate::trace::remote::{CorrelationConfig, RemoteOutcome};
 use crate::trace::sample::Sampler;
 use crate::trace::span::{LinkRecord, SpanId, SpanKind, SpanRecord, SpanStatus, new_span_id, new_trace_id};
 
@@ -62,10 +62,13 @@ pub type SubmitHook = Box<dyn Fn(&SpanRecord) + Send + Sync>;
 const TICK: Duration = Duration::from_millis(200);
 
 impl Tracer {
-    pub fn new(exporter: Exporter, sampler: Sampler, remote: RemoteParentPolicy) -> Arc<Tracer> {
+    pub fn new(exporter: Exporter, sampler: Sampler, correlation: &CorrelationConfig) -> Arc<Tracer> {
+        let correlator = Correlator::with_sampler(sampler)
+            .with_remote_policy(correlation.remote_parent)
+            .with_client_spans(correlation.client_spans);
         Arc::new(Tracer {
             exporter,
-            correlator: Mutex::new(Correlator::with_sampler(sampler).with_remote_policy(remote)),
+            correlator: Mutex::new(correlator),
             counts: Mutex::new(CorrelateCounts::default()),
             pending: AtomicU64::new(0),
             counters: TracerCounters::default(),
@@ -263,6 +266,12 @@ fn fmt_pod_spans(k: &CorrelateCounts, out: &mut String) {
     );
     family.header(out);
     family.sample(out, &[], k.child_spans);
+    let family = Family::counter(
+        "runtime_tap_client_spans_total",
+        "CLIENT spans made above calls from clients behind no other intercept ([correlation] client_spans; no call of their own).",
+    );
+    family.header(out);
+    family.sample(out, &[], k.client_spans);
 }
 
 /// The calls sampling dropped (under the export pipeline's drop family, which they follow),
@@ -332,7 +341,7 @@ mod tests {
             ..ExportConfig::default()
         };
         let (exporter, _handle) = Exporter::start(export, "host".into()).unwrap();
-        let tracer = Tracer::new(exporter, Sampler::keep_all(), RemoteParentPolicy::Observed);
+        let tracer = Tracer::new(exporter, Sampler::keep_all(), &CorrelationConfig::default());
         let held = tracer.correlator();
         let scraper = Arc::clone(&tracer);
         let (tx, rx) = std::sync::mpsc::channel();

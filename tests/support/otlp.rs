@@ -67,7 +67,7 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     pub trace_state: String,
     pub flags: u32,
-    /// OTLP `SpanKind` number: 1 internal, 2 server.
+    /// OTLP `SpanKind` number: 1 internal, 2 server, 3 client.
     pub kind: i32,
     pub attributes: BTreeMap<String, Val>,
     /// OTLP `StatusCode` number: 0 unset, 1 ok, 2 error.
@@ -82,6 +82,7 @@ pub struct ReceivedSpan {
 /// OTLP span kind numbers.
 pub const KIND_INTERNAL: i32 = 1;
 pub const KIND_SERVER: i32 = 2;
+pub const KIND_CLIENT: i32 = 3;
 /// OTLP status code numbers.
 pub const STATUS_UNSET: i32 = 0;
 pub const STATUS_ERROR: i32 = 2;

@@ -32,20 +32,7 @@ impl Correlator {
         let mut spans = Vec::with_capacity(tree.len());
         let mut is_root = false;
         for (k, cur) in tree.into_iter().enumerate() {
-            let evidence: Vec<LinkRecord> = self
-                .nodes
-                .get(&cur)
-                .map(|n| n.evidence.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|(target, link)| {
-                    Some(LinkRecord {
-                        trace_id: self.trace_of(*target)?,
-                        span_id: *target,
-                        attributes: vec![Attr::str(names::LINK, link.as_str())],
-                    })
-                })
-                .collect();
+            let evidence = self.evidence_links(cur);
             self.held.remove(&cur);
             let Some(n) = self.nodes.get_mut(&cur) else { continue };
             let call = match std::mem::replace(
@@ -74,19 +61,21 @@ impl Correlator {
             let children = std::mem::take(&mut call.children);
             let mut span = span_of(*call, n);
             span.links.extend(evidence);
+            let mut client = (self.client_spans && wants_client_span(n)).then(|| client_span(&mut span, &n.conn));
             if k == 0 && n.parent.is_none() {
                 // Sampling is decided at the trace's root; a span under a remote parent is
                 // the top of runtime-tap's part of the trace, so it gets the self times too.
                 is_root = !n.remote_outcome.is_some_and(RemoteOutcome::is_parent);
-                // The root's own layer first, then the others as their spans were placed.
-                let mut self_times = std::mem::take(&mut self_times);
-                if let Some(i) = self_times.iter().position(|(s, _)| *s == n.conn.service) {
-                    self_times[..=i].rotate_right(1);
-                }
-                push_self_times(&mut span.attributes, &self_times);
+                let top = client.as_mut().unwrap_or(&mut span);
+                top_self_times(std::mem::take(&mut self_times), &n.conn.service, top);
             }
             self.counts.child_spans += children.len() as u64;
             let made: Vec<SpanRecord> = children.into_iter().map(|c| child_span(&span, c)).collect();
+            if let Some(c) = client {
+                // Parent first: the sampler reads the trace's top as `spans[0]`.
+                self.counts.client_spans += 1;
+                spans.push(c);
+            }
             spans.push(span);
             spans.extend(made);
         }
@@ -112,6 +101,38 @@ impl Correlator {
             }
         }
     }
+}
+
+impl Correlator {
+    /// Links to the parents the rules would have given a fixed call (`evidence`).
+    fn evidence_links(&self, cur: SpanId) -> Vec<LinkRecord> {
+        self.nodes
+            .get(&cur)
+            .map(|n| n.evidence.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(target, link)| {
+                Some(LinkRecord {
+                    trace_id: self.trace_of(*target)?,
+                    span_id: *target,
+                    attributes: vec![Attr::str(names::LINK, link.as_str())],
+                })
+            })
+            .collect()
+    }
+}
+
+/// The self time of each layer of a trace, on its top span `top`: the call's own layer
+/// (`own`) first, then the others as their spans were placed. When `top` is a CLIENT span,
+/// its layer comes first, with no time of its own (it covers its SERVER child exactly).
+fn top_self_times(mut self_times: Vec<(Arc<str>, u64)>, own: &Arc<str>, top: &mut SpanRecord) {
+    if let Some(i) = self_times.iter().position(|(s, _)| s == own) {
+        self_times[..=i].rotate_right(1);
+    }
+    if top.kind == SpanKind::Client {
+        self_times.insert(0, (Arc::clone(&top.service), 0));
+    }
+    push_self_times(&mut top.attributes, &self_times);
 }
 
 /// A synthesized INTERNAL span under `parent`, in its trace and resource.

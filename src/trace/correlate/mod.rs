@@ -106,6 +106,9 @@ pub struct CorrelateCounts {
     /// Spans synthesized under an exported call (per-layer spans of image pulls), counted
     /// when made: with calls, event and pod spans they are what is submitted or dropped.
     pub child_spans: u64,
+    /// CLIENT spans made above calls from clients behind no other intercept
+    /// (`client_spans`), counted when made, like `child_spans`.
+    pub client_spans: u64,
     /// Calls that carried a client's trace context, by what became of it.
     pub remote: RemoteCounts,
 }
@@ -185,6 +188,8 @@ pub struct Correlator {
     dropped_traces: HashSet<TraceId>,
     dropped_order: VecDeque<TraceId>,
     policy: RemoteParentPolicy,
+    /// Make CLIENT spans (see `client`).
+    client_spans: bool,
     pub counts: CorrelateCounts,
 }
 
@@ -224,6 +229,7 @@ impl Correlator {
             dropped_traces: HashSet::new(),
             dropped_order: VecDeque::new(),
             policy: RemoteParentPolicy::default(),
+            client_spans: false,
             counts: CorrelateCounts::default(),
         }
     }
@@ -231,6 +237,13 @@ impl Correlator {
     /// The same correlator, using clients' trace contexts as `policy` says.
     pub fn with_remote_policy(mut self, policy: RemoteParentPolicy) -> Correlator {
         self.policy = policy;
+        self
+    }
+
+    /// The same correlator, making a CLIENT span above each call from a client behind no
+    /// other intercept when `on` (config `[correlation] client_spans`).
+    pub fn with_client_spans(mut self, on: bool) -> Correlator {
+        self.client_spans = on;
         self
     }
 
@@ -570,11 +583,13 @@ fn provisional(remote: Option<&RemoteParent>, policy: RemoteParentPolicy) -> (Tr
     )
 }
 
+mod client;
 mod export;
 mod place;
 mod pod;
 mod self_time;
 
+use client::{client_span, wants_client_span};
 use pod::is_cri;
 use pod::{Membership, PodGroup, pod_root};
 use self_time::{Below, ms, nanos, push_self_times};

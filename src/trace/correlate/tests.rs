@@ -1656,3 +1656,166 @@ fn link_of_link(l: &LinkRecord) -> Option<&str> {
             _ => None,
         })
 }
+
+/// `docker start` from the docker CLI (pid 100) through dockerd (pid 200) to containerd
+/// (pid 300), with a background Tasks/Get of dockerd's own.
+fn docker_cli_start() -> Vec<Spec> {
+    let cli = with_exe(&conn("dockerd", 100, 200), "docker");
+    let ctd = with_exe(&conn("containerd", 200, 300), "dockerd");
+    let start = "POST /containers/{id}/start";
+    vec![
+        spec(&cli, start, 10, 100, Shape::Unary, cid("X"), cid("X")),
+        spec(&ctd, "Tasks/Create", 20, 40, Shape::Unary, vec![], cid("X")),
+        spec(&ctd, "Tasks/Start", 50, 90, Shape::Unary, vec![], cid("X")),
+        spec(&ctd, "Tasks/Get", 150, 151, Shape::Unary, vec![], vec![]),
+    ]
+}
+
+fn client_spans_of(out: &[SpanRecord]) -> Vec<&SpanRecord> {
+    out.iter().filter(|s| s.kind == SpanKind::Client).collect()
+}
+
+#[test]
+fn client_spans_are_off_by_default() {
+    let ((out, _), counts) = run_with(Correlator::new(), docker_cli_start());
+    assert_eq!(out.len(), 4);
+    assert!(client_spans_of(&out).is_empty());
+    assert_eq!(counts.client_spans, 0);
+    let ((off, _), _) = run_with(Correlator::new().with_client_spans(false), docker_cli_start());
+    assert!(client_spans_of(&off).is_empty());
+}
+
+#[test]
+fn a_client_span_goes_above_a_call_from_a_client_behind_no_intercept() {
+    let ((out, ids), counts) = run_with(Correlator::new().with_client_spans(true), docker_cli_start());
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    let clients = client_spans_of(&out);
+    // The CLI's start and dockerd's background call: none for dockerd's calls under the start.
+    assert_eq!(clients.len(), 2, "{clients:#?}");
+    assert_eq!(counts.client_spans, 2);
+    assert_eq!(out.len(), 4 + 2);
+    let start = by_id[&ids[0]];
+    let client = by_id[&start.parent.expect("the start has the CLIENT span as parent").span_id];
+    assert_eq!(client.kind, SpanKind::Client);
+    assert_eq!(&*client.service, "docker");
+    assert_eq!(client.name, start.name);
+    assert_eq!((client.start, client.end), (start.start, start.end));
+    assert_eq!(client.trace_id, start.trace_id);
+    assert!(client.parent.is_none(), "it took the start's place as the root");
+    assert_eq!(client.attr_str(names::CLIENT_EXECUTABLE), Some("docker"));
+    assert!(client.attr(names::CLIENT_PID).is_some());
+    assert!(
+        client
+            .attr(opentelemetry_semantic_conventions::attribute::NETWORK_TRANSPORT)
+            .is_some()
+    );
+    assert!(
+        client.attr(names::SERVER_PID).is_none(),
+        "lean: the server's side is on its span"
+    );
+    assert!(client.attr("container.id").is_none());
+    // The layers' self time moved to the new root, the client's layer first with none of its own.
+    assert_eq!(double(client, "runtime_tap.self_time_ms.docker"), Some(0.0));
+    assert_eq!(double(client, "runtime_tap.self_time_ms.dockerd"), Some(90.0 - 60.0));
+    assert_eq!(double(client, "runtime_tap.self_time_ms.containerd"), Some(60.0));
+    assert!(double(start, "runtime_tap.self_time_ms.dockerd").is_none());
+    // dockerd's calls under the start: SERVER children of the start, as before.
+    for i in [1, 2] {
+        assert_eq!(by_id[&ids[i]].parent.map(|p| p.span_id), Some(ids[0]));
+        assert_eq!(by_id[&ids[i]].kind, SpanKind::Server);
+    }
+    // dockerd's own background call is a root: dockerd is its client.
+    let get = by_id[&ids[3]];
+    let bg = by_id[&get.parent.expect("a CLIENT parent").span_id];
+    assert_eq!((bg.kind, &*bg.service), (SpanKind::Client, "dockerd"));
+    assert!(bg.parent.is_none());
+}
+
+#[test]
+fn a_pod_starts_client_spans_are_kubelets_under_its_root() {
+    let cri = with_exe(&conn("containerd", 50, 300), "kubelet");
+    let ((out, ids), counts) = run_with(
+        Correlator::new().with_client_spans(true),
+        overlapping_pod_start(&cri, pod("u1", "s1")),
+    );
+    let by_id: HashMap<SpanId, &SpanRecord> = out.iter().map(|s| (s.span_id, s)).collect();
+    let root = out.iter().find(|s| s.name == "pod start").unwrap();
+    let members: Vec<&SpanRecord> = ids.iter().map(|i| by_id[i]).collect();
+    assert_eq!(counts.client_spans, members.len() as u64);
+    for m in members {
+        let client = by_id[&m.parent.unwrap().span_id];
+        assert_eq!(
+            (client.kind, &*client.service, &client.name),
+            (SpanKind::Client, "kubelet", &m.name)
+        );
+        assert_eq!(client.parent.map(|p| p.span_id), Some(root.span_id), "{}", m.name);
+        assert_eq!(client.trace_id, root.trace_id);
+        assert_eq!(&*m.service, "containerd");
+        assert_eq!(link_of(m), Some("pod"));
+    }
+    // The root's self time is the same as without client spans: they cover their calls exactly.
+    assert_eq!(self_ms(root, "kubelet"), Some(65));
+}
+
+#[test]
+fn a_client_span_takes_a_followed_remote_parent_and_its_tracestate() {
+    let cli = with_exe(&conn("dockerd", 100, 200), "docker");
+    let mut remote = fresh_remote();
+    remote.trace_state = Some("vendor=1".into());
+    let mut s = spec(&cli, "GET /version", 0, 5, Shape::Unary, vec![], vec![]);
+    s.remote = Some(remote.clone());
+    let ((out, ids), _) = run_with(Correlator::new().with_client_spans(true), vec![s]);
+    let call = out.iter().find(|s| s.span_id == ids[0]).unwrap();
+    let client = out.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    assert_eq!(
+        client.parent,
+        Some(ParentRef {
+            span_id: remote.span_id,
+            remote: true
+        })
+    );
+    assert_eq!(client.trace_id, remote.trace_id);
+    assert_eq!(client.trace_state.as_deref(), Some("vendor=1"));
+    assert_eq!(
+        call.parent,
+        Some(ParentRef {
+            span_id: client.span_id,
+            remote: false
+        })
+    );
+}
+
+#[test]
+fn no_client_span_for_an_unnamed_client_and_sampling_drops_both() {
+    // No executable: the CLIENT span would be in the server's own resource.
+    let ((out, _), counts) = run_with(
+        Correlator::new().with_client_spans(true),
+        vec![spec(
+            &conn("dockerd", 100, 200),
+            "GET /version",
+            0,
+            5,
+            Shape::Unary,
+            vec![],
+            vec![],
+        )],
+    );
+    assert_eq!((out.len(), counts.client_spans), (1, 0));
+    // A dropped trace drops its CLIENT span too, and both drops are counted.
+    let sampling = crate::trace::sample::SamplingConfig {
+        rules: vec![crate::trace::sample::Rule {
+            name: "GET /version".into(),
+            keep: Some(false),
+            ratio: None,
+            per_second: None,
+        }],
+        ..Default::default()
+    };
+    let cli = with_exe(&conn("dockerd", 100, 200), "docker");
+    let ((out, _), counts) = run_with(
+        Correlator::with_sampler(Sampler::new(&sampling)).with_client_spans(true),
+        vec![spec(&cli, "GET /version", 0, 5, Shape::Unary, vec![], vec![])],
+    );
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!((counts.client_spans, counts.sampled_out), (1, 2));
+}

@@ -114,11 +114,10 @@ impl ConsoleSink {
     }
 
     fn show(&mut self, t: &Finished, now: Instant, buf: &mut String) {
-        let tree = t.spans.len() > 1;
+        let tree = waterfall::lone_call(&t.spans).is_none();
         if let Some(fold) = &mut self.fold
-            && !tree
             && t.overflow == 0
-            && let Some(s) = t.spans.first()
+            && let Some(s) = waterfall::lone_call(&t.spans)
             && !matches!(s.status, SpanStatus::Error(_))
         {
             fold.push(s, now);
@@ -150,6 +149,7 @@ pub(super) fn line(s: &SpanRecord) -> String {
     let kind = match s.kind {
         SpanKind::Server => "server",
         SpanKind::Internal => "internal",
+        SpanKind::Client => "client",
     };
     let mut out = format!("{} {} {kind} {ms:.1}ms", s.service, s.name);
     match &s.status {

@@ -104,6 +104,7 @@ fn kind(k: SpanKind) -> u64 {
     match k {
         SpanKind::Internal => 1,
         SpanKind::Server => 2,
+        SpanKind::Client => 3,
     }
 }
 

@@ -77,6 +77,7 @@ pub(super) fn span_data(s: &SpanRecord) -> SpanData {
         span_kind: match s.kind {
             SpanKind::Server => OtelKind::Server,
             SpanKind::Internal => OtelKind::Internal,
+            SpanKind::Client => OtelKind::Client,
         },
         name: Cow::Owned(s.name.clone()),
         start_time: s.start,

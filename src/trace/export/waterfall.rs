@@ -35,7 +35,7 @@ use opentelemetry_semantic_conventions::attribute::{
 };
 
 use crate::trace::attr::{AttrValue, names};
-use crate::trace::span::{SpanRecord, SpanStatus, hex};
+use crate::trace::span::{SpanKind, SpanRecord, SpanStatus, hex};
 use crate::trace::tree::{Node, SpanTree, duration};
 
 /// Narrowest layout; a smaller width asked for is taken as this.
@@ -125,10 +125,12 @@ impl Layout {
 
 fn render_nodes(tree: &SpanTree<'_>, nodes: &[Node], width: usize, color: bool, summary: bool) -> String {
     let spans = tree.spans();
-    let layout = Layout::new(spans, nodes, width, color);
+    let lines = fold_clients(tree, nodes);
+    let shown: Vec<Node> = lines.iter().map(|(n, _)| *n).collect();
+    let layout = Layout::new(spans, &shown, width, color);
     let mut out = String::new();
-    // A lone span (a poll, a ping) is its own line: no header, no self time.
-    let single = nodes.len() == 1;
+    // A lone call (a poll, a ping) is its own line: no header, no self time.
+    let single = lines.len() == 1;
     if !single {
         let root = &spans[nodes[0].index];
         let header = format!(
@@ -143,7 +145,7 @@ fn render_nodes(tree: &SpanTree<'_>, nodes: &[Node], width: usize, color: bool, 
     }
     // Which levels still have siblings to come, for the vertical lines.
     let mut open: Vec<bool> = Vec::new();
-    for n in nodes {
+    for (n, client) in &lines {
         open.truncate(n.depth);
         let (prefix, cont) = tree_prefixes(&open, n, !tree.children(n.index).is_empty());
         open.push(!n.last);
@@ -151,12 +153,77 @@ fn render_nodes(tree: &SpanTree<'_>, nodes: &[Node], width: usize, color: bool, 
         let prefix = cut_prefix(&prefix, layout.name_w / 2);
         let cont = cut_prefix(&cont, layout.name_w / 2);
         span_line(&mut out, &layout, &spans[n.index], n.depth, &prefix);
-        detail_lines(&mut out, &layout, spans, &spans[n.index], &cont);
+        let client = client.map(|c| &spans[c]);
+        detail_lines(&mut out, &layout, spans, &spans[n.index], client, &cont);
     }
     if summary && !single {
         self_time_line(&mut out, tree, nodes[0].index, layout.width);
     }
     out
+}
+
+/// The lines of `nodes`: a CLIENT span whose one child is the SERVER span of the same call
+/// (`[correlation] client_spans`) is no line of its own, its call's line says `from <client>`;
+/// the spans under it move up a level. Each line with the index of the CLIENT span it stands for.
+fn fold_clients(tree: &SpanTree<'_>, nodes: &[Node]) -> Vec<(Node, Option<usize>)> {
+    let spans = tree.spans();
+    let mut lines = Vec::with_capacity(nodes.len());
+    // Per depth of the walk: whether that ancestor was folded away.
+    let mut folded: Vec<bool> = Vec::new();
+    let mut pending: Option<(usize, bool)> = None;
+    for n in nodes {
+        folded.truncate(n.depth);
+        let up = folded.iter().filter(|f| **f).count();
+        if client_call(spans, tree.children(n.index), n.index).is_some() {
+            folded.push(true);
+            pending = Some((n.index, n.last));
+            continue;
+        }
+        folded.push(false);
+        let mut shown = Node {
+            depth: n.depth - up,
+            ..*n
+        };
+        let client = match pending.take() {
+            Some((client, last)) => {
+                shown.last = last;
+                Some(client)
+            }
+            None => None,
+        };
+        lines.push((shown, client));
+    }
+    lines
+}
+
+/// The SERVER child a CLIENT span `c` repeats, when it has that one child and no other.
+fn client_call(spans: &[SpanRecord], children: &[usize], c: usize) -> Option<usize> {
+    match children {
+        [s] if spans[c].kind == SpanKind::Client
+            && spans[*s].kind == SpanKind::Server
+            && spans[*s].name == spans[c].name =>
+        {
+            Some(*s)
+        }
+        _ => None,
+    }
+}
+
+/// The one call a trace is, when it is one: a lone span, or a CLIENT span and its SERVER child
+/// (`[correlation] client_spans`). The console folds such traces like lone spans.
+pub fn lone_call(spans: &[SpanRecord]) -> Option<&SpanRecord> {
+    match spans {
+        [s] => Some(s),
+        [a, b] => {
+            let (c, s) = if a.kind == SpanKind::Client { (a, b) } else { (b, a) };
+            (c.kind == SpanKind::Client
+                && s.kind == SpanKind::Server
+                && s.parent.is_some_and(|p| p.span_id == c.span_id)
+                && s.name == c.name)
+                .then_some(s)
+        }
+        _ => None,
+    }
 }
 
 /// The tree drawing before a span's name, and the one before its detail lines.
@@ -208,15 +275,30 @@ fn span_line(out: &mut String, layout: &Layout, s: &SpanRecord, depth: usize, pr
 }
 
 /// The lines under a span: its details, then its error message.
-fn detail_lines(out: &mut String, layout: &Layout, spans: &[SpanRecord], s: &SpanRecord, cont: &str) {
+/// `client`: the CLIENT span folded into this line, named as `from <client>`.
+fn detail_lines(
+    out: &mut String,
+    layout: &Layout,
+    spans: &[SpanRecord],
+    s: &SpanRecord,
+    client: Option<&SpanRecord>,
+    cont: &str,
+) {
     let p = layout.p;
     let room = layout.width - MARK_WIDTH - cont.chars().count();
-    let parent = s.parent.and_then(|pr| {
+    let parent = client.unwrap_or(s).parent.and_then(|pr| {
         spans
             .iter()
             .find(|c| c.span_id == pr.span_id && c.trace_id == s.trace_id)
     });
-    let details = details(s, parent);
+    let mut details = details(s, parent);
+    if let Some(c) = client {
+        details = if details.is_empty() {
+            format!("from {}", c.service)
+        } else {
+            format!("from {} {details}", c.service)
+        };
+    }
     if !details.is_empty() {
         let _ = writeln!(
             out,

@@ -319,3 +319,68 @@ fn a_lone_span_is_one_line() {
     assert!(text.starts_with("  HEAD /_ping "), "{text}");
     assert!(text.lines().nth(1).unwrap().trim() == "status=200", "{text}");
 }
+
+/// `docker_start` with the docker CLI's CLIENT span above the start (`client_spans`), the
+/// self times on it as the correlator puts them.
+fn client_docker_start() -> Vec<SpanRecord> {
+    let mut spans = docker_start();
+    let start = spans.iter_mut().find(|s| s.span_id == [1; 8]).unwrap();
+    start.parent = Some(ParentRef {
+        span_id: [9; 8],
+        remote: false,
+    });
+    let selfs: Vec<Attr> = start
+        .attributes
+        .iter()
+        .filter(|a| a.key.starts_with(SELF_TIME_PREFIX))
+        .cloned()
+        .collect();
+    start.attributes.retain(|a| !a.key.starts_with(SELF_TIME_PREFIX));
+    let mut client = sp(9, None, "docker", "POST /containers/{id}/start", 0, 57);
+    client.kind = SpanKind::Client;
+    client
+        .attributes
+        .push(Attr::double("runtime_tap.self_time_ms.docker", 0.0));
+    client.attributes.extend(selfs);
+    spans.push(client);
+    spans
+}
+
+#[test]
+fn a_client_span_is_folded_into_its_calls_line() {
+    let text = render(&client_docker_start(), 80, false);
+    println!("{text}");
+    check_width(&text, 80);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with("5 spans · 57.0ms"),
+        "every span is counted: {}",
+        lines[0]
+    );
+    // One line for the call, at the top, saying who called; its children one level below it.
+    assert_eq!(text.matches("POST /containers/{id}/start").count(), 1, "{text}");
+    assert!(lines[1].starts_with("  POST /containers/{id}/start ") && lines[1].contains(" dockerd "));
+    assert!(lines[2].contains("from docker ctr=9f86d081884c"), "{}", lines[2]);
+    assert!(lines.iter().any(|l| l.contains("└─ ") && l.contains("Tasks/Start")));
+    assert!(
+        !lines.iter().any(|l| l.contains("│  └─") || l.contains("   └─ ")),
+        "{text}"
+    );
+    assert_eq!(
+        lines.last().unwrap().trim(),
+        "self time: docker 0.00ms (0%) · dockerd 11.0ms (19%) · containerd 46.0ms (81%)"
+    );
+    // A CLIENT span with its SERVER call and nothing else is one call: one line.
+    let mut lone = vec![
+        sp(1, Some(9), "dockerd", "HEAD /_ping", 0, 1),
+        sp(9, None, "docker", "HEAD /_ping", 0, 1),
+    ];
+    lone[1].kind = SpanKind::Client;
+    assert_eq!(lone_call(&lone).map(|s| s.span_id), Some([1; 8]));
+    let text = render(&lone, 80, false);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().nth(1).unwrap().trim() == "from docker", "{text}");
+    // Not a pair: two SERVER spans.
+    lone[1].kind = SpanKind::Server;
+    assert!(lone_call(&lone).is_none());
+}
