@@ -10,6 +10,7 @@
 mod accounting;
 mod growth;
 mod meter;
+mod nodemix;
 mod otlp;
 mod procfs;
 mod report;
@@ -45,8 +46,8 @@ struct Opts {
     #[arg(long)]
     rounds: Option<usize>,
     /// Workloads to run (comma-separated): unary-c1, unary-c32, docker-ping, bulk-sink,
-    /// bulk-echo, content-read, idle, accounting, growth; or the groups unary, bulk, soak
-    /// (accounting and growth). Default: all.
+    /// bulk-echo, content-read, idle, accounting, growth, node-mix; or the groups unary, bulk,
+    /// soak (accounting and growth). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Targets (comma-separated): direct, socat, haproxy, nginx, tap-export, tap-relay.
@@ -71,6 +72,11 @@ struct Opts {
     /// two builds in one interleaved run). Adds tap-export-b to the targets.
     #[arg(long)]
     tap_bin_b: Option<PathBuf>,
+    /// Environment for target tap-export-b only, `KEY=VALUE` (repeatable; comma-separated):
+    /// an A/B of one build under two settings, e.g. `--tap-env-b TOKIO_WORKER_THREADS=1`.
+    /// Without `--tap-bin-b`, tap-export-b runs the same binary as tap-export.
+    #[arg(long, value_delimiter = ',')]
+    tap_env_b: Vec<String>,
     /// Internal: serve the bulk sink and echo sockets (the benchmark starts itself so).
     #[arg(long, num_args = 2, hide = true)]
     serve_bulk: Option<Vec<PathBuf>>,
@@ -92,9 +98,11 @@ enum Workload {
     Accounting,
     /// runtime-tap alone, once: RSS over a long run.
     Growth,
+    /// runtime-tap alone, once, default sampling: a node's kubelet and docker CLI calls.
+    NodeMix,
 }
 
-const WORKLOADS: [Workload; 9] = [
+const WORKLOADS: [Workload; 10] = [
     Workload::UnaryC1,
     Workload::UnaryC32,
     Workload::DockerPing,
@@ -104,6 +112,7 @@ const WORKLOADS: [Workload; 9] = [
     Workload::Idle,
     Workload::Accounting,
     Workload::Growth,
+    Workload::NodeMix,
 ];
 
 impl Workload {
@@ -118,13 +127,14 @@ impl Workload {
             Workload::Idle => "idle",
             Workload::Accounting => "accounting",
             Workload::Growth => "growth",
+            Workload::NodeMix => "node-mix",
         }
     }
 
     /// Runs once against tap-export alone (its claim is about runtime-tap, not a comparison),
     /// after the paired workloads.
     fn alone(self) -> bool {
-        matches!(self, Workload::Accounting | Workload::Growth)
+        matches!(self, Workload::Accounting | Workload::Growth | Workload::NodeMix)
     }
 
     fn unit(self) -> Unit {
@@ -149,6 +159,7 @@ struct Sizes {
     idle_hold: Duration,
     accounting: accounting::Plan,
     growth: growth::Plan,
+    node_mix: nodemix::Plan,
 }
 
 /// The full run: about 10-15 minutes on 2 cores (see benches/README.md).
@@ -171,6 +182,12 @@ const FULL: Sizes = Sizes {
         // Half the run: see benches/README.md ("growth") for why the first half is warm-up.
         warmup: 500_000,
     },
+    node_mix: nodemix::Plan {
+        levels: [100, 1000],
+        duration: Duration::from_secs(60),
+        docker_every: Duration::from_secs(5),
+        populate_budget: Duration::from_secs(150),
+    },
 };
 
 const QUICK: Sizes = Sizes {
@@ -191,6 +208,12 @@ const QUICK: Sizes = Sizes {
         sample_every: 5000,
         warmup: 10_000,
     },
+    node_mix: nodemix::Plan {
+        levels: [100, 1000],
+        duration: Duration::from_secs(10),
+        docker_every: Duration::from_secs(5),
+        populate_budget: Duration::from_secs(10),
+    },
 };
 
 fn main() -> anyhow::Result<()> {
@@ -202,7 +225,9 @@ fn main() -> anyhow::Result<()> {
     let sizes = if opts.quick { QUICK } else { FULL };
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 }).max(1);
     let workloads = select_workloads(&opts.only)?;
-    let targets = select_targets(&opts.targets, opts.tap_bin_b.is_some())?;
+    let ab = opts.tap_bin_b.is_some() || !opts.tap_env_b.is_empty();
+    let targets = select_targets(&opts.targets, ab)?;
+    let env_b = parse_env_b(&opts.tap_env_b)?;
     let (date, time) = report::now_utc();
     let label = opts
         .label
@@ -227,8 +252,13 @@ fn main() -> anyhow::Result<()> {
     let mut bed = runtime_tap::bed::Bed::new("bench")?;
     eprintln!("bed: {}", bed.dir.display());
     bed.start_containerd()?;
-    if workloads.contains(&Workload::DockerPing) {
+    if workloads.contains(&Workload::DockerPing) || workloads.contains(&Workload::NodeMix) {
         bed.start_dockerd(&bed.containerd_socket())?;
+    }
+    if workloads.contains(&Workload::NodeMix) {
+        // bb:latest in dockerd, and in containerd's k8s.io namespace for the CRI pods.
+        let tar = bed.make_images(&bed.docker_socket())?;
+        bed.import_cri_images(&bed.containerd_socket(), &tar)?;
     }
     let scratch = bed.dir.join("bench");
     std::fs::create_dir_all(&scratch)?;
@@ -321,14 +351,15 @@ fn main() -> anyhow::Result<()> {
                 sizes.idle_conns as u64,
                 sizes.idle_conns,
             ),
-            Workload::Accounting | Workload::Growth => unreachable!("run alone, below"),
+            Workload::Accounting | Workload::Growth | Workload::NodeMix => unreachable!("run alone, below"),
         };
         let dir = scratch.join(w.name());
         std::fs::create_dir_all(&dir)?;
         let env = targets::Env {
             dir: &dir,
             tap_bin: &tap_bin,
-            tap_bin_b: opts.tap_bin_b.as_deref(),
+            tap_bin_b: Some(opts.tap_bin_b.as_deref().unwrap_or(&tap_bin)),
+            env_b: &env_b,
             otlp_endpoint: &receiver.endpoint,
             service,
             admin: None,
@@ -417,7 +448,13 @@ fn main() -> anyhow::Result<()> {
     // runtime-tap alone, once each, on a fresh tap-export with its admin endpoint on.
     let mut accounting_report = None;
     let mut growth_report = None;
+    let mut node_mix_report = None;
     for w in workloads.iter().filter(|w| w.alone()) {
+        if *w == Workload::NodeMix {
+            node_mix_report = Some(node_mix(&rt, &bed, &scratch, &tap_bin, &receiver, sizes.node_mix)?);
+            eprintln!("[{:>4}s] node-mix done", started.elapsed().as_secs());
+            continue;
+        }
         if !targets.contains(&Target::TapExport) {
             eprintln!("{}: skipped (tap-export is not among the targets)", w.name());
             continue;
@@ -429,6 +466,7 @@ fn main() -> anyhow::Result<()> {
             dir: &dir,
             tap_bin: &tap_bin,
             tap_bin_b: None,
+            env_b: &[],
             otlp_endpoint: &receiver.endpoint,
             service: "containerd",
             admin: Some(admin),
@@ -466,6 +504,10 @@ fn main() -> anyhow::Result<()> {
         if opts.quick { ", --quick" } else { "" },
         machine_line()
     );
+    if let Some(r) = &node_mix_report {
+        text += &nodemix::table(r);
+        text.push('\n');
+    }
     for r in &reports {
         text += &report::table(r);
         text.push('\n');
@@ -507,10 +549,12 @@ fn main() -> anyhow::Result<()> {
             "growth_calls": sizes.growth.calls,
             "growth_sample_every": sizes.growth.sample_every,
             "growth_warmup_calls": sizes.growth.warmup,
+            "node_mix": sizes.node_mix.description(),
         },
         "workloads": reports,
         "accounting": accounting_report,
         "growth": growth_report,
+        "node_mix": node_mix_report,
     });
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
@@ -519,6 +563,29 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("write {}", out.display()))?;
     eprintln!("wrote {} ({} s)", out.display(), started.elapsed().as_secs());
     Ok(())
+}
+
+/// Workload `node-mix` on a runtime-tap of its own in front of the bed's containerd and dockerd.
+fn node_mix(
+    rt: &tokio::runtime::Runtime,
+    bed: &runtime_tap::bed::Bed,
+    scratch: &Path,
+    tap_bin: &Path,
+    receiver: &Arc<otlp::Receiver>,
+    plan: nodemix::Plan,
+) -> anyhow::Result<nodemix::NodeMixReport> {
+    let dir = scratch.join(Workload::NodeMix.name());
+    std::fs::create_dir_all(&dir)?;
+    let docker = |s: &Path| bed.docker(s);
+    let node = nodemix::Node {
+        containerd: bed.containerd_socket(),
+        dockerd: bed.docker_socket(),
+        docker: &docker,
+        dir,
+        tap_bin,
+        admin: scrape::free_addr()?,
+    };
+    Ok(nodemix::run(rt, &node, receiver, plan))
 }
 
 /// One timed run of one target: the workload's client against the relay's socket, metered.
@@ -647,6 +714,7 @@ fn select_workloads(only: &[String]) -> anyhow::Result<Vec<Workload>> {
             "unary" => vec![Workload::UnaryC1, Workload::UnaryC32],
             "bulk" => vec![Workload::BulkSink, Workload::BulkEcho],
             "soak" => vec![Workload::Accounting, Workload::Growth],
+            "node" => vec![Workload::NodeMix],
             _ => WORKLOADS.iter().copied().filter(|w| w.name() == o).collect(),
         };
         if found.is_empty() {
@@ -683,9 +751,22 @@ fn select_targets(names: &[String], ab: bool) -> anyhow::Result<Vec<Target>> {
         }
     }
     if out.contains(&Target::TapExportB) && !ab {
-        bail!("target tap-export-b needs --tap-bin-b PATH");
+        bail!("target tap-export-b needs --tap-bin-b PATH or --tap-env-b KEY=VALUE");
     }
     Ok(targets::ALL.iter().copied().filter(|t| out.contains(t)).collect())
+}
+
+/// `--tap-env-b` values: `KEY=VALUE` each.
+fn parse_env_b(items: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--tap-env-b {kv:?}: not KEY=VALUE"))?;
+            Ok((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// Two descriptors per relayed connection, 1,000 connections: take what the hard limit allows

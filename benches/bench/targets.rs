@@ -22,8 +22,9 @@ pub enum Target {
     TapExport,
     /// runtime-tap, `decode = false`: relay only.
     TapRelay,
-    /// tap-export with the binary given by `--tap-bin-b`: an A/B of two builds in one
-    /// interleaved run, where machine drift cancels out (two runs on a shared machine do not).
+    /// tap-export with the binary given by `--tap-bin-b` and the environment given by
+    /// `--tap-env-b`: an A/B of two builds (or two settings) in one interleaved run, where
+    /// machine drift cancels out (two runs on a shared machine do not).
     TapExportB,
 }
 
@@ -149,6 +150,8 @@ pub struct Env<'a> {
     pub tap_bin: &'a Path,
     /// The B build of an A/B (`--tap-bin-b`), run as target tap-export-b.
     pub tap_bin_b: Option<&'a Path>,
+    /// Extra environment of target tap-export-b (`--tap-env-b`).
+    pub env_b: &'a [(String, String)],
     /// The benchmark's OTLP/gRPC receiver, `http://127.0.0.1:PORT`.
     pub otlp_endpoint: &'a str,
     /// runtime-tap's intercept name (`service.name`): containerd, dockerd, bulk.
@@ -183,7 +186,7 @@ impl Relay {
         let log = env.dir.join(format!("{name}.log"));
         let up = upstream.display();
         let sock = socket.display();
-        let mut cmd = match target {
+        let cmd = match target {
             Target::Direct => unreachable!(),
             Target::Socat => {
                 let mut c = Command::new("socat");
@@ -254,6 +257,9 @@ impl Relay {
                 };
                 let mut c = Command::new(bin);
                 c.arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn");
+                if target == Target::TapExportB {
+                    c.envs(env.env_b.iter().map(|(k, v)| (k, v)));
+                }
                 // The OTLP endpoint comes from the config only.
                 for (k, _) in std::env::vars() {
                     if k.starts_with("OTEL_") {
@@ -263,6 +269,24 @@ impl Relay {
                 c
             }
         };
+        Relay::spawn(target, socket, cmd, log)
+    }
+
+    /// Starts runtime-tap with a config file written by the caller (a workload of its own,
+    /// such as `node-mix`, with several intercepts); `socket` is the one probed for readiness.
+    pub fn start_tap(bin: &Path, config: &Path, socket: PathBuf, log: PathBuf) -> anyhow::Result<Relay> {
+        let mut c = Command::new(bin);
+        c.arg("run").arg("--config").arg(config).env("RUST_LOG", "warn");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OTEL_") {
+                c.env_remove(k);
+            }
+        }
+        Relay::spawn(Target::TapExport, socket, c, log)
+    }
+
+    fn spawn(target: Target, socket: PathBuf, mut cmd: Command, log: PathBuf) -> anyhow::Result<Relay> {
+        let name = target.name();
         let logf = std::fs::File::create(&log)?;
         // SAFETY: the closure only calls prctl(2), which is async-signal-safe. If the benchmark
         // dies without stopping its relays (killed), the kernel sends them SIGTERM; relays are
