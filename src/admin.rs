@@ -223,7 +223,9 @@ mod tests {
         containerd.relay_errors.add(3);
         containerd.connections_refused.add(4);
         containerd.add_bytes(Direction::ClientToServer, 1234);
-        containerd.add_bytes(Direction::ServerToClient, 56789);
+        containerd.add_bytes(Direction::ServerToClient, 56000);
+        containerd.add_spliced(Direction::ServerToClient, 789);
+        containerd.splice_refused.inc();
         containerd.tap_give_ups.queue_full.add(5);
         containerd.tap_give_ups.decode_memory.add(6);
         containerd.sniffed(Protocol::Http2).add(7);
@@ -417,6 +419,16 @@ runtime_tap_bytes_total{intercept="containerd",direction="c2s"} 1234
 runtime_tap_bytes_total{intercept="containerd",direction="s2c"} 56789
 runtime_tap_bytes_total{intercept="dockerd",direction="c2s"} 100
 runtime_tap_bytes_total{intercept="dockerd",direction="s2c"} 0
+# HELP runtime_tap_spliced_bytes_total Of the bytes relayed, those moved with splice(2) on directions nothing decodes, by direction.
+# TYPE runtime_tap_spliced_bytes_total counter
+runtime_tap_spliced_bytes_total{intercept="containerd",direction="c2s"} 0
+runtime_tap_spliced_bytes_total{intercept="containerd",direction="s2c"} 789
+runtime_tap_spliced_bytes_total{intercept="dockerd",direction="c2s"} 0
+runtime_tap_spliced_bytes_total{intercept="dockerd",direction="s2c"} 0
+# HELP runtime_tap_splice_refused_total Directions that would have spliced but the kernel refused splice(2); they use the copy loop.
+# TYPE runtime_tap_splice_refused_total counter
+runtime_tap_splice_refused_total{intercept="containerd"} 1
+runtime_tap_splice_refused_total{intercept="dockerd"} 0
 # HELP runtime_tap_tap_give_ups_total Connections whose decoding was given up while bytes kept flowing, by reason.
 # TYPE runtime_tap_tap_give_ups_total counter
 runtime_tap_tap_give_ups_total{intercept="containerd",reason="queue_full"} 5

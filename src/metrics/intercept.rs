@@ -31,6 +31,10 @@ pub struct InterceptMetrics {
     pub upstream_connect_failures: Counter,
     pub relay_errors: Counter,
     bytes: [Counter; 2],
+    /// Of `bytes`, those moved with splice(2), never in user space (`relay::splice`).
+    spliced: [Counter; 2],
+    /// Directions that wanted to splice and were refused by the kernel (copy loop instead).
+    pub splice_refused: Counter,
     pub tap_give_ups: TapGiveUps,
     sniffed: [Counter; 3],
     /// The listener is bound and accepting.
@@ -62,6 +66,8 @@ impl InterceptMetrics {
             upstream_connect_failures: Counter::default(),
             relay_errors: Counter::default(),
             bytes: Default::default(),
+            spliced: Default::default(),
+            splice_refused: Counter::default(),
             tap_give_ups: TapGiveUps::default(),
             sniffed: Default::default(),
             listening: AtomicBool::new(false),
@@ -77,6 +83,16 @@ impl InterceptMetrics {
 
     pub fn add_bytes(&self, dir: Direction, n: usize) {
         self.bytes[dir.index()].add(n as u64);
+    }
+
+    /// `n` bytes relayed with splice: counted in both `bytes` and `spliced`.
+    pub fn add_spliced(&self, dir: Direction, n: usize) {
+        self.bytes[dir.index()].add(n as u64);
+        self.spliced[dir.index()].add(n as u64);
+    }
+
+    pub fn spliced(&self, dir: Direction) -> u64 {
+        self.spliced[dir.index()].get()
     }
 
     pub fn bytes(&self, dir: Direction) -> u64 {
@@ -178,7 +194,7 @@ fn families(part: InterceptPart) -> Vec<PerIntercept> {
     }
 }
 
-fn connection_families() -> [PerIntercept; 8] {
+fn connection_families() -> [PerIntercept; 10] {
     [
         (
             Family::counter("runtime_tap_connections_accepted_total", "Client connections accepted."),
@@ -225,6 +241,23 @@ fn connection_families() -> [PerIntercept; 8] {
                 let values = [Direction::ClientToServer, Direction::ServerToClient].map(|d| (d.as_str(), m.bytes(d)));
                 by(f, m, out, "direction", &values);
             },
+        ),
+        (
+            Family::counter(
+                "runtime_tap_spliced_bytes_total",
+                "Of the bytes relayed, those moved with splice(2) on directions nothing decodes, by direction.",
+            ),
+            |f, m, out| {
+                let values = [Direction::ClientToServer, Direction::ServerToClient].map(|d| (d.as_str(), m.spliced(d)));
+                by(f, m, out, "direction", &values);
+            },
+        ),
+        (
+            Family::counter(
+                "runtime_tap_splice_refused_total",
+                "Directions that would have spliced but the kernel refused splice(2); they use the copy loop.",
+            ),
+            |f, m, out| one(f, m, out, m.splice_refused.get()),
         ),
         (
             Family::counter(

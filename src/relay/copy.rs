@@ -12,6 +12,11 @@
 //! shutdown drain has begun ([`Relay::start_drain`]), adds the GOAWAY and PING frames or the
 //! `Connection: close` it needs and removes what the client must not reach the daemon with.
 //! The relay then ends on its own, without error, as soon as the walker says no call is left.
+//!
+//! A direction that streams bulk (a read filled its buffer) while nothing needs its bytes (the
+//! tap is off or was let go, no rewriter still rewriting, no drain walker still following)
+//! switches to splice(2) through a pipe (`relay::splice`): what was read into user space goes
+//! out first, the pipe is emptied before EOF is passed on, and the byte counts stay exact.
 
 use std::future::Future;
 use std::io;
@@ -23,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::rewrite::{MAX_HOLD_TIME, Rewriter};
 use super::settle::Watch;
+use super::splice::{self, Pipe, Splice};
 use super::tap::Tap;
 use crate::wire::Direction;
 use crate::wire::drain::Drain;
@@ -53,6 +59,12 @@ struct Half {
     /// What a read buffer is allocated with: the configured size, grown (up to
     /// [`BULK_CAPACITY`]) while reads keep filling the whole buffer.
     capacity: usize,
+    /// A read filled the buffer while nothing decoded: splice from here on when allowed.
+    bulk: bool,
+    /// The kernel refused splice on this direction (or no pipe could be made): copy loop.
+    no_splice: bool,
+    /// The splice pipe, made at the first splice.
+    pipe: Option<Pipe>,
 }
 
 /// Largest read buffer a direction grows to while it streams bulk through a connection nothing
@@ -73,11 +85,106 @@ impl Half {
             shutdown_done: false,
             bytes: 0,
             capacity,
+            bulk: false,
+            no_splice: false,
+            pipe: None,
         }
     }
 
     fn done(&self) -> bool {
         self.read_done && self.shutdown_done
+    }
+
+    /// Whether the next read may splice: bulk seen, both sockets spliceable, and nothing that
+    /// needs the bytes (tap let go, rewriter passing bytes through, drain walker not following).
+    fn may_splice<R: Splice, W: Splice>(
+        &self,
+        reader: &R,
+        writer: &W,
+        tap: &Tap,
+        prop: Option<&Propagation>,
+        drain: Option<&Drain>,
+    ) -> bool {
+        self.bulk
+            && !self.no_splice
+            && !tap.is_tapping()
+            && prop.is_none_or(|p| p.rewriter.passing())
+            && drain.is_none_or(Drain::passthrough)
+            && reader.splice_fd().is_some()
+            && writer.splice_fd().is_some()
+    }
+
+    /// One splice into the pipe (made now if this is the first): `Ok(true)` when it moved
+    /// bytes or saw EOF, `Ok(false)` when splice is refused here (the copy loop takes over).
+    fn poll_splice_in<R: Splice>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &R,
+        tap: &mut Tap,
+    ) -> Poll<Result<bool, RelayError>> {
+        let (from, _) = sides(self.dir);
+        if self.pipe.is_none() {
+            match Pipe::new() {
+                Ok(p) => self.pipe = Some(p),
+                Err(e) => {
+                    splice::note_refused(from, &e);
+                    tap.splice_refused();
+                    self.no_splice = true;
+                    return Poll::Ready(Ok(false));
+                }
+            }
+        }
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        match ready!(pipe.poll_fill(cx, reader)) {
+            Ok(0) => {
+                self.read_done = true;
+                tap.eof(self.dir);
+            }
+            Ok(n) => {
+                self.bytes += n as u64;
+                tap.count(self.dir, n);
+            }
+            Err(e) if splice::refused(&e) => {
+                // Nothing moved: the copy loop reads the same bytes next.
+                splice::note_refused(from, &e);
+                tap.splice_refused();
+                self.no_splice = true;
+                return Poll::Ready(Ok(false));
+            }
+            Err(source) => return Poll::Ready(Err(RelayError::Read { side: from, source })),
+        }
+        Poll::Ready(Ok(true))
+    }
+
+    /// Write out what the pipe holds. A writer that refuses splice gets the bytes through
+    /// user space instead (they become the pending chunk, already counted and offered).
+    fn poll_splice_out<W: Splice>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &W,
+        tap: &mut Tap,
+    ) -> Poll<Result<(), RelayError>> {
+        let (_, to) = sides(self.dir);
+        let Some(pipe) = self.pipe.as_mut().filter(|p| p.held() > 0) else {
+            return Poll::Ready(Ok(()));
+        };
+        match ready!(pipe.poll_drain(cx, writer)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) if splice::refused(&e) => {
+                splice::note_refused(to, &e);
+                tap.splice_refused();
+                self.no_splice = true;
+                let held = pipe
+                    .take_held()
+                    .map_err(|source| RelayError::Write { side: to, source })?;
+                self.pending = held;
+                self.written = 0;
+                Poll::Ready(Ok(()))
+            }
+            Err(source) => Poll::Ready(Err(RelayError::Write { side: to, source })),
+        }
     }
 
     fn poll<R, W>(
@@ -90,11 +197,13 @@ impl Half {
         mut drain: Option<&mut Drain>,
     ) -> Poll<Result<(), RelayError>>
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        R: AsyncRead + Splice + Unpin,
+        W: AsyncWrite + Splice + Unpin,
     {
         let (from, to) = sides(self.dir);
         loop {
+            // Spliced bytes are older than anything the copy loop reads next: out first.
+            ready!(self.poll_splice_out(cx, &*writer, tap))?;
             // Write out what was read before reading more: the relay holds at most one
             // chunk per direction, so a slow reader back-pressures its writer.
             while self.written < self.pending.len() {
@@ -134,6 +243,12 @@ impl Half {
                 self.set_pending(held, tap);
                 continue;
             }
+            if self.may_splice(&*reader, &*writer, tap, prop.as_deref(), drain.as_deref()) {
+                // Everything read into user space is written (above): the pipe takes over.
+                if ready!(self.poll_splice_in(cx, &*reader, tap))? {
+                    continue;
+                }
+            }
             if self.buf.capacity() < self.capacity / 4 {
                 // Reclaims the old allocation when the tap has let go of it, else allocates.
                 self.buf.reserve(self.capacity);
@@ -168,8 +283,9 @@ impl Half {
                 self.bytes += n as u64;
                 // Only while nothing decodes this connection: a decoder's queue and the
                 // process-wide decode budget are sized in default chunks.
-                if n >= self.capacity && self.capacity < BULK_CAPACITY && !tap.is_tapping() {
+                if n >= self.capacity && !tap.is_tapping() {
                     self.capacity = (self.capacity * 2).min(BULK_CAPACITY);
+                    self.bulk = true;
                 }
                 let chunk = self.buf.split().freeze();
                 let chunk = match prop.as_deref_mut() {
@@ -187,7 +303,7 @@ impl Half {
     /// `chunk` is what goes onward next.
     /// Everything read has been written onward.
     fn flushed(&self) -> bool {
-        self.written >= self.pending.len()
+        self.written >= self.pending.len() && self.pipe.as_ref().is_none_or(|p| p.held() == 0)
     }
 
     fn set_pending(&mut self, chunk: Bytes, tap: &mut Tap) {
@@ -296,8 +412,8 @@ pub struct Relay<'a, C, U> {
 
 impl<'a, C, U> Relay<'a, C, U>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Splice + Unpin,
+    U: AsyncRead + AsyncWrite + Splice + Unpin,
 {
     pub fn new(client: &'a mut C, upstream: &'a mut U, tap: &'a mut Tap, buffer_size: usize) -> Self {
         Relay {
@@ -377,8 +493,8 @@ where
 
 impl<C, U> Future for Relay<'_, C, U>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Splice + Unpin,
+    U: AsyncRead + AsyncWrite + Splice + Unpin,
 {
     type Output = Result<ByteCounts, RelayError>;
 
@@ -486,3 +602,6 @@ mod tests {
         assert_eq!(relay_upload(1 << 20, 512, false).await, DEFAULT);
     }
 }
+
+#[cfg(test)]
+mod splice_tests;

@@ -14,6 +14,7 @@ pub mod ownership;
 pub mod peer;
 pub mod rewrite;
 pub mod settle;
+pub mod splice;
 pub mod stream;
 pub mod tap;
 

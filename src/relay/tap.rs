@@ -185,6 +185,18 @@ impl Tap {
         }
     }
 
+    /// Count `n` bytes moved without passing through user space (spliced): only while the
+    /// tap is not tapping, so the observer misses nothing but the bytes' count is kept.
+    pub fn count(&mut self, dir: Direction, n: usize) {
+        debug_assert!(self.tx.is_none());
+        self.metrics.add_spliced(dir, n);
+    }
+
+    /// This connection wanted to splice a direction and the kernel refused (counted).
+    pub fn splice_refused(&mut self) {
+        self.metrics.splice_refused.inc();
+    }
+
     /// Announce a `traceparent` added to the next client chunk (sent before it). Never blocks.
     pub fn injected(&mut self, injection: Injection) {
         self.metrics.propagation_injected.inc();

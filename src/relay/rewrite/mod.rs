@@ -51,6 +51,11 @@ impl Rewriter {
         self.inner.held()
     }
 
+    /// Passing every byte unchanged from now on, holding none (`wire::inject::Rewriter::passing`).
+    pub fn passing(&self) -> bool {
+        self.inner.passing()
+    }
+
     /// Stop rewriting: every held byte, unchanged (`reason`: see `inject::Rewriter::release`).
     pub fn release(&mut self, reason: Option<GiveUpReason>) -> Bytes {
         self.inner.release(reason)

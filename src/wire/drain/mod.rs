@@ -103,6 +103,12 @@ impl Drain {
         }
     }
 
+    /// The walker follows nothing and never will (an opaque protocol): every byte passes as
+    /// it comes, none is held, and it need not see them (the relay may splice).
+    pub fn passthrough(&self) -> bool {
+        matches!(self.proto, Proto::Opaque)
+    }
+
     /// The client sent a header block after a refused stream's block was removed: the
     /// daemon's HPACK table may differ from the client's, so the connection ends now.
     pub fn hpack_out_of_step(&self) -> bool {

@@ -172,6 +172,12 @@ impl Rewriter {
             }
     }
 
+    /// Every byte from now on passes as it comes (opaque, given up or released) and none is
+    /// held: the relay may move this connection's bytes without showing them to the rewriter.
+    pub fn passing(&self) -> bool {
+        matches!(self.proto, Proto::Pass) && self.spill.is_empty()
+    }
+
     /// Stop rewriting: returns every held byte, unchanged, to forward now; everything after
     /// passes as it comes. `reason` is `None` at the client's EOF (nothing went wrong), else
     /// why (held too long).
