@@ -2,7 +2,10 @@
 //! calls held under it), after the fact, so that errors and slow calls anywhere in it keep it.
 //! By default every trace is kept except kubelet's and dockerd's polls (List*, *Status,
 //! Tasks/Get...), thinned to a few per minute per method unless they fail or are slow. A
-//! sampled-out call is counted, never silent (DESIGN.md invariant 6).
+//! sampled-out call is counted, never silent (DESIGN.md invariant 6). A poll that can only be
+//! the root of its own trace is decided at its start instead (`early`; the correlator's
+//! `begin` says which), so that a sampled-out one is never built; errors and slow calls are
+//! still kept, by the tracer at its end.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
