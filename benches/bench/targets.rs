@@ -232,9 +232,16 @@ impl Relay {
                 let cfg = env.dir.join(format!("{name}.toml"));
                 let export = if target.exports() {
                     // Every call exported (no poll thinning): the worst case for export cost, and
-                    // the spans column then accounts for every call.
+                    // the spans column then accounts for every call. RTAP_BENCH_SAMPLING=default
+                    // (benches/instructions --default-sampling) keeps the default rules instead:
+                    // Version/Version is a poll they thin, so most calls are sampled out.
+                    let sampling = if std::env::var("RTAP_BENCH_SAMPLING").as_deref() == Ok("default") {
+                        ""
+                    } else {
+                        "\n[sampling]\ndefault_rules = false\n"
+                    };
                     format!(
-                        "[export]\nendpoint = \"{}\"\nconsole = false\n\n[sampling]\ndefault_rules = false\n",
+                        "[export]\nendpoint = \"{}\"\nconsole = false\n{sampling}",
                         env.otlp_endpoint
                     )
                 } else {

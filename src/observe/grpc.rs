@@ -17,7 +17,7 @@ use crate::schema::names::{self, GRPC_MESSAGE};
 use crate::schema::pull::PullProgress;
 use crate::schema::{self, MethodInfo, Schema, Side, any, grpc_status, rules};
 use crate::trace::attr::{Attr, AttrValue};
-use crate::trace::call::{Call, CallStart, RemoteParent, Shape, StreamEvent};
+use crate::trace::call::{Begun, Call, CallStart, RemoteParent, Shape, StreamEvent, ThinEnd};
 use crate::trace::red::RPC_METHOD_OTHER;
 use crate::trace::span::{SpanEventRecord, SpanId, SpanStatus, TraceId, new_span_id};
 use crate::wire::Direction;
@@ -48,6 +48,10 @@ const READ_FIELDS: &[&str] = &[
     "tracestate",
 ];
 
+/// Payload messages a call sampled out at its start keeps (raw, refcounted) for building its
+/// attributes should its outcome keep it: a poll has one each way.
+const THIN_MAX_MESSAGES: usize = 4;
+
 /// Reason counted (with the skipped payloads) for a delivered event of an event stream that
 /// load shedding left undecoded: it has no event span.
 pub const EVENT_SHED: &str = "event_shed";
@@ -71,6 +75,18 @@ struct GrpcCall {
     /// A containerd 2.x Streaming/Stream: its Progress messages folded per layer (bounded:
     /// `schema::pull`); a pull's `layer download` spans are its children.
     pull: Option<Box<PullProgress>>,
+    /// Sampled out at its start (`Begun::SampledOut`): `attributes` stays empty until the
+    /// end says to build the call whole after all.
+    thin: Option<Box<Thin>>,
+}
+
+/// What a call sampled out at its start keeps to build its attributes lazily.
+#[derive(Default)]
+struct Thin {
+    /// `containerd-namespace` of its request.
+    namespace: Option<String>,
+    /// Its first payloads, raw, in order.
+    messages: Vec<(Side, Bytes)>,
 }
 
 /// The calls of one gRPC connection.
@@ -91,6 +107,9 @@ pub struct GrpcSession {
     /// Methods by `:path`: a connection calls the same few methods again and again, and
     /// resolving one (descriptor lookups, its rules) costs more than the rest of a call's start.
     methods: FxHashMap<String, Option<Arc<MethodInfo>>>,
+    /// Payloads decoded for attributes (`schema::extract`), for tests: a call sampled out at
+    /// its start decodes none.
+    extracted: u64,
 }
 
 /// Paths a session remembers; calls past it resolve their method each time.
@@ -111,6 +130,7 @@ impl GrpcSession {
             injected: Injected::default(),
             skipped: Vec::new(),
             methods: FxHashMap::default(),
+            extracted: 0,
         }
     }
 
@@ -183,21 +203,6 @@ impl GrpcSession {
             Some(m) => m.full_name.clone(),
             None => path.trim_start_matches('/').to_string(),
         };
-        // Room for what `finish` adds (status, message, four counts) and the transport and
-        // peer attributes added at export, so the list is allocated once.
-        let mut attributes = Vec::with_capacity(18);
-        attributes.push(Attr::str(RPC_SYSTEM_NAME, "grpc"));
-        if method.is_some() {
-            attributes.push(Attr::str(RPC_METHOD, name.clone()));
-        } else {
-            // Not a method the pool knows: the conventions' `_OTHER`, which also keeps the
-            // RED metrics' method labels bounded by the pool, whatever paths clients send.
-            attributes.push(Attr::str(RPC_METHOD, RPC_METHOD_OTHER));
-            attributes.push(Attr::str(RPC_METHOD_ORIGINAL, name.clone()));
-        }
-        if let Some(ns) = headers.get("containerd-namespace") {
-            attributes.push(Attr::str(names::CONTAINERD_NAMESPACE, ns));
-        }
         // A traceparent propagation added names this call itself, not a remote parent.
         let identity = self.injected.take(headers.get("traceparent"));
         let remote_parent = headers
@@ -217,7 +222,7 @@ impl GrpcSession {
             // The drain at shutdown does not wait for a subscription (the client renews it).
             self.ctx.long_lived.mark(stream);
         }
-        let call = GrpcCall {
+        let mut call = GrpcCall {
             span_id: identity.map_or_else(new_span_id, |(_, span)| span),
             own_trace: identity.map(|(trace, _)| trace),
             start: at,
@@ -225,7 +230,7 @@ impl GrpcSession {
             pull: (name == STREAMING_STREAM).then(Box::default),
             name,
             method,
-            attributes,
+            attributes: Vec::new(),
             messages: [0; 2],
             bytes: [0; 2],
             status: None,
@@ -233,8 +238,9 @@ impl GrpcSession {
             remote_parent,
             shape,
             events: Vec::new(),
+            thin: None,
         };
-        self.ctx.sink.started(&CallStart {
+        let begun = self.ctx.sink.begin(&CallStart {
             span_id: call.span_id,
             conn: self.ctx.conn.clone(),
             name: call.name.clone(),
@@ -244,6 +250,16 @@ impl GrpcSession {
             own_trace: call.own_trace,
             attributes: Vec::new(),
         });
+        let namespace = headers.get("containerd-namespace");
+        match begun {
+            Begun::Tracked => call.attributes = start_attributes(&call.name, call.method.is_some(), namespace),
+            Begun::SampledOut => {
+                call.thin = Some(Box::new(Thin {
+                    namespace: namespace.map(str::to_owned),
+                    messages: Vec::new(),
+                }))
+            }
+        }
         // A stream id reused after an unseen end would leave its old call open: end it first.
         if let Some(old) = self.calls.insert(stream, call) {
             self.finish(old, at, true);
@@ -261,6 +277,18 @@ impl GrpcSession {
         call.messages[i] += 1;
         call.bytes[i] += message.len;
         let event = call.event_stream && side == Side::Response;
+        if let Some(thin) = &mut call.thin {
+            // Sampled out at its start: the payload is kept raw, decoded only if kept.
+            if let Some(reason) = message.skipped {
+                count_skipped(&mut self.skipped, reason);
+            }
+            if let Some(data) = message.data
+                && thin.messages.len() < THIN_MAX_MESSAGES
+            {
+                thin.messages.push((side, data));
+            }
+            return;
+        }
         match message.skipped {
             // An event stream's payloads are always wanted: under shedding, a delivered event
             // has no event span, and that is counted.
@@ -294,6 +322,7 @@ impl GrpcSession {
         if schema::wants_payload(method, side) {
             // First value wins: a response's copy of an id never overwrites the request's.
             let before = call.attributes.len();
+            self.extracted += 1;
             let _ = schema::extract(&self.schema, method, side, data, &mut call.attributes);
             if let Some(pull) = &mut call.pull
                 && side == Side::Response
@@ -371,7 +400,22 @@ impl GrpcSession {
         }
     }
 
-    fn finish(&self, mut call: GrpcCall, at: Instant, incomplete: bool) {
+    fn finish(&mut self, mut call: GrpcCall, at: Instant, incomplete: bool) {
+        if let Some(thin) = call.thin.take() {
+            if !self.thin_kept(&call, at, incomplete) {
+                return;
+            }
+            // Kept by its outcome: built as it would have been from its start.
+            call.attributes = start_attributes(&call.name, call.method.is_some(), thin.namespace.as_deref());
+            if let Some(method) = &call.method {
+                for (side, data) in &thin.messages {
+                    if schema::wants_payload(method, *side) {
+                        self.extracted += 1;
+                        let _ = schema::extract(&self.schema, method, *side, data, &mut call.attributes);
+                    }
+                }
+            }
+        }
         let mut status = SpanStatus::Unset;
         if let Some((code, message)) = &call.status {
             let code_name = grpc_status::name(*code);
@@ -471,6 +515,51 @@ impl Session for GrpcSession {
     fn buffered_bytes(&self) -> usize {
         self.decoder.buffered_bytes()
     }
+}
+
+impl GrpcSession {
+    /// A call sampled out at its start ended: whether its outcome (or the correlator) keeps it
+    /// whole after all; if not, the sink has counted it.
+    fn thin_kept(&self, call: &GrpcCall, at: Instant, incomplete: bool) -> bool {
+        let code = call.status.as_ref().map(|(code, _)| *code);
+        let status = match code {
+            _ if incomplete => "incomplete",
+            Some(code) => grpc_status::name(code),
+            None => "unset",
+        };
+        let start = self.ctx.clock.wall(call.start);
+        self.ctx.sink.thin_ended(&ThinEnd {
+            span_id: call.span_id,
+            conn: &self.ctx.conn,
+            name: &call.name,
+            start,
+            end: self.ctx.clock.wall(at.max(call.start)),
+            status,
+            error: code.is_some_and(grpc_status::is_server_error),
+            incomplete,
+            unknown_method: call.method.is_none(),
+        })
+    }
+}
+
+/// The attributes a call has from its start: the rpc names and its containerd namespace.
+fn start_attributes(name: &str, known: bool, namespace: Option<&str>) -> Vec<Attr> {
+    // Room for what `finish` adds (status, message, four counts) and the transport and
+    // peer attributes added at export, so the list is allocated once.
+    let mut attributes = Vec::with_capacity(18);
+    attributes.push(Attr::str(RPC_SYSTEM_NAME, "grpc"));
+    if known {
+        attributes.push(Attr::str(RPC_METHOD, name.to_owned()));
+    } else {
+        // Not a method the pool knows: the conventions' `_OTHER`, which also keeps the
+        // RED metrics' method labels bounded by the pool, whatever paths clients send.
+        attributes.push(Attr::str(RPC_METHOD, RPC_METHOD_OTHER));
+        attributes.push(Attr::str(RPC_METHOD_ORIGINAL, name.to_owned()));
+    }
+    if let Some(ns) = namespace {
+        attributes.push(Attr::str(names::CONTAINERD_NAMESPACE, ns));
+    }
+    attributes
 }
 
 /// Which payloads of a call to `path` anything needs: the schema's rules, event streams,

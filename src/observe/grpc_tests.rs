@@ -11,11 +11,27 @@ pub struct Collect {
     pub started: Mutex<Vec<CallStart>>,
     pub ended: Mutex<Vec<Call>>,
     pub events: Mutex<Vec<StreamEvent>>,
+    /// Sample every call out at its start (as the tracer does a thinned poll), keeping at
+    /// the end only those that failed.
+    pub thin: std::sync::atomic::AtomicBool,
+    /// Calls sampled out at their start as they ended: name and whether they failed.
+    pub thin_ends: Mutex<Vec<(String, bool)>>,
 }
 
 impl CallSink for Collect {
     fn started(&self, call: &CallStart) {
         self.started.lock().unwrap().push(call.clone());
+    }
+    fn begin(&self, call: &CallStart) -> Begun {
+        if self.thin.load(std::sync::atomic::Ordering::Relaxed) {
+            return Begun::SampledOut;
+        }
+        self.started(call);
+        Begun::Tracked
+    }
+    fn thin_ended(&self, call: &ThinEnd<'_>) -> bool {
+        self.thin_ends.lock().unwrap().push((call.name.to_string(), call.error));
+        call.error
     }
     fn ended(&self, call: Call) {
         self.ended.lock().unwrap().push(call);
@@ -759,4 +775,60 @@ fn unknown_methods_share_one_red_label_and_pool_methods_keep_theirs() {
         out.contains("method=\"other\",status=\"UNIMPLEMENTED\"} 10000"),
         "{out:.2000}"
     );
+}
+
+/// Issue 15, point 2: a poll sampled out at its start decodes no payload and builds no
+/// attributes; one that fails is still built whole, payload attributes included.
+#[test]
+fn a_poll_sampled_out_at_its_start_decodes_nothing_unless_it_fails() {
+    const STATUS: &str = "/runtime.v1.RuntimeService/ContainerStatus";
+    const NAME: &str = "runtime.v1.RuntimeService/ContainerStatus";
+    let poll = |w: &mut Wire, id: u32, status: &str| {
+        w.request(id, STATUS, false)
+            .c(t::data(
+                id,
+                flags::END_STREAM,
+                &t::grpc_msg(false, &pb_bytes(1, b"c0ffee")),
+            ))
+            .response_headers(id)
+            .s(t::data(
+                id,
+                0,
+                &t::grpc_msg(false, &pb_bytes(1, &pb_bytes(1, b"c0ffee"))),
+            ))
+            .trailers(id, status, "boom");
+    };
+    // Tracked as always: its payloads are decoded for attributes (the counter counts).
+    let mut w = Wire::new(false);
+    poll(&mut w, 1, "0");
+    assert!(w.session.extracted > 0);
+    let tracked = w.close();
+    assert_eq!(attr(&tracked[0], "container.id"), s("c0ffee").as_ref());
+
+    let mut w = Wire::new(false);
+    w.sink.thin.store(true, std::sync::atomic::Ordering::Relaxed);
+    poll(&mut w, 1, "0");
+    assert_eq!(w.session.extracted, 0, "a sampled-out poll decodes no payload");
+    assert!(w.sink.ended.lock().unwrap().is_empty());
+    assert_eq!(*w.sink.thin_ends.lock().unwrap(), [(NAME.to_string(), false)]);
+    // The same poll failing (INTERNAL is a server error) is built whole at its end.
+    poll(&mut w, 3, "13");
+    let ended = w.close();
+    assert_eq!(ended.len(), 1);
+    let call = &ended[0];
+    assert_eq!(call.name, NAME);
+    assert!(matches!(call.status, SpanStatus::Error(_)), "{:?}", call.status);
+    for (key, value) in [
+        ("container.id", "c0ffee"),
+        ("rpc.system.name", "grpc"),
+        ("rpc.method", NAME),
+        ("rpc.response.status_code", "INTERNAL"),
+        ("containerd.namespace", "k8s.io"),
+        (GRPC_MESSAGE, "boom"),
+    ] {
+        assert_eq!(attr(call, key), s(value).as_ref(), "{key}: {:?}", call.attributes);
+    }
+    assert_eq!(int(call, names::REQUEST_MESSAGES), Some(1));
+    assert!(w.session.extracted > 0);
+    assert_eq!(w.sink.started.lock().unwrap().len(), 0, "never started as tracked");
 }

@@ -136,11 +136,54 @@ impl Default for Clock {
     }
 }
 
+/// What became of a call at its start ([`CallSink::begin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Begun {
+    /// Tracked as a whole call: its attributes are built as it goes, as always.
+    Tracked,
+    /// Sampled out at its start (a poll thinned by rule that can be no parent and no child):
+    /// the session keeps a minimal record and raw payloads, builds no attributes, and asks
+    /// [`CallSink::thin_ended`] at the end whether the outcome keeps it after all.
+    SampledOut,
+}
+
+/// The minimal record of a call sampled out at its start, as it ends: what its RED
+/// histogram, its accounting and the keep-anyway rules (errors, slow calls) need.
+#[derive(Debug)]
+pub struct ThinEnd<'a> {
+    pub span_id: SpanId,
+    pub conn: &'a Arc<ConnMeta>,
+    /// Span name (the full gRPC method).
+    pub name: &'a str,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    /// The RED status label: the gRPC code's name, `incomplete` or `unset`.
+    pub status: &'a str,
+    /// The span would have status Error (a server error code).
+    pub error: bool,
+    pub incomplete: bool,
+    /// `rpc.method` would be `_OTHER` (not a method of the pool).
+    pub unknown_method: bool,
+}
+
 /// Where sessions hand their calls: the tracer (correlation and export) in the proxy, a
 /// collecting vector in tests.
 pub trait CallSink: Send + Sync {
     /// A call started (its request headers passed).
     fn started(&self, call: &CallStart);
+    /// A call started, and the sink may sample it out at once (`Begun::SampledOut`): then
+    /// `started` and `ended` are not called for it unless `thin_ended` says to build it.
+    fn begin(&self, call: &CallStart) -> Begun {
+        self.started(call);
+        Begun::Tracked
+    }
+    /// A call sampled out at its start ended: true when it must be built whole after all
+    /// (it failed, was slow, or can parent a call since) and handed to `ended`; false when
+    /// the sink has counted it as a drop.
+    fn thin_ended(&self, call: &ThinEnd<'_>) -> bool {
+        let _ = call;
+        true
+    }
     /// An open call learned attributes (entity ids from its request payload, say).
     fn learned(&self, span_id: SpanId, attributes: &[Attr]) {
         let _ = (span_id, attributes);

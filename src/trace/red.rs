@@ -42,20 +42,37 @@ impl Red {
     /// Count one finished call.
     pub fn record(&self, call: &Call) {
         let status = status_label(call);
-        let seconds = call
-            .end
-            .duration_since(call.start)
-            .unwrap_or(Duration::ZERO)
-            .as_secs_f64();
+        self.record_parts(
+            &call.conn.service,
+            &call.name,
+            unknown_method(call),
+            status,
+            call.start,
+            call.end,
+        );
+    }
+
+    /// Count one finished call given by its parts (a call sampled out at its start has no
+    /// `Call`): intercept, span name, whether `rpc.method` is `_OTHER`, status label, times.
+    pub fn record_parts(
+        &self,
+        service: &Arc<str>,
+        name: &str,
+        unknown: bool,
+        status: Cow<'_, str>,
+        start: std::time::SystemTime,
+        end: std::time::SystemTime,
+    ) {
+        let seconds = end.duration_since(start).unwrap_or(Duration::ZERO).as_secs_f64();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let methods = match inner.series.get_mut(&*call.conn.service) {
+        let methods = match inner.series.get_mut(&**service) {
             Some(m) => m,
-            None => inner.series.entry(Arc::clone(&call.conn.service)).or_default(),
+            None => inner.series.entry(Arc::clone(service)).or_default(),
         };
-        let method = if unknown_method(call) {
+        let method = if unknown {
             OTHER
-        } else if methods.contains_key(&call.name) || methods.len() < MAX_METHODS_PER_INTERCEPT {
-            call.name.as_str()
+        } else if methods.contains_key(name) || methods.len() < MAX_METHODS_PER_INTERCEPT {
+            name
         } else {
             OTHER
         };

@@ -2,7 +2,10 @@
 //! calls held under it), after the fact, so that errors and slow calls anywhere in it keep it.
 //! By default every trace is kept except kubelet's and dockerd's polls (List*, *Status,
 //! Tasks/Get...), thinned to a few per minute per method unless they fail or are slow. A
-//! sampled-out call is counted, never silent (DESIGN.md invariant 6).
+//! sampled-out call is counted, never silent (DESIGN.md invariant 6). A poll that can only be
+//! the root of its own trace is decided at its start instead (`early`; the correlator's
+//! `begin` says which), so that a sampled-out one is never built; errors and slow calls are
+//! still kept, by the tracer at its end.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -168,6 +171,34 @@ impl Sampler {
         }
     }
 
+    /// Calls at least this slow are kept whatever the rules say.
+    pub fn slow(&self) -> Duration {
+        self.slow
+    }
+
+    /// Whether any rule may drop a call (no rules: everything is kept, nothing to decide early).
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// The rules' verdict on a call named `name`, taken at its start for a call that will be
+    /// the root of its own trace, as if it ended neither failed nor slow (the caller keeps a
+    /// call those make keep whatever was decided here). `None` where no early verdict is
+    /// possible or needed: no rule matches, the rule keeps everything, or a `ratio` rule
+    /// (decided by trace id, at the end). A `per_second` verdict takes its token now, so the
+    /// caller must not ask `keep` again for a call it keeps this way.
+    pub fn early(&mut self, name: &str, now: SystemTime) -> Option<bool> {
+        let (i, rule) = self.rules.iter().enumerate().find(|(_, r)| matches(&r.name, name))?;
+        if let Some(keep) = rule.keep {
+            return (!keep).then_some(false);
+        }
+        if rule.ratio.is_some() {
+            return None;
+        }
+        let per_second = rule.per_second.unwrap_or(f64::INFINITY);
+        Some(self.take_token(i, per_second, now))
+    }
+
     /// Whether the trace whose root is `spans[0]` is exported.
     pub fn keep(&mut self, spans: &[SpanRecord], now: SystemTime) -> bool {
         let Some(root) = spans.first() else { return true };
@@ -194,6 +225,11 @@ impl Sampler {
             return (x as f64 / u64::MAX as f64) < ratio;
         }
         let per_second = rule.per_second.unwrap_or(f64::INFINITY);
+        self.take_token(i, per_second, now)
+    }
+
+    /// Take a token from rule `i`'s bucket, if it has one.
+    fn take_token(&mut self, i: usize, per_second: f64, now: SystemTime) -> bool {
         let b = self.buckets.entry(i).or_insert(Bucket { tokens: 1.0, last: now });
         let elapsed = now.duration_since(b.last).unwrap_or_default().as_secs_f64();
         b.tokens = (b.tokens + elapsed * per_second).min(1.0_f64.max(per_second));

@@ -16,7 +16,7 @@ use opentelemetry_semantic_conventions::attribute::{NETWORK_TRANSPORT, SERVER_AD
 
 use crate::metrics::{Counter, Family, FmtMetrics};
 use crate::trace::attr::{Attr, names};
-use crate::trace::call::{Call, CallSink, CallStart, ConnMeta, StreamEvent};
+use crate::trace::call::{Begun, Call, CallSink, CallStart, ConnMeta, StreamEvent, ThinEnd};
 use crate::trace::correlate::{CorrelateCounts, Correlator};
 use crate::trace::export::{Exporter, SPANS_DROPPED};
 use crate::trace::pod_start::PodStarts;
@@ -34,6 +34,9 @@ pub struct TracerCounters {
     pub incomplete: Counter,
     /// Event spans made from event streams.
     pub events: Counter,
+    /// Calls sampled out at their start and not kept by their outcome (drops `sampled_out`,
+    /// with the correlator's).
+    pub sampled_out_early: Counter,
 }
 
 /// Turns calls into spans and hands them to the exporter.
@@ -50,6 +53,8 @@ pub struct Tracer {
     pub red: Red,
     /// Pod start phases and SLI, for /metrics.
     pub pod_starts: PodStarts,
+    /// Calls at least this slow are kept, also when sampled out at their start.
+    slow: Duration,
     /// Told of every call span as it is submitted, with the trace the correlator gave it
     /// (the flight recorder waits for it), if set.
     on_submit: std::sync::OnceLock<SubmitHook>,
@@ -63,10 +68,12 @@ const TICK: Duration = Duration::from_millis(200);
 
 impl Tracer {
     pub fn new(exporter: Exporter, sampler: Sampler, correlation: &CorrelationConfig) -> Arc<Tracer> {
+        let slow = sampler.slow();
         let correlator = Correlator::with_sampler(sampler)
             .with_remote_policy(correlation.remote_parent)
             .with_client_spans(correlation.client_spans);
         Arc::new(Tracer {
+            slow,
             exporter,
             correlator: Mutex::new(correlator),
             counts: Mutex::new(CorrelateCounts::default()),
@@ -103,9 +110,12 @@ impl Tracer {
         r
     }
 
-    /// What the correlator decided so far (as of its last operation).
+    /// What the correlator decided so far (as of its last operation), with the calls the
+    /// tracer dropped at their end after sampling them out at their start.
     pub fn correlation(&self) -> CorrelateCounts {
-        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+        let mut counts = *self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.sampled_out += self.counters.sampled_out_early.get();
+        counts
     }
 
     fn submit(&self, spans: Vec<SpanRecord>) {
@@ -152,6 +162,37 @@ impl CallSink for Tracer {
         let mut out = Vec::new();
         self.correlate(|c| c.started(call, &mut out));
         self.submit(out);
+    }
+
+    fn begin(&self, call: &CallStart) -> Begun {
+        let mut out = Vec::new();
+        let begun = self.correlate(|c| c.begin(call, &mut out));
+        self.submit(out);
+        begun
+    }
+
+    /// A call sampled out at its start: kept whole if it failed, was slow or was promoted
+    /// since (the correlator says); otherwise its RED histogram and its accounting are all it
+    /// costs: one call, one `sampled_out` drop.
+    fn thin_ended(&self, call: &ThinEnd<'_>) -> bool {
+        let promoted = self.correlate(|c| c.thin_ended(call.span_id));
+        if promoted || call.error || call.end.duration_since(call.start).unwrap_or_default() >= self.slow {
+            return true;
+        }
+        self.counters.calls.inc();
+        if call.incomplete {
+            self.counters.incomplete.inc();
+        }
+        self.red.record_parts(
+            &call.conn.service,
+            call.name,
+            call.unknown_method,
+            std::borrow::Cow::Borrowed(call.status),
+            call.start,
+            call.end,
+        );
+        self.counters.sampled_out_early.inc();
+        false
     }
 
     fn learned(&self, span_id: SpanId, attributes: &[Attr]) {

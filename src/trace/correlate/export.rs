@@ -31,6 +31,7 @@ impl Correlator {
         let mut self_times = self.gather_self_times(&tree);
         let mut spans = Vec::with_capacity(tree.len());
         let mut is_root = false;
+        let mut presampled = false;
         for (k, cur) in tree.into_iter().enumerate() {
             let evidence = self.evidence_links(cur);
             self.held.remove(&cur);
@@ -66,6 +67,7 @@ impl Correlator {
                 // Sampling is decided at the trace's root; a span under a remote parent is
                 // the top of runtime-tap's part of the trace, so it gets the self times too.
                 is_root = !n.remote_outcome.is_some_and(RemoteOutcome::is_parent);
+                presampled = n.presampled;
                 let top = client.as_mut().unwrap_or(&mut span);
                 top_self_times(std::mem::take(&mut self_times), &n.conn.service, top);
             }
@@ -83,7 +85,8 @@ impl Correlator {
         // settle later follow the root's decision.
         let Some(first) = spans.first() else { return };
         let keep = if is_root {
-            self.sampler.keep(&spans, now)
+            // Kept by the rules at its start (`begin`): its token is taken.
+            presampled || self.sampler.keep(&spans, now)
         } else {
             !self.dropped_traces.contains(&first.trace_id)
         };

@@ -22,18 +22,42 @@
 //! applied. A child is exported once its parent's trace is settled, or after
 //! `MAX_EXPORT_DELAY` with the parent's provisional trace; a span is never exported twice.
 //!
+//! Who can be a parent (rules 3-4): only a call whose server process is also a client on
+//! some intercept. The rest (containerd's calls, on nodes where containerd calls no
+//! intercepted socket) never enter the candidate index `served`; they keep their node for
+//! their own placement. Which processes are clients is learned from every call's connection
+//! as it starts (`learn`; its peer creds were read when the connection was accepted), and a
+//! process can become a client after calls it serves started: dockerd's first call on the
+//! containerd socket may come while the `docker start` that caused it is open. So when a pid
+//! is first seen as a client, the calls it serves that are still tracked (open, deciding,
+//! held or retained) are indexed then, before that first client call can be decided: a child
+//! always starts after its parent, and its own start taught the correlator its client pid.
+//! Pod starts and Transfer streams have their own indexes and need none of this.
+//!
+//! Sampling early (`begin`): a call that a rule thins (kubelet's polls) and that can be
+//! neither a parent (above) nor a child (its client serves no intercept: rules 3-4 have no
+//! candidate for it, and it is no pod member or stream) is the root of its own trace, so the
+//! rules can decide it at its start. Sampled out, it gets no node: only a small record in
+//! `thin_open` until it ends, so that it is promoted to a node if its process turns out to
+//! be a client (it may parent after all) or its client a server (it may be a child) while it
+//! is open. At its end the tracer keeps it whole if it failed or was slow; otherwise it is
+//! one counted `sampled_out` drop.
+//!
 //! This module keeps the calls' lifecycle (started, ended, ticks, retention); `place` applies
 //! the rules, `pod` synthesizes pod roots, `self_time` sums each layer's own time, and
 //! `export` turns a settled tree into spans and samples it as one trace.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use rustc_hash::FxHashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::schema::containerd::STREAMING_STREAM;
+use crate::schema::containerd::TRANSFER;
 use crate::schema::{EntityKind, entity_ids};
 use crate::trace::attr::{Attr, AttrValue, names};
-use crate::trace::call::{Call, CallStart, ChildSpan, ConnMeta, RemoteParent, Shape};
+use crate::trace::call::{Begun, Call, CallStart, ChildSpan, ConnMeta, RemoteParent, Shape};
 use crate::trace::remote::{RemoteCounts, RemoteOutcome, RemoteParentPolicy};
 use crate::trace::sample::Sampler;
 use crate::trace::span::{
@@ -54,6 +78,9 @@ pub const RETAIN: Duration = Duration::from_secs(3);
 /// at high call rates (above ~19,000/s, where 3 s of retained calls reach it) the table stays
 /// at ~16 MiB instead of stepping to twice that.
 pub const MAX_NODES: usize = 57_344;
+/// Processes remembered as clients and as servers of intercepts; past it every process may
+/// be either (correlation as if nothing were known, sampling decided at the end).
+pub const MAX_KNOWN_PIDS: usize = 65_536;
 /// A pod's start is over after this long without another of its calls.
 pub const POD_QUIET_PERIOD: Duration = Duration::from_secs(5);
 
@@ -159,12 +186,29 @@ struct Node {
     /// For a fixed call: the parent the rules would have given it, as a link.
     evidence: Vec<(SpanId, Link)>,
     waiting: Vec<SpanId>,
+    /// The sampling rules kept it at its start (`begin`): not asked again at its export.
+    presampled: bool,
     /// Intervals of its children and the self time of its exported descendants, gathered as
     /// they are decided and exported (children often settle after their parent has ended,
     /// and a fixed parent's children are exported before it). Boxed: most calls have none.
     below: Option<Box<Below>>,
     state: State,
 }
+
+/// A call sampled out at its start, while it is open: what makes it a node if it must be.
+struct ThinOpen {
+    conn: Arc<ConnMeta>,
+    start: SystemTime,
+}
+
+/// The CRI methods a pod start may claim (`pod::pod_member`): never decided at their start.
+const POD_MEMBERS: &[&str] = &[
+    "RunPodSandbox",
+    "PullImage",
+    "CreateContainer",
+    "StartContainer",
+    "ImageStatus",
+];
 
 /// Traces remembered as sampled out, for their calls that settle later.
 pub const MAX_DROPPED_TRACES: usize = 4096;
@@ -176,7 +220,14 @@ pub struct Correlator {
     pods: Vec<PodGroup>,
     sampler: Sampler,
     /// Tracked calls by the pid of the process serving them: a call's parent candidates.
+    /// Only calls that can be parents (module doc) are indexed.
     served: HashMap<u32, SpanIdSet>,
+    /// Pids seen as the client of an intercepted connection: their calls' servers.
+    clients: FxHashSet<u32>,
+    /// Pids seen as the server of an intercepted connection.
+    servers: FxHashSet<u32>,
+    /// Calls sampled out at their start and still open (module doc).
+    thin_open: SpanIdMap<ThinOpen>,
     /// Stream ids named by tracked calls that are not streams themselves (a Transfer's source
     /// and progress streams), for the Streaming/Stream calls that carry them.
     stream_users: HashMap<String, SpanId>,
@@ -223,6 +274,9 @@ impl Correlator {
             pods: Vec::new(),
             sampler,
             served: HashMap::new(),
+            clients: FxHashSet::default(),
+            servers: FxHashSet::default(),
+            thin_open: SpanIdMap::default(),
             stream_users: HashMap::new(),
             deciding: SpanIdSet::default(),
             held: SpanIdSet::default(),
@@ -265,8 +319,128 @@ impl Correlator {
         deciding + self.held.len()
     }
 
-    /// A call started: it becomes a parent candidate at once.
+    /// A call started, sampled at once where it can be (module doc): `Begun::SampledOut`
+    /// leaves it untracked until `thin_ended`.
+    pub fn begin(&mut self, s: &CallStart, out: &mut Vec<SpanRecord>) -> Begun {
+        self.learn(&s.conn, out);
+        if self.thinnable(s) {
+            match self.sampler.early(&s.name, s.start) {
+                Some(false) => {
+                    self.thin_open.insert(
+                        s.span_id,
+                        ThinOpen {
+                            conn: Arc::clone(&s.conn),
+                            start: s.start,
+                        },
+                    );
+                    return Begun::SampledOut;
+                }
+                Some(true) => {
+                    self.started(s, out);
+                    if let Some(n) = self.nodes.get_mut(&s.span_id) {
+                        n.presampled = true;
+                    }
+                    return Begun::Tracked;
+                }
+                None => {}
+            }
+        }
+        self.started(s, out);
+        Begun::Tracked
+    }
+
+    /// A call sampled out at its start ended: false when it is still only that (the caller
+    /// counts the drop, or keeps it for its outcome); true when it was promoted since, or is
+    /// unknown: the caller builds it whole and hands it to `ended`.
+    pub fn thin_ended(&mut self, span: SpanId) -> bool {
+        self.thin_open.remove(&span).is_none()
+    }
+
+    /// Calls sampled out at their start and not ended yet (for tests).
+    pub fn thin_open(&self) -> usize {
+        self.thin_open.len()
+    }
+
+    /// Whether `s` is the root of its own trace whatever else happens, with nothing that
+    /// needs its node: the sampling rules may decide it at its start (module doc).
+    fn thinnable(&self, s: &CallStart) -> bool {
+        self.sampler.has_rules()
+            && s.shape == Shape::Unary
+            && s.own_trace.is_none()
+            && (s.remote_parent.is_none() || self.policy == RemoteParentPolicy::Link)
+            && !s.conn.capture_payloads
+            && s.name != STREAMING_STREAM
+            && s.name != TRANSFER
+            && !(is_cri(&s.name) && POD_MEMBERS.contains(&cri_method(&s.name)))
+            && !self.may_parent(&s.conn)
+            && pid_of(&s.conn.client).is_none_or(|c| !self.known_full() && !self.servers.contains(&c))
+            && self.thin_open.len() < MAX_NODES
+    }
+
+    /// Whether calls of `conn` can parent calls on other intercepts (module doc).
+    fn may_parent(&self, conn: &ConnMeta) -> bool {
+        pid_of(&conn.server).is_some_and(|p| self.known_full() || self.clients.contains(&p))
+    }
+
+    /// Too many pids remembered: every process may be a client and a server.
+    fn known_full(&self) -> bool {
+        self.clients.len() >= MAX_KNOWN_PIDS || self.servers.len() >= MAX_KNOWN_PIDS
+    }
+
+    /// Learn the processes on `conn`'s ends. A pid first seen as a client makes the calls it
+    /// serves parent candidates, and open sampled-out calls on either side of it tracked
+    /// (module doc).
+    fn learn(&mut self, conn: &ConnMeta, out: &mut Vec<SpanRecord>) {
+        if let Some(c) = pid_of(&conn.client)
+            && !self.clients.contains(&c)
+            && !self.known_full()
+        {
+            self.clients.insert(c);
+            for (id, n) in &self.nodes {
+                if pid_of(&n.conn.server) == Some(c) {
+                    self.served.entry(c).or_default().insert(*id);
+                }
+            }
+            self.promote_thin(|t| pid_of(&t.conn.server) == Some(c), out);
+        }
+        if let Some(p) = pid_of(&conn.server)
+            && !self.servers.contains(&p)
+            && !self.known_full()
+        {
+            self.servers.insert(p);
+            self.promote_thin(|t| pid_of(&t.conn.client) == Some(p), out);
+        }
+    }
+
+    /// Track the open sampled-out calls `which` picks as calls started like any other.
+    fn promote_thin(&mut self, which: impl Fn(&ThinOpen) -> bool, out: &mut Vec<SpanRecord>) {
+        let picked: Vec<SpanId> = self
+            .thin_open
+            .iter()
+            .filter(|(_, t)| which(t))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in picked {
+            let Some(t) = self.thin_open.remove(&id) else { continue };
+            self.started(
+                &CallStart {
+                    span_id: id,
+                    conn: t.conn,
+                    name: String::new(),
+                    start: t.start,
+                    shape: Shape::Unary,
+                    remote_parent: None,
+                    own_trace: None,
+                    attributes: Vec::new(),
+                },
+                out,
+            );
+        }
+    }
+
+    /// A call started: tracked, and a parent candidate at once if it can be one.
     pub fn started(&mut self, s: &CallStart, out: &mut Vec<SpanRecord>) {
+        self.learn(&s.conn, out);
         if self.nodes.len() >= MAX_NODES {
             self.evict_oldest(out);
         }
@@ -293,13 +467,16 @@ impl Correlator {
                 fixed: s.own_trace.is_some(),
                 evidence: Vec::new(),
                 waiting: Vec::new(),
+                presampled: false,
                 below: None,
                 state: State::Open,
             },
         );
         self.add_entities(s.span_id, &s.attributes);
         self.order.push_back(s.span_id);
-        if let Some(server) = pid_of(&s.conn.server) {
+        if let Some(server) = pid_of(&s.conn.server)
+            && self.may_parent(&s.conn)
+        {
             self.served.entry(server).or_default().insert(s.span_id);
         }
     }
@@ -590,8 +767,8 @@ mod pod;
 mod self_time;
 
 use client::{client_span, wants_client_span};
-use pod::is_cri;
 use pod::{Membership, PodGroup, pod_root};
+use pod::{cri_method, is_cri};
 use self_time::{Below, ms, nanos, push_self_times};
 
 #[cfg(test)]

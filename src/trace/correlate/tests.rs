@@ -1204,16 +1204,7 @@ fn the_image_a_stream_saved_goes_on_the_transfer_that_named_it() {
     let mut c = Correlator::new();
     let mut out = Vec::new();
     let (progress, transfer) = (new_span_id(), new_span_id());
-    let start = |id, name: &str, at| CallStart {
-        span_id: id,
-        conn: Arc::clone(&ctr),
-        name: name.to_string(),
-        start: t(at),
-        shape: Shape::Unary,
-        remote_parent: None,
-        own_trace: None,
-        attributes: Vec::new(),
-    };
+    let start = |id, name: &str, at| start_of(id, &ctr, name, at);
     c.started(&start(progress, STREAMING_STREAM, 0), &mut out);
     c.learned(progress, &[Attr::str("containerd.stream.id", "progress-1")]);
     c.started(
@@ -1818,4 +1809,100 @@ fn no_client_span_for_an_unnamed_client_and_sampling_drops_both() {
     );
     assert!(out.is_empty(), "{out:#?}");
     assert_eq!((counts.client_spans, counts.sampled_out), (1, 2));
+}
+
+fn start_of(id: SpanId, conn: &Arc<ConnMeta>, name: &str, at: u64) -> CallStart {
+    CallStart {
+        span_id: id,
+        conn: Arc::clone(conn),
+        name: name.to_string(),
+        start: t(at),
+        shape: Shape::Unary,
+        remote_parent: None,
+        own_trace: None,
+        attributes: Vec::new(),
+    }
+}
+
+fn end_of(s: &CallStart, at: u64, status: SpanStatus) -> Call {
+    Call {
+        span_id: s.span_id,
+        conn: Arc::clone(&s.conn),
+        name: s.name.clone(),
+        start: s.start,
+        end: t(at),
+        attributes: Vec::new(),
+        status,
+        incomplete: false,
+        shape: s.shape,
+        remote_parent: None,
+        own_trace: None,
+        events: Vec::new(),
+        children: Vec::new(),
+    }
+}
+
+/// Issue 15, point 3: a call whose server is no client on any intercept is no parent
+/// candidate; when that process makes its first call on another intercept later, while the
+/// call it serves is open, the open call becomes one, and the child is placed under it.
+#[test]
+fn a_server_that_becomes_a_client_later_still_parents_its_open_calls() {
+    let mut c = Correlator::new();
+    let mut out = Vec::new();
+    let cli = conn("dockerd", 100, 200);
+    let ctd = conn("containerd", 200, 300);
+    let start = start_of(new_span_id(), &cli, "POST /containers/{id}/start", 0);
+    c.started(&start, &mut out);
+    assert!(c.served.is_empty(), "dockerd is no client yet: no candidate");
+    let child = start_of(new_span_id(), &ctd, "containerd.services.tasks.v1.Tasks/Start", 10);
+    c.started(&child, &mut out);
+    assert!(c.served.get(&200).is_some_and(|s| s.contains(&start.span_id)));
+    assert!(
+        !c.served.contains_key(&300),
+        "containerd serves, is no client: no candidate"
+    );
+    c.ended(end_of(&child, 20, SpanStatus::Unset), t(20), &mut out);
+    c.ended(end_of(&start, 50, SpanStatus::Unset), t(50), &mut out);
+    c.flush(t(10_000), &mut out);
+    let span = out.iter().find(|s| s.span_id == child.span_id).unwrap();
+    assert_eq!(span.parent.map(|p| p.span_id), Some(start.span_id));
+    assert_eq!(link_of(span), Some("temporal"));
+}
+
+/// Issue 15, point 2: kubelet's polls are decided at their start. The first (a token) is
+/// tracked and not sampled again at its export; the next is no node at all and one counted
+/// drop when it ends; one open while its server turns out to be a client is promoted.
+#[test]
+fn polls_are_sampled_at_their_start_and_promoted_when_they_may_parent() {
+    use crate::trace::sample::{Sampler, SamplingConfig};
+    let mut c = Correlator::with_sampler(Sampler::new(&SamplingConfig::default()));
+    let mut out = Vec::new();
+    let kubelet = conn("containerd", 10, 20);
+    let poll = "runtime.v1.RuntimeService/ListPodSandbox";
+    let first = start_of(new_span_id(), &kubelet, poll, 0);
+    assert_eq!(c.begin(&first, &mut out), Begun::Tracked);
+    let second = start_of(new_span_id(), &kubelet, poll, 100);
+    assert_eq!(c.begin(&second, &mut out), Begun::SampledOut);
+    assert_eq!((c.tracked(), c.thin_open()), (1, 1));
+    assert!(
+        !c.thin_ended(second.span_id),
+        "still only sampled out: the caller counts it"
+    );
+    c.ended(end_of(&first, 5, SpanStatus::Unset), t(5), &mut out);
+    assert!(out.iter().any(|s| s.span_id == first.span_id), "kept at its start");
+    // Not a poll, or a pod member: never decided at the start.
+    let run = start_of(new_span_id(), &kubelet, "runtime.v1.RuntimeService/RunPodSandbox", 200);
+    assert_eq!(c.begin(&run, &mut out), Begun::Tracked);
+    let image = start_of(new_span_id(), &kubelet, "runtime.v1.ImageService/ImageStatus", 200);
+    assert_eq!(c.begin(&image, &mut out), Begun::Tracked);
+    let third = start_of(new_span_id(), &kubelet, poll, 300);
+    assert_eq!(c.begin(&third, &mut out), Begun::SampledOut);
+    // The server of the poll makes a call on another intercept: the poll may parent it.
+    let below = start_of(new_span_id(), &conn("other", 20, 30), "x/Y", 310);
+    assert_eq!(c.begin(&below, &mut out), Begun::Tracked);
+    assert_eq!(c.thin_open(), 0);
+    assert!(c.thin_ended(third.span_id), "promoted: built whole");
+    // Now that its server is a client, a poll is no longer decided at its start.
+    let fourth = start_of(new_span_id(), &kubelet, poll, 400);
+    assert_eq!(c.begin(&fourth, &mut out), Begun::Tracked);
 }
