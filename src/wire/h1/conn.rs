@@ -409,10 +409,7 @@ impl H1Decoder {
                 self.req.phase = ReqPhase::Head;
                 continue;
             }
-            if self.eof_seen[C2S.index()]
-                && !self.eof_done[C2S.index()]
-                && !matches!(self.req.phase, ReqPhase::Parked { .. })
-            {
+            if self.c2s_eof_waiting() {
                 self.apply_eof_c2s(out);
                 continue;
             }
@@ -452,6 +449,11 @@ impl H1Decoder {
         self.resp.stashed = false;
         self.run_s2c(&Src::Shared(&stash), out);
         true
+    }
+
+    /// The client's EOF is seen and no longer held back by a parked request.
+    fn c2s_eof_waiting(&self) -> bool {
+        self.eof_seen[C2S.index()] && !self.eof_done[C2S.index()] && !matches!(self.req.phase, ReqPhase::Parked { .. })
     }
 
     fn apply_eof_c2s(&mut self, out: &mut Vec<H1Event>) {
@@ -658,6 +660,13 @@ impl H1Decoder {
             // Client bytes held behind a parked request go first once it is unparked (the
             // mirror of `run_c2s`).
             if self.run_req_stash(out) {
+                continue;
+            }
+            // And so does the client's EOF, which waited for the same answer: at once, not at
+            // the end of this read, or its Truncated would land before or after the rest of
+            // this response depending on where the server's reads split (found by fuzzing).
+            if self.c2s_eof_waiting() {
+                self.apply_eof_c2s(out);
                 continue;
             }
             match mem::replace(&mut self.resp.phase, RespPhase::Head) {
