@@ -127,9 +127,7 @@ impl Half {
             match Pipe::new() {
                 Ok(p) => self.pipe = Some(p),
                 Err(e) => {
-                    splice::note_refused(from, &e);
-                    tap.splice_refused();
-                    self.no_splice = true;
+                    self.refuse_splice(from, &e, tap);
                     return Poll::Ready(Ok(false));
                 }
             }
@@ -148,14 +146,20 @@ impl Half {
             }
             Err(e) if splice::refused(&e) => {
                 // Nothing moved: the copy loop reads the same bytes next.
-                splice::note_refused(from, &e);
-                tap.splice_refused();
-                self.no_splice = true;
+                self.refuse_splice(from, &e, tap);
                 return Poll::Ready(Ok(false));
             }
             Err(source) => return Poll::Ready(Err(RelayError::Read { side: from, source })),
         }
         Poll::Ready(Ok(true))
+    }
+
+    /// The kernel refused splice on `side` (or no pipe could be made): logged once, counted,
+    /// and this direction stays on the copy loop.
+    fn refuse_splice(&mut self, side: &'static str, e: &io::Error, tap: &mut Tap) {
+        splice::note_refused(side, e);
+        tap.splice_refused();
+        self.no_splice = true;
     }
 
     /// Write out what the pipe holds. A writer that refuses splice gets the bytes through
@@ -173,13 +177,9 @@ impl Half {
         match ready!(pipe.poll_drain(cx, writer)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) if splice::refused(&e) => {
-                splice::note_refused(to, &e);
-                tap.splice_refused();
-                self.no_splice = true;
-                let held = pipe
-                    .take_held()
-                    .map_err(|source| RelayError::Write { side: to, source })?;
-                self.pending = held;
+                let held = pipe.take_held();
+                self.refuse_splice(to, &e, tap);
+                self.pending = held.map_err(|source| RelayError::Write { side: to, source })?;
                 self.written = 0;
                 Poll::Ready(Ok(()))
             }

@@ -15,7 +15,7 @@ use opentelemetry_semantic_conventions::attribute::{
     HTTP_REQUEST_METHOD, HTTP_ROUTE, NETWORK_TRANSPORT, RPC_METHOD, RPC_SYSTEM_NAME, SERVER_ADDRESS,
 };
 
-use super::pod::client_service;
+use super::pod::{client_name, client_service};
 use super::*;
 
 /// The SERVER span's attributes a CLIENT span repeats: what was called, where, and by whom.
@@ -34,13 +34,7 @@ const CLIENT_ATTRIBUTES: &[&str] = &[
 /// would be in the server's own resource) and the call hangs under no observed call of another
 /// intercept: a root (an ambiguous one too), a pod member, or under a remote `traceparent`.
 pub(super) fn wants_client_span(node: &Node) -> bool {
-    let named = node
-        .conn
-        .client
-        .as_ref()
-        .and_then(|p| p.executable.as_deref())
-        .is_some_and(|exe| !exe.is_empty());
-    named && matches!(node.parent, None | Some((_, Link::Pod)))
+    client_name(&node.conn).is_some() && matches!(node.parent, None | Some((_, Link::Pod)))
 }
 
 /// The CLIENT span above `server`, which becomes its child. `conn` is the call's connection.

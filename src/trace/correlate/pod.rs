@@ -111,10 +111,15 @@ pub(super) fn pod_root(pod: PodGroup) -> SpanRecord {
 /// The service a client's synthesized spans go in: its executable's file name (`kubelet`),
 /// else the intercept's.
 pub(super) fn client_service(conn: &ConnMeta) -> Arc<str> {
-    match conn.client.as_ref().and_then(|p| p.executable.as_deref()) {
-        Some(exe) if !exe.is_empty() => Arc::from(exe),
-        _ => Arc::clone(&conn.service),
-    }
+    client_name(conn).map_or_else(|| Arc::clone(&conn.service), Arc::from)
+}
+
+/// The client's executable name, when known.
+pub(super) fn client_name(conn: &ConnMeta) -> Option<&str> {
+    conn.client
+        .as_ref()
+        .and_then(|p| p.executable.as_deref())
+        .filter(|exe| !exe.is_empty())
 }
 
 /// What a member call of a pod start spent its time on.
